@@ -1,0 +1,1 @@
+"""The edgeseq CLI (typer): one module per command."""

@@ -1,0 +1,66 @@
+"""Shared CLI plumbing: consoles, one-line errors, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import warnings
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from edgeseq.errors import EdgeseqError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def quiet_toolchains() -> None:
+    """Silence the exporters' informational logging (torch.onnx, torchao) unless --debug."""
+    for name in ("torch.onnx", "torch._dynamo", "torch.export", "torchao", "onnxscript", "executorch", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+
+
+def debug_enabled() -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    return bool(root and isinstance(root.obj, dict) and root.obj.get("debug"))
+
+
+def handle_errors(fn):
+    """Run a command; an :class:`EdgeseqError` becomes one line on stderr and exit code 1 (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgeseqError as exc:
+            if debug_enabled():
+                raise
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def progress_bar(transient: bool = True):
+    with Progress(
+        SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err, transient=transient,
+    ) as p:
+        yield p
+
+
+@contextlib.contextmanager
+def status(message: str):
+    with err.status(message):
+        yield

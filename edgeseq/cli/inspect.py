@@ -1,0 +1,59 @@
+"""``edgeseq inspect``: a summary of an artifact's manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeseq.cli.common import handle_errors, out
+
+
+@handle_errors
+def inspect(
+    artifact: Annotated[Path, typer.Argument(help="Exported artifact (.onnx / .pte) or its .edgeseq.json manifest.", exists=True)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
+) -> None:
+    """Show an artifact's family, runtime, inputs/outputs, state bytes, parity and operator delegation."""
+    from rich.table import Table
+
+    from edgeseq import manifest as man
+
+    model_file, man_path = man.resolve_artifact(artifact)
+    m = man.read(man_path)
+    if as_json:
+        out.print_json(json.dumps(m))
+        return
+    size = model_file.stat().st_size if model_file.exists() else None
+    rt = m["runtime"]
+    out.print(f"[bold]{model_file.name}[/]: family [bold]{m['family']}[/] ({m.get('task', '?')}), target {m['target']} "
+              f"on {rt.get('name')} {rt.get('version', '')}" + (f", opset {rt['opset']}" if "opset" in rt else "")
+              + (f", backend {rt['backend']}" if "backend" in rt else ""))
+    out.print(f"file {size:,} bytes" if size is not None else "file missing!", f"| batch {m['batch']}",
+              f"| train length {m.get('train_length')}", f"| fingerprint {m['fingerprint'][:16]}")
+    io = Table(title="inputs / outputs")
+    for col in ("kind", "name", "shape", "dtype"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for e in m[kind]:
+            io.add_row(kind[:-1], e["name"], str(tuple(e["shape"])), e["dtype"])
+    out.print(io)
+    ss = m["state_spec"]
+    out.print(f"state: {len(ss['tensors'])} tensors, [bold]{ss['bytes_per_stream']:,} bytes per stream[/], delay {ss['delay']}")
+    p = m["parity"]
+    out.print(f"parity at export ({p['what']}): {p['steps']} steps x {p['batch']} streams, max abs error "
+              f"{p['max_abs_error']:.3g}, max rel error {p['max_rel_error']:.3g}, final state error "
+              f"{p['final_state_max_abs_error']:.3g} (tolerance {p['tolerance']:g})")
+    g = m.get("graph", {})
+    if "delegated_ops" in g:
+        out.print(f"operators: {g['delegated_ops']} delegated to {rt.get('backend', '?')} in {g['partitions']} partition(s), "
+                  f"{g['non_delegated_ops']} not delegated ({g['delegated_fraction']:.0%} delegated)")
+        if g["non_delegated"]:
+            out.print("  not delegated: " + ", ".join(f"{k} x{v}" for k, v in g["non_delegated"].items()))
+        if "planned_arena_bytes" in g:
+            out.print(f"  planned memory arena: {g['planned_arena_bytes']:,} bytes")
+    elif "nodes" in g:
+        out.print(f"operators: {g['nodes']} ONNX nodes (" + ", ".join(f"{k} x{v}" for k, v in g["op_types"].items()) + ")")
+    out.print(f"quantization: {m.get('quantization') or 'none (float32)'}; pruning: {m.get('pruning') or 'none'}")

@@ -1,0 +1,62 @@
+"""The ``edgeseq`` command line."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from edgeseq._version import __version__
+from edgeseq.cli import convert as _convert
+from edgeseq.cli import export as _export
+from edgeseq.cli import inspect as _inspect
+from edgeseq.cli import quickstart as _quickstart
+from edgeseq.cli import stream as _stream
+from edgeseq.cli import train as _train
+from edgeseq.cli.common import quiet_toolchains
+
+app = typer.Typer(
+    name="edgeseq",
+    help="Ship trained recurrent-form sequence models to edge runtimes as constant-memory step functions, "
+    "with parity checked at every stage.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"edgeseq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks and toolchain logs on errors.")] = False,
+) -> None:
+    """edgeseq: train, convert, export, stream and inspect step-form sequence models."""
+    ctx.obj = {"debug": debug}
+    if not debug:
+        quiet_toolchains()
+
+
+app.command("train")(_train.train)
+app.command("convert")(_convert.convert)
+app.command("export")(_export.export)
+app.command("stream")(_stream.stream)
+app.command("inspect")(_inspect.inspect)
+app.command("quickstart")(_quickstart.quickstart)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,101 @@
+"""``edgeseq stream``: push a recorded input stream through an artifact, one step at a time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from edgeseq.cli.choices import RuntimeName
+from edgeseq.cli.common import err, handle_errors, out, progress_bar
+from edgeseq.errors import ShapeError
+
+
+def read_stream(path: Path) -> np.ndarray:
+    """(T, d_in) or (T, batch, d_in) float32 from ``.npy`` (no pickle) or ``.csv`` (one step per row)."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix == ".csv":
+            arr = _read_csv(path)
+        else:
+            raise ShapeError(f"{path}: expected a .npy or .csv file, got {suffix or 'no suffix'}")
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ShapeError):
+            raise
+        raise ShapeError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
+        raise ShapeError(f"{path}: expected a numeric array of shape (T, d_in) or (T, batch, d_in), got {arr.shape} {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    with open(path) as f:
+        first = f.readline()
+    try:
+        [float(v) for v in first.strip().split(",")]
+        skip = 0
+    except ValueError:
+        skip = 1  # a header row
+    return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=np.float64)
+
+
+def write_outputs(path: Path, ys: np.ndarray) -> None:
+    import os
+
+    from edgeseq.fsutil import staging_dir
+
+    with staging_dir(path.parent) as tmp:
+        f = tmp / path.name
+        if path.suffix.lower() == ".npy":
+            np.save(f, ys, allow_pickle=False)
+        elif path.suffix.lower() == ".csv":
+            np.savetxt(f, ys.reshape(ys.shape[0], -1), delimiter=",", fmt="%.8g")
+        else:
+            raise ShapeError(f"{path}: output must end in .npy or .csv")
+        os.replace(f, path)
+
+
+@handle_errors
+def stream(
+    artifact: Annotated[Path, typer.Argument(help="Exported artifact (.onnx / .pte, or its .edgeseq.json), or a model directory.", exists=True)],
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="Input stream: .npy (T, d_in) or (T, batch, d_in), or .csv (one step per row).", exists=True, dir_okay=False)],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write outputs to .npy or .csv; default: print CSV to stdout.")] = None,
+    runtime: Annotated[Optional[RuntimeName], typer.Option(help="Runtime to use (default: the manifest's).")] = None,
+    state_in: Annotated[Optional[Path], typer.Option(help="Resume from a state saved by --state-out (must come from the same model).", exists=True, dir_okay=False)] = None,
+    state_out: Annotated[Optional[Path], typer.Option(help="Save the final state here (.npz) to resume later.")] = None,
+) -> None:
+    """Stream INPUT through ARTIFACT one step at a time, feeding the state back, and write the outputs.
+
+    Every step's input is checked against the manifest (shape, dtype, finite values) before the runtime
+    sees it. The state can be saved and resumed; a state from another model is refused.
+    """
+    import edgeseq
+    from edgeseq.runtimes import StreamState
+
+    xs = read_stream(input_path)
+    batch = xs.shape[1] if xs.ndim == 3 else 1
+    sess = edgeseq.open(artifact, runtime=runtime.value if runtime else None, batch=batch)
+    if xs.shape[-1] != sess.d_in:
+        raise ShapeError(f"{input_path}: expected {sess.d_in} features per step, got {xs.shape[-1]}")
+    if state_in is not None:
+        sess.state = StreamState.load(state_in)
+    with progress_bar() as p:
+        t = p.add_task(f"streaming on {sess.runtime}", total=len(xs))
+        ys = []
+        for i in range(len(xs)):
+            ys.append(sess.push(xs[i]))
+            if i % 64 == 63:
+                p.advance(t, 64)
+    ys_arr = np.stack(ys)
+    if state_out is not None:
+        sess.state.save(state_out)
+    if output is not None:
+        write_outputs(output, ys_arr)
+        err.print(f"wrote {output}: {ys_arr.shape[0]} steps x {ys_arr.shape[1:]} outputs ({sess.runtime})")
+    else:
+        for row in ys_arr.reshape(ys_arr.shape[0], -1):
+            out.print(",".join(f"{v:.8g}" for v in row), highlight=False)

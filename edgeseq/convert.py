@@ -1,0 +1,64 @@
+"""The converter registry: parallel-form module type -> (step converter, per-step reference).
+
+A converter turns a trained module into a :class:`~edgeseq.step.StepModule`. Its ``reference`` computes the
+module's own parallel outputs at every time step, the oracle that :func:`edgeseq.check_parity` compares with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgeseq.errors import UnsupportedModuleError
+from edgeseq.registry import Registry
+from edgeseq.step import StepModule
+
+
+@dataclass(frozen=True)
+class Converter:
+    module_type: type
+    convert: Callable[[nn.Module], StepModule]
+    # reference(module, x) with x: (batch, T, d_in) -> (batch, T, d_out), the output at every time step
+    reference: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
+
+CONVERTERS: Registry[Converter] = Registry("converter")
+
+
+def register_converter(module_type: type, convert: Callable, reference: Callable) -> Converter:
+    """Teach :func:`convert` a new module type."""
+    return CONVERTERS.register(module_type, Converter(module_type, convert, reference))
+
+
+def find_converter(model: nn.Module) -> Converter:
+    for cls in type(model).__mro__:
+        if cls in CONVERTERS:
+            return CONVERTERS.get(cls)
+    known = ", ".join(sorted(t.__module__.split(".")[0] + "." + t.__qualname__ for t in CONVERTERS.keys()))
+    raise UnsupportedModuleError(
+        f"no converter for {type(model).__qualname__}; supported: {known}. "
+        "Register one with edgeseq.register_converter(YourModule, convert=fn, reference=fn)"
+    )
+
+
+def convert(model: nn.Module) -> StepModule:
+    """Rewrite a trained model into its constant-memory step form (weights are copied, ``model`` is untouched)."""
+    if isinstance(model, StepModule):
+        return model
+    step = find_converter(model).convert(model)
+    return step.eval()
+
+
+def reference_outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The parallel form's output at every time step, x: (batch, T, d_in) -> (batch, T, d_out)."""
+    conv = find_converter(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return conv.reference(model, x)
+    finally:
+        model.train(was_training)

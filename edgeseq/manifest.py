@@ -1,0 +1,89 @@
+"""The artifact manifest (``<file>.edgeseq.json``, e.g. ``lstm.onnx.edgeseq.json``): one description of a step artifact for every runtime.
+
+Fields (schema version 1):
+
+- ``schema_version``, ``edgeseq_version``, ``created``
+- ``family``, ``config``, ``task``, ``train_length``: where the step came from
+- ``target`` (onnx | executorch | ...), ``file`` (the model file's name beside the manifest), ``file_sha256``
+- ``runtime``: ``{"name", "version", ...}`` plus target details (ONNX opset, ExecuTorch backend)
+- ``batch``: an integer when the artifact has a fixed batch, or ``"dynamic"``
+- ``inputs`` / ``outputs``: ``[{"name", "shape", "dtype"}]``, shapes with ``"batch"`` for the batch axis
+- ``state_spec``: :meth:`edgeseq.step.StateSpec.to_dict`
+- ``quantization``, ``pruning``: configs, or null
+- ``fingerprint``: sha256 of family, config and weights; a saved stream state carries it
+- ``parity``: the error measured at export time against eager over a rollout with the state fed back
+- ``graph``: operator statistics of the exported graph (delegated vs non-delegated ops for ExecuTorch)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edgeseq.errors import ArtifactError
+from edgeseq.step import StateSpec
+
+SCHEMA_VERSION = 1
+SUFFIX = ".edgeseq.json"
+REQUIRED = (
+    "schema_version", "edgeseq_version", "family", "config", "target", "file", "runtime", "batch",
+    "inputs", "outputs", "state_spec", "fingerprint", "parity",
+)
+
+
+def manifest_path_for(model_path: Path) -> Path:
+    """``out/model.onnx`` -> ``out/model.onnx.edgeseq.json`` (one manifest per file, so targets can share a stem)."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + SUFFIX)
+
+
+def resolve_artifact(path: str | Path) -> tuple[Path, Path]:
+    """Given a model file or its manifest, return (model file, manifest path)."""
+    path = Path(path)
+    if path.name.endswith(SUFFIX):
+        man = path
+        data = read(man)
+        return man.with_name(data["file"]), man
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file")
+    man = manifest_path_for(path)
+    if not man.is_file():
+        raise ArtifactError(f"{path}: no manifest beside it (expected {man.name}); export it with edgeseq export")
+    return path, man
+
+
+def read(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such manifest") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: manifest is not valid JSON ({exc})") from None
+    validate(data, where=str(path))
+    return data
+
+
+def validate(data: Any, where: str = "manifest") -> None:
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{where}: manifest must be a JSON object")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise ArtifactError(f"{where}: manifest lacks {', '.join(missing)}")
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise ArtifactError(f"{where}: manifest schema {data['schema_version']} is not supported (this edgeseq reads {SCHEMA_VERSION})")
+    try:
+        StateSpec.from_dict(data["state_spec"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{where}: invalid state_spec ({exc})") from None
+    for key in ("inputs", "outputs"):
+        if not isinstance(data[key], list) or not all(isinstance(e, dict) and {"name", "shape", "dtype"} <= set(e) for e in data[key]):
+            raise ArtifactError(f"{where}: invalid {key}")
+    if not (data["batch"] == "dynamic" or (isinstance(data["batch"], int) and data["batch"] >= 1)):
+        raise ArtifactError(f"{where}: batch must be a positive integer or 'dynamic'")
+
+
+def io_names(spec: StateSpec) -> tuple[list[str], list[str]]:
+    """Graph input and output names: ``x, state_<name>...`` -> ``y, next_state_<name>...``."""
+    return ["x"] + [f"state_{n}" for n in spec.names], ["y"] + [f"next_state_{n}" for n in spec.names]

@@ -1,0 +1,178 @@
+"""The step contract: ``y_t, state = step(x_t, state)`` with an explicit, constant-size state.
+
+A :class:`StepModule` is an ``nn.Module`` whose ``forward(x_t, state)`` is a pure function of its
+arguments: it never mutates ``state`` in place and keeps no hidden buffers between calls. Its
+:class:`StateSpec` names every state tensor with its per-stream shape and dtype, so runtimes,
+exporters and the manifest all describe the same state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeseq.errors import ShapeError, StateMismatchError
+
+State = tuple[torch.Tensor, ...]
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int8": torch.int8,
+}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    for name, dt in _DTYPES.items():
+        if dt == dtype:
+            return name
+    raise ValueError(f"unsupported dtype {dtype}")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; known: {', '.join(_DTYPES)}") from None
+
+
+@dataclass(frozen=True)
+class StateTensor:
+    """One state tensor: its name, its shape per stream (without the batch axis) and its dtype."""
+
+    name: str
+    shape: tuple[int, ...]  # per stream; the full tensor is (batch, *shape)
+    dtype: str = "float32"
+    fill: float = 0.0  # initial value of every element
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * torch.empty((), dtype=torch_dtype(self.dtype)).element_size()
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """The recurrent state of a step function.
+
+    ``tensors`` are in the order the step takes and returns them. ``delay`` is the number of steps
+    before the first valid output (0 for recurrent families; continual networks may have one).
+    """
+
+    tensors: tuple[StateTensor, ...]
+    delay: int = 0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tensors)
+
+    @property
+    def bytes_per_stream(self) -> int:
+        """Bytes of state one stream carries (constant in the stream's length)."""
+        return sum(t.nbytes for t in self.tensors)
+
+    def shapes(self, batch: int | str = "batch") -> list[tuple]:
+        return [(batch, *t.shape) for t in self.tensors]
+
+    def init(self, batch: int, device: torch.device | str | None = None) -> State:
+        return tuple(
+            torch.full((batch, *t.shape), t.fill, dtype=torch_dtype(t.dtype), device=device) for t in self.tensors
+        )
+
+    def validate(self, state: State, batch: int | None = None) -> None:
+        """Raise :class:`StateMismatchError` unless ``state`` fits this spec."""
+        if not isinstance(state, (tuple, list)) or len(state) != len(self.tensors):
+            got = len(state) if isinstance(state, (tuple, list)) else type(state).__name__
+            raise StateMismatchError(f"state has {got} tensors, this model expects {len(self.tensors)} ({', '.join(self.names)})")
+        for spec, t in zip(self.tensors, state):
+            b = t.shape[0] if t.dim() else None
+            if tuple(t.shape[1:]) != spec.shape or (batch is not None and b != batch):
+                want = (batch if batch is not None else "batch", *spec.shape)
+                raise StateMismatchError(f"state tensor {spec.name!r}: expected shape {want}, got {tuple(t.shape)}")
+            if t.dtype != torch_dtype(spec.dtype):
+                raise StateMismatchError(f"state tensor {spec.name!r}: expected dtype {spec.dtype}, got {dtype_name(t.dtype)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "delay": self.delay,
+            "bytes_per_stream": self.bytes_per_stream,
+            "tensors": [
+                {"name": t.name, "shape": ["batch", *t.shape], "dtype": t.dtype, "fill": t.fill, "bytes_per_stream": t.nbytes}
+                for t in self.tensors
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StateSpec":
+        tensors = []
+        for t in d["tensors"]:
+            shape = t["shape"]
+            if not shape or shape[0] != "batch":
+                raise ValueError(f"state tensor {t.get('name')!r}: shape must start with 'batch', got {shape}")
+            tensors.append(StateTensor(t["name"], tuple(int(s) for s in shape[1:]), t["dtype"], float(t.get("fill", 0.0))))
+        return cls(tuple(tensors), int(d.get("delay", 0)))
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a step module records about where it came from (goes into the manifest)."""
+
+    family: str
+    config: dict[str, Any] = field(default_factory=dict)
+    task: str = "sequence"
+    train_length: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class StepModule(nn.Module):
+    """Base class of constant-memory step functions.
+
+    Subclasses implement :meth:`step` (pure: returns new tensors, never writes into ``state``) and set
+    ``d_in``, ``d_out``, ``state_spec`` and ``info``. ``forward(x_t, state)`` checks shapes, then calls
+    :meth:`step`.
+    """
+
+    d_in: int
+    d_out: int
+    state_spec: StateSpec
+    info: StepInfo
+
+    def init_state(self, batch: int = 1) -> State:
+        """The initial state for ``batch`` independent streams."""
+        device = next(iter(self.parameters()), torch.empty(0)).device
+        return self.state_spec.init(batch, device=device)
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if x.dim() != 2 or x.shape[1] != self.d_in:
+            raise ShapeError(f"step input: expected shape (batch, {self.d_in}), got {tuple(x.shape)}")
+        if not torch.compiler.is_compiling():
+            self.state_spec.validate(state, batch=x.shape[0])
+        return self.step(x, tuple(state))
+
+    def fingerprint(self) -> str:
+        """sha256 of the family, config and every weight (names, dtypes, shapes, bytes)."""
+        h = hashlib.sha256()
+        h.update(json.dumps({"family": self.info.family, "config": self.info.config}, sort_keys=True).encode())
+        for name, t in sorted(self.state_dict().items()):
+            t = t.detach().contiguous().cpu()
+            h.update(f"{name}:{dtype_name(t.dtype)}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.hexdigest()
+

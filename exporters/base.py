@@ -1,0 +1,228 @@
+"""What every exporter shares: the flat step wrapper, the export flow, rollout validation, the manifest.
+
+An exporter only knows how to write its file (:meth:`Exporter.write`); :func:`export` does the rest the same
+way for every target: convert if needed, write under a temporary name, run the artifact on its runtime
+against eager over a long rollout with the state fed back, record the error in the manifest, and move the
+files into place only if the error is within tolerance.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeseq._version import __version__
+from edgeseq.checkpoint import check_finite
+from edgeseq.errors import ConfigError, ParityError, ShapeError
+from edgeseq.fsutil import commit_files, staging_dir
+from edgeseq.manifest import SCHEMA_VERSION, io_names, manifest_path_for
+from edgeseq.parity import compare, scaled_error
+from edgeseq.registry import Registry
+from edgeseq.step import StepModule
+
+DEFAULT_TOLERANCE = 1e-4  # scaled error: abs error / max(1, |reference|), see edgeseq.parity
+
+
+class FlatStep(nn.Module):
+    """``forward(x, state) -> (y, *next_state)``: graph inputs flatten to ``x, state_0, ...``, outputs to ``y, ...``."""
+
+    def __init__(self, step: StepModule):
+        super().__init__()
+        self.inner = step
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]):
+        y, new = self.inner.step(x, tuple(state))
+        return (y, *new)
+
+
+class Exporter:
+    """One export target. Subclasses set the class attributes and implement :meth:`write`."""
+
+    target: str = ""
+    suffix: str = ""
+    runtime: str = ""  # the runtime that validates and runs the artifact
+    dynamic_batch: bool = False
+    extra: str = ""  # the pip extra that provides the toolchain
+
+    def write(self, step: StepModule, path: Path, batch: int) -> dict[str, Any]:
+        """Write the artifact to ``path``; return manifest fields: ``runtime`` and ``graph``."""
+        raise NotImplementedError
+
+
+EXPORTERS: Registry[Exporter] = Registry("export target")
+
+
+def register_exporter(cls: type[Exporter]) -> type[Exporter]:
+    EXPORTERS.register(cls.target, cls())
+    return cls
+
+
+@dataclass
+class Artifact:
+    path: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def parity(self) -> dict[str, Any]:
+        return self.manifest["parity"]
+
+
+def resolve_out(out: str | Path, suffix: str) -> Path:
+    out = Path(out)
+    if out.suffix == suffix:
+        return out
+    if out.is_dir() or str(out).endswith(("/", "\\")):
+        return out / f"model{suffix}"
+    return out.with_name(out.name + suffix)
+
+
+def export(
+    step: nn.Module,
+    out: str | Path,
+    target: str = "onnx",
+    *,
+    batch: int = 1,
+    steps: int = 1000,
+    tolerance: float = DEFAULT_TOLERANCE,
+    inputs: np.ndarray | torch.Tensor | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> Artifact:
+    """Export a step module (or a convertible model) to ``target`` and validate it.
+
+    ``out`` is a path stem (``out/lstm`` -> ``out/lstm.onnx`` + ``out/lstm.onnx.edgeseq.json``), a file with the
+    target's suffix, or an existing folder. ``batch`` fixes the batch of targets without a dynamic batch
+    (ExecuTorch) and is the validation batch otherwise. The rollout uses ``inputs`` (T, batch, d_in) or, by
+    default, ``steps`` standard-normal inputs drawn with ``seed``. Raises :class:`ParityError`, writing
+    nothing, when the artifact's scaled error exceeds ``tolerance``.
+    """
+    from edgeseq.convert import convert
+    from edgeseq.runtimes import RUNTIMES
+
+    exporter = EXPORTERS.get(target)
+    note = progress or (lambda _msg: None)
+    if not isinstance(step, StepModule):
+        step = convert(step)
+    step = step.eval()
+    check_finite(dict(step.state_dict()), where="step module")
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+    x = _rollout_inputs(step, inputs, steps, batch, seed)
+
+    path = resolve_out(out, exporter.suffix)
+    man_path = manifest_path_for(path)
+    with staging_dir(path.parent) as tmp:
+        tmp_model = tmp / path.name
+        note(f"exporting to {target}")
+        info = exporter.write(step, tmp_model, batch)
+        manifest = build_manifest(step, exporter, info, path.name, tmp_model, batch)
+        note(f"validating on {exporter.runtime} over {x.shape[0]} steps")
+        session = RUNTIMES.get(exporter.runtime).open_file(tmp_model, manifest, batch=x.shape[1])
+        report, state_err = validate_rollout(step, session, x)
+        err = scaled_error(report)
+        manifest["parity"] = {
+            **report.summary(),
+            "what": f"{target} on {exporter.runtime} vs eager step",
+            "scaled_error": err,
+            "final_state_max_abs_error": state_err,
+            "tolerance": tolerance,
+            "inputs": "user-supplied" if inputs is not None else f"standard normal, seed {seed}",
+        }
+        if not (err <= tolerance and state_err <= tolerance * 10):
+            raise ParityError(
+                f"{target} artifact disagrees with eager: scaled output error {err:.3g} (state {state_err:.3g}) "
+                f"over {x.shape[0]} steps exceeds tolerance {tolerance:g} (worst at step {report.worst_step}); nothing written"
+            )
+        (tmp / man_path.name).write_text(_json(manifest))
+        commit_files([(tmp_model, path), (tmp / man_path.name, man_path)])
+    return Artifact(path, man_path, manifest)
+
+
+def _rollout_inputs(step: StepModule, inputs, steps: int, batch: int, seed: int) -> torch.Tensor:
+    if inputs is None:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(steps, batch, step.d_in, generator=g)
+    x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs).float()
+    if x.dim() == 2:
+        x = x[:, None, :]
+    if x.dim() != 3 or x.shape[2] != step.d_in:
+        raise ShapeError(f"validation inputs: expected (T, batch, {step.d_in}), got {tuple(x.shape)}")
+    return x
+
+
+def validate_rollout(step: StepModule, session, x: torch.Tensor):
+    """Run eager and the runtime side by side over x: (T, batch, d_in), each feeding its own state back."""
+    import warnings
+
+    state = step.init_state(x.shape[1])
+    ref, got = [], []
+    xn = x.numpy()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the validation stream may pass the training length on purpose
+        for t in range(x.shape[0]):
+            y, state = step.step(x[t], state)
+            ref.append(y.numpy())
+            got.append(session.push(xn[t]))
+    report = compare(np.stack(ref), np.stack(got), what="artifact vs eager", delay=step.state_spec.delay)
+    final = session.state.tensors
+    state_err = max((float(np.abs(a - b.numpy()).max()) for a, b in zip(final, state) if a.size), default=0.0)
+    return report, state_err
+
+
+def build_manifest(step: StepModule, exporter: Exporter, info: dict, file_name: str, file_path: Path, batch: int) -> dict:
+    spec = step.state_spec
+    in_names, out_names = io_names(spec)
+    b: Any = "dynamic" if exporter.dynamic_batch else batch
+    inputs = [{"name": "x", "shape": ["batch", step.d_in], "dtype": "float32"}] + [
+        {"name": n, "shape": ["batch", *t.shape], "dtype": t.dtype} for n, t in zip(in_names[1:], spec.tensors)
+    ]
+    outputs = [{"name": "y", "shape": ["batch", step.d_out], "dtype": "float32"}] + [
+        {"name": n, "shape": ["batch", *t.shape], "dtype": t.dtype} for n, t in zip(out_names[1:], spec.tensors)
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "edgeseq_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "family": step.info.family,
+        "config": step.info.config,
+        "task": step.info.task,
+        "train_length": step.info.train_length,
+        "target": exporter.target,
+        "file": file_name,
+        "file_sha256": _sha256(file_path),
+        "file_bytes": file_path.stat().st_size,
+        "runtime": info["runtime"],
+        "batch": b,
+        "inputs": inputs,
+        "outputs": outputs,
+        "state_spec": spec.to_dict(),
+        "quantization": None,
+        "pruning": None,
+        "fingerprint": step.fingerprint(),
+        "graph": info.get("graph", {}),
+        "parity": None,
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _json(data: dict) -> str:
+    import json
+
+    return json.dumps(data, indent=2) + "\n"

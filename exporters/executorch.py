@@ -1,0 +1,92 @@
+"""Target ``executorch``: ``torch.export`` -> XNNPACK-delegated edge program -> ``.pte``.
+
+The batch is fixed at export time (``batch=``, recorded in the manifest): ExecuTorch 1.5's XNNPACK delegate
+refused to resize its outputs for a dynamic batch in our trials, and edge streams usually run batch 1.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgeseq.errors import require
+from edgeseq.exporters.base import Exporter, FlatStep, register_exporter
+from edgeseq.step import StepModule
+
+_PLUMBING = {"getitem", "executorch_call_delegate"}
+
+
+@register_exporter
+class ExecuTorchExporter(Exporter):
+    target = "executorch"
+    suffix = ".pte"
+    runtime = "executorch"
+    dynamic_batch = False
+    extra = "executorch"
+
+    def write(self, step: StepModule, path: Path, batch: int) -> dict[str, Any]:
+        et = require("executorch", "executorch")
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        flat = FlatStep(step).eval()
+        args = (torch.zeros(batch, step.d_in), step.init_state(batch))
+        with torch.no_grad():
+            ep = torch.export.export(flat, args, strict=False)
+        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        graph = delegation_stats(edge.exported_program())
+        program = edge.to_executorch()
+        path.write_bytes(program.buffer)
+        plan = program.executorch_program.execution_plan[0]
+        graph["planned_arena_bytes"] = int(sum(plan.non_const_buffer_sizes))
+        return {
+            "runtime": {"name": "executorch", "version": getattr(et, "__version__", _et_version()), "backend": "xnnpack"},
+            "graph": graph,
+        }
+
+
+def delegation_stats(ep) -> dict[str, Any]:
+    """Operators inside XNNPACK partitions vs operators left to portable kernels."""
+    delegated: Counter = Counter()
+    left: Counter = Counter()
+    partitions = 0
+    for node in ep.graph_module.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = _op_name(node.target)
+        if name == "executorch_call_delegate":
+            partitions += 1
+            lowered = getattr(ep.graph_module, node.args[0].target)
+            for inner in lowered.original_module.graph_module.graph.nodes:
+                if inner.op == "call_function" and _op_name(inner.target) not in _PLUMBING:
+                    delegated[_op_name(inner.target)] += 1
+        elif name not in _PLUMBING:
+            left[name] += 1
+    total = sum(delegated.values()) + sum(left.values())
+    return {
+        "partitions": partitions,
+        "delegated_ops": sum(delegated.values()),
+        "non_delegated_ops": sum(left.values()),
+        "delegated_fraction": (sum(delegated.values()) / total) if total else 1.0,
+        "delegated": dict(sorted(delegated.items())),
+        "non_delegated": dict(sorted(left.items())),
+    }
+
+
+def _op_name(target) -> str:
+    name = getattr(target, "__name__", str(target))
+    for prefix in ("aten.", "aten_"):
+        name = name.replace(prefix, "")
+    return name.split(".")[0] if "." in name and not name.startswith("executorch") else name
+
+
+def _et_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("executorch")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"

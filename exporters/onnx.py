@@ -1,0 +1,61 @@
+"""Target ``onnx``: the dynamo exporter, named state I/O, a dynamic batch axis, full ``onnx.checker`` check."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgeseq.errors import ParityError, require
+from edgeseq.exporters.base import Exporter, FlatStep, register_exporter
+from edgeseq.manifest import io_names
+from edgeseq.step import StepModule
+
+OPSET = 18
+
+
+@register_exporter
+class OnnxExporter(Exporter):
+    target = "onnx"
+    suffix = ".onnx"
+    runtime = "onnxruntime"
+    dynamic_batch = True
+    extra = "onnx"
+
+    def write(self, step: StepModule, path: Path, batch: int) -> dict[str, Any]:
+        onnx = require("onnx", "onnx")
+        require("onnxscript", "onnx")
+        flat = FlatStep(step).eval()
+        example_batch = 2  # not 1: a batch of 1 would be specialised away
+        state = step.init_state(example_batch)
+        args = (torch.randn(example_batch, step.d_in), state)
+        in_names, out_names = io_names(step.state_spec)
+        b = torch.export.Dim("batch", min=1, max=1 << 16)
+        dynamic_shapes = ({0: b}, tuple({0: b} for _ in state))
+        with torch.no_grad():
+            program = torch.onnx.export(
+                flat, args, dynamo=True, input_names=in_names, output_names=out_names,
+                dynamic_shapes=dynamic_shapes, opset_version=OPSET, external_data=False, verbose=False,
+            )
+        program.save(str(path), external_data=False)
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except Exception as exc:
+            raise ParityError(f"onnx.checker rejected the exported graph: {str(exc).splitlines()[0]}") from None
+        model = onnx.load(str(path))
+        ops = Counter(n.op_type for n in model.graph.node)
+        return {
+            "runtime": {"name": "onnxruntime", "version": _ort_version(), "opset": OPSET, "onnx": onnx.__version__},
+            "graph": {"nodes": sum(ops.values()), "op_types": dict(sorted(ops.items()))},
+        }
+
+
+def _ort_version() -> str:
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        return "unknown"

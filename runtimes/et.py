@@ -1,0 +1,48 @@
+"""Runtime ``executorch``: loads a ``.pte`` through ``executorch.runtime`` (XNNPACK kernels are built in)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeseq.errors import ArtifactError, require
+from edgeseq.runtimes.base import Runtime, register_runtime
+
+
+class ExecuTorchBackend:
+    def __init__(self, path: Path, threads: int | None = 1):
+        require("executorch", "executorch")
+        from executorch.runtime import Runtime as EtRuntime
+
+        if threads is not None:
+            set_threads(threads)
+        try:
+            self.method = EtRuntime.get().load_program(str(path)).load_method("forward")
+        except Exception as exc:
+            raise ArtifactError(f"{path}: ExecuTorch cannot load it ({str(exc).splitlines()[0]})") from None
+
+    def run(self, x: np.ndarray, state: list[np.ndarray]):
+        out = self.method.execute([torch.from_numpy(x), *(torch.from_numpy(s) for s in state)])
+        # outputs live in the program's planned memory and are overwritten by the next call: copy them
+        return out[0].numpy().copy(), [t.numpy().copy() for t in out[1:]]
+
+
+def set_threads(n: int) -> None:
+    """XNNPACK's thread pool size (process-wide in ExecuTorch's Python bindings)."""
+    try:
+        from executorch.extension.pybindings import portable_lib
+
+        if portable_lib._threadpool_get_thread_count() != n:
+            portable_lib._unsafe_reset_threadpool(n)
+    except (ImportError, AttributeError):  # pragma: no cover - older executorch
+        pass
+
+
+@register_runtime
+class ExecuTorchRuntime(Runtime):
+    name = "executorch"
+
+    def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int | None = 1):
+        return self.session(ExecuTorchBackend(path, threads), manifest, path, batch)

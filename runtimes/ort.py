@@ -1,0 +1,40 @@
+"""Runtime ``onnxruntime``: CPU execution provider, one intra-op thread by default (batch-1 streaming)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgeseq.errors import ArtifactError, require
+from edgeseq.manifest import io_names
+from edgeseq.runtimes.base import Runtime, register_runtime
+from edgeseq.step import StateSpec
+
+
+class OrtBackend:
+    def __init__(self, path: Path, spec: StateSpec, threads: int = 1):
+        ort = require("onnxruntime", "onnx")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ArtifactError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+        self.in_names, self.out_names = io_names(spec)
+
+    def run(self, x: np.ndarray, state: list[np.ndarray]):
+        feeds = dict(zip(self.in_names, [x, *state]))
+        out = self.sess.run(self.out_names, feeds)
+        return out[0], list(out[1:])
+
+
+@register_runtime
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+
+    def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int = 1):
+        backend = OrtBackend(path, StateSpec.from_dict(manifest["state_spec"]), threads=threads)
+        return self.session(backend, manifest, path, batch)

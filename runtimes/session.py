@@ -1,0 +1,147 @@
+"""``StreamSession``: one streaming API over every runtime.
+
+A session owns the recurrent state of ``batch`` independent streams. ``push(x_t)`` checks the input against
+the manifest (shape, dtype, finite values) before the runtime sees it, runs one step and keeps the new
+state. Numpy in gives numpy out; torch in gives torch out. ``state`` returns a :class:`StreamState` stamped
+with the model's fingerprint, and assigning a state from another model is refused.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from edgeseq.errors import ArtifactError, InputError, ShapeError, StateMismatchError
+from edgeseq.step import StateSpec
+
+
+class Backend(Protocol):
+    def run(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]: ...
+
+
+@dataclass
+class StreamState:
+    """A snapshot of a session's state: tensors in ``StateSpec`` order, and the model fingerprint."""
+
+    names: tuple[str, ...]
+    tensors: tuple[np.ndarray, ...]
+    fingerprint: str
+    steps: int = 0
+
+    def save(self, path: str | Path) -> None:
+        from edgeseq.fsutil import staging_dir
+        import os
+
+        path = Path(path)
+        with staging_dir(path.parent) as tmp:
+            f = tmp / "state.npz"
+            np.savez(
+                f, __fingerprint__=np.array(self.fingerprint), __names__=np.array(list(self.names)),
+                __steps__=np.array(self.steps), **{f"state_{n}": t for n, t in zip(self.names, self.tensors)},
+            )
+            os.replace(f, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StreamState":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names = tuple(str(n) for n in z["__names__"])
+                return cls(names, tuple(z[f"state_{n}"] for n in names), str(z["__fingerprint__"]), int(z["__steps__"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise StateMismatchError(f"{path}: not an edgeseq state file ({exc})") from None
+
+
+class StreamSession:
+    def __init__(
+        self, backend: Backend, *, runtime: str, d_in: int, d_out: int, spec: StateSpec, batch: int,
+        fingerprint: str, train_length: int | None = None, path: Path | None = None,
+    ):
+        self.backend = backend
+        self.runtime = runtime
+        self.d_in, self.d_out = d_in, d_out
+        self.spec = spec
+        self.batch = batch
+        self.fingerprint = fingerprint
+        self.train_length = train_length
+        self.path = path
+        self._warned_length = False
+        self.reset()
+
+    @property
+    def delay(self) -> int:
+        """Steps before the first valid output (0 for recurrent families)."""
+        return self.spec.delay
+
+    def reset(self) -> None:
+        """Back to the initial state for every stream."""
+        self._state = [t.numpy() for t in self.spec.init(self.batch)]
+        self.steps = 0
+
+    def push(self, x):
+        """One step: ``x`` of shape (batch, d_in) (or (d_in,) when batch is 1), float32; returns y_t."""
+        as_torch = isinstance(x, torch.Tensor)
+        if as_torch:
+            if x.dtype != torch.float32:
+                raise ShapeError(f"push: expected dtype float32, got {str(x.dtype).replace('torch.', '')} (use x.float())")
+            arr = x.detach().cpu().numpy()
+        elif isinstance(x, np.ndarray):
+            if x.dtype != np.float32:
+                raise ShapeError(f"push: expected dtype float32, got {x.dtype} (use x.astype(np.float32))")
+            arr = x
+        else:
+            raise ShapeError(f"push: expected a numpy array or a torch tensor, got {type(x).__name__}")
+        single = arr.ndim == 1 and self.batch == 1
+        if single:
+            arr = arr[None]
+        if arr.shape != (self.batch, self.d_in):
+            alt = f" or ({self.d_in},)" if self.batch == 1 else ""
+            raise ShapeError(f"push: expected shape ({self.batch}, {self.d_in}){alt}, got {tuple(x.shape)}")
+        if not np.isfinite(arr).all():
+            bad = sorted({int(i) for i in np.argwhere(~np.isfinite(arr))[:, 0]})
+            raise InputError(f"push: input at step {self.steps} has NaN/Inf values (streams {bad[:5]})")
+        y, new = self.backend.run(np.ascontiguousarray(arr), self._state)
+        self._state = new
+        self.steps += 1
+        if self.train_length and self.steps > self.train_length and not self._warned_length:
+            self._warned_length = True
+            warnings.warn(
+                f"stream passed the training length ({self.train_length} steps); outputs beyond it were never trained",
+                stacklevel=2,
+            )
+        y = y[0] if single else y
+        return torch.from_numpy(y) if as_torch else y
+
+    def run(self, xs):
+        """Push every step of ``xs`` (T, batch, d_in) or (T, d_in); returns outputs stacked along T."""
+        outs = [self.push(xs[t]) for t in range(len(xs))]
+        return torch.stack(outs) if isinstance(xs, torch.Tensor) else np.stack(outs)
+
+    @property
+    def state(self) -> StreamState:
+        return StreamState(self.spec.names, tuple(s.copy() for s in self._state), self.fingerprint, self.steps)
+
+    @state.setter
+    def state(self, value: StreamState) -> None:
+        if not isinstance(value, StreamState):
+            raise StateMismatchError(f"state must be a StreamState (from session.state), got {type(value).__name__}")
+        if value.fingerprint != self.fingerprint:
+            raise StateMismatchError(
+                f"state belongs to another model (fingerprint {value.fingerprint[:12]}, this artifact {self.fingerprint[:12]})"
+            )
+        self.spec.validate(tuple(torch.from_numpy(np.asarray(t)) for t in value.tensors), batch=self.batch)
+        self._state = [np.ascontiguousarray(t).copy() for t in value.tensors]
+        self.steps = value.steps
+
+
+def check_batch(manifest: dict, batch: int | None) -> int:
+    fixed = manifest["batch"]
+    if fixed == "dynamic":
+        return 1 if batch is None else int(batch)
+    if batch is not None and int(batch) != fixed:
+        raise ArtifactError(f"this {manifest['target']} artifact was exported for batch {fixed}; got batch {batch} (re-export with --batch {batch})")
+    return int(fixed)
