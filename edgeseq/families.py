@@ -21,6 +21,7 @@ class Family:
     config_cls: type
     model_cls: type[nn.Module]  # model_cls(config) -> parallel form; the instance keeps it as `.config`
     summary: str = ""
+    tiny: tuple[tuple[str, Any], ...] = ()  # config overrides of a tiny model for tests and the conformance suite
 
 
 FAMILIES: Registry[Family] = Registry("family")

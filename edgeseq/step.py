@@ -23,6 +23,7 @@ State = tuple[torch.Tensor, ...]
 
 _DTYPES = {
     "float32": torch.float32,
+    "float64": torch.float64,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
     "int64": torch.int64,

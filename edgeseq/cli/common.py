@@ -8,7 +8,8 @@ import logging
 import os
 import warnings
 
-import click
+import contextvars
+
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -27,12 +28,19 @@ def quiet_toolchains() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+
+# set by the root callback for the current invocation (--debug)
+DEBUG: contextvars.ContextVar[bool] = contextvars.ContextVar("edgeseq_cli_debug", default=False)
 
 
 def debug_enabled() -> bool:
-    ctx = click.get_current_context(silent=True)
-    root = ctx.find_root() if ctx else None
-    return bool(root and isinstance(root.obj, dict) and root.obj.get("debug"))
+    return DEBUG.get()
 
 
 def handle_errors(fn):

@@ -13,7 +13,7 @@ from edgeseq.cli import inspect as _inspect
 from edgeseq.cli import quickstart as _quickstart
 from edgeseq.cli import stream as _stream
 from edgeseq.cli import train as _train
-from edgeseq.cli.common import quiet_toolchains
+from edgeseq.cli.common import DEBUG, quiet_toolchains
 
 app = typer.Typer(
     name="edgeseq",
@@ -42,6 +42,7 @@ def root(
 ) -> None:
     """edgeseq: train, convert, export, stream and inspect step-form sequence models."""
     ctx.obj = {"debug": debug}
+    DEBUG.set(debug)
     if not debug:
         quiet_toolchains()
 

@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from edgeseq.cli.choices import RuntimeName
-from edgeseq.cli.common import err, handle_errors, out, progress_bar
+from edgeseq.cli.common import err, handle_errors, progress_bar
 from edgeseq.errors import ShapeError
 
 
@@ -97,5 +97,5 @@ def stream(
         write_outputs(output, ys_arr)
         err.print(f"wrote {output}: {ys_arr.shape[0]} steps x {ys_arr.shape[1:]} outputs ({sess.runtime})")
     else:
-        for row in ys_arr.reshape(ys_arr.shape[0], -1):
-            out.print(",".join(f"{v:.8g}" for v in row), highlight=False)
+        lines = (",".join(f"{v:.8g}" for v in row) for row in ys_arr.reshape(ys_arr.shape[0], -1))
+        typer.echo("\n".join(lines))  # plain stdout: no wrapping, pipe-friendly

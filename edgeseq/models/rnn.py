@@ -281,7 +281,10 @@ def reference_torch_rnn(rnn: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
     return rnn(x.transpose(0, 1))[0].transpose(0, 1)
 
 
-register_family(Family("rnn", RNNConfig, RNNModel, "LSTM / GRU / Elman RNN stacks with a linear head"))
+register_family(Family(
+    "rnn", RNNConfig, RNNModel, "LSTM / GRU / Elman RNN stacks with a linear head",
+    tiny=(("cell", "lstm"), ("d_hidden", 16), ("num_layers", 2)),
+))
 register_converter(RNNModel, convert_rnn_model, reference_rnn_model)
 for _cls in (nn.LSTM, nn.GRU, nn.RNN):
     register_converter(_cls, convert_torch_rnn, reference_torch_rnn)

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+import edgeseq
+from edgeseq.errors import ArtifactError, InputError, ShapeError, StateMismatchError
+from edgeseq.runtimes import StreamState
+
+RUNTIMES = ["torch", "onnx", "executorch"]
+
+
+def _open(artifacts, which, batch=None):
+    if which == "torch":
+        return edgeseq.open(artifacts["model"], batch=batch)
+    return edgeseq.open(artifacts[which].path, batch=batch)
+
+
+@pytest.mark.parametrize("which", RUNTIMES)
+def test_numpy_and_torch_in_same_kind_out(artifacts, which):
+    sess = _open(artifacts, which)
+    y = sess.push(np.zeros((1, 5), np.float32))
+    assert isinstance(y, np.ndarray) and y.shape == (1, 3)
+    yt = sess.push(torch.zeros(1, 5))
+    assert isinstance(yt, torch.Tensor) and yt.shape == (1, 3)
+    y1 = sess.push(np.zeros(5, np.float32))
+    assert y1.shape == (3,)
+    assert sess.steps == 3
+
+
+@pytest.mark.parametrize("which", RUNTIMES)
+def test_bad_inputs_are_refused_before_the_runtime(artifacts, which):
+    sess = _open(artifacts, which)
+    with pytest.raises(ShapeError, match=r"expected shape \(1, 5\) or \(5,\), got \(1, 4\)"):
+        sess.push(np.zeros((1, 4), np.float32))
+    with pytest.raises(ShapeError, match="expected dtype float32, got float64"):
+        sess.push(np.zeros((1, 5)))
+    with pytest.raises(ShapeError, match="expected dtype float32, got int64"):
+        sess.push(torch.zeros(1, 5, dtype=torch.long))
+    with pytest.raises(ShapeError, match="numpy array or a torch tensor"):
+        sess.push([0.0] * 5)
+    sess.push(np.zeros((1, 5), np.float32))
+    x = np.zeros((1, 5), np.float32)
+    x[0, 2] = np.nan
+    with pytest.raises(InputError, match="step 1 has NaN"):
+        sess.push(x)
+    assert sess.steps == 1
+
+
+@pytest.mark.parametrize("which", RUNTIMES)
+def test_reset_state_roundtrip_and_foreign_state(artifacts, which, tmp_path):
+    sess = _open(artifacts, which)
+    xs = np.random.default_rng(0).standard_normal((40, 1, 5)).astype(np.float32)
+    full = sess.run(xs)
+    sess.reset()
+    first = sess.run(xs[:25])
+    snap = sess.state
+    snap.save(tmp_path / "s.npz")
+    rest = sess.run(xs[25:])
+    np.testing.assert_array_equal(np.concatenate([first, rest]), full)
+    sess.reset()
+    sess.state = StreamState.load(tmp_path / "s.npz")  # resume after a restart
+    np.testing.assert_array_equal(sess.run(xs[25:]), rest)
+    other = edgeseq.open(edgeseq.build("rnn", d_in=5, d_out=3, cell="lstm", d_hidden=16, num_layers=2))
+    with pytest.raises(StateMismatchError, match="another model"):
+        sess.state = other.state
+
+
+def test_batch_streams_are_independent(artifacts):
+    sess = edgeseq.open(artifacts["onnx"].path, batch=2)
+    xs = np.random.default_rng(1).standard_normal((300, 2, 5)).astype(np.float32)
+    both = sess.run(xs)
+    for i in range(2):
+        single = edgeseq.open(artifacts["onnx"].path, batch=1)
+        np.testing.assert_allclose(both[:, i], single.run(xs[:, i:i + 1])[:, 0], atol=1e-6)
+
+
+def test_open_refuses_missing_or_broken_manifest(artifacts, tmp_path):
+    import shutil
+
+    f = tmp_path / "m.onnx"
+    shutil.copy(artifacts["onnx"].path, f)
+    with pytest.raises(ArtifactError, match="no manifest beside it"):
+        edgeseq.open(f)
+    (tmp_path / "m.onnx.edgeseq.json").write_text('{"schema_version": 1}')
+    with pytest.raises(ArtifactError, match="manifest lacks"):
+        edgeseq.open(f)
+    with pytest.raises(ArtifactError, match="no such file"):
+        edgeseq.open(tmp_path / "absent.onnx")
