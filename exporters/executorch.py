@@ -77,10 +77,9 @@ def delegation_stats(ep) -> dict[str, Any]:
 
 
 def _op_name(target) -> str:
-    name = getattr(target, "__name__", str(target))
-    for prefix in ("aten.", "aten_"):
-        name = name.replace(prefix, "")
-    return name.split(".")[0] if "." in name and not name.startswith("executorch") else name
+    """``aten.mul.Tensor`` -> ``mul``; ``dim_order_ops._to_dim_order_copy.default`` -> ``_to_dim_order_copy``."""
+    parts = getattr(target, "__name__", str(target)).split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
 
 
 def _et_version() -> str:

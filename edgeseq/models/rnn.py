@@ -150,7 +150,9 @@ class LSTMCellStep(nn.Module):
 
     def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.gates(torch.cat([x, h], dim=-1))  # (B, 4H)
-        i, f, gg, o = g.chunk(4, dim=-1)  # (B, H) each
+        H = self.d_hidden
+        # slices, not chunk(): XNNPACK delegates slice_copy but not split_with_sizes
+        i, f, gg, o = g[:, :H], g[:, H : 2 * H], g[:, 2 * H : 3 * H], g[:, 3 * H :]  # (B, H) each
         c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)  # (B, H)
         h_next = torch.sigmoid(o) * torch.tanh(c_next)  # (B, H)
         if self.proj is not None:
@@ -171,18 +173,20 @@ class GRUCellStep(nn.Module):
 
     def __init__(self, d_in: int, d_hidden: int, bias: bool):
         super().__init__()
+        self.d_hidden = d_hidden
         self.ih = nn.Linear(d_in, 3 * d_hidden, bias=bias)
         self.hh = nn.Linear(d_hidden, 3 * d_hidden, bias=bias)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         gi = self.ih(x)  # (B, 3H)
         gh = self.hh(h)  # (B, 3H)
-        i_r, i_z, i_n = gi.chunk(3, dim=-1)
-        h_r, h_z, h_n = gh.chunk(3, dim=-1)
+        H = self.d_hidden
+        i_r, i_z, i_n = gi[:, :H], gi[:, H : 2 * H], gi[:, 2 * H :]  # (B, H) each
+        h_r, h_z, h_n = gh[:, :H], gh[:, H : 2 * H], gh[:, 2 * H :]
         r = torch.sigmoid(i_r + h_r)  # (B, H)
         z = torch.sigmoid(i_z + h_z)  # (B, H)
         n = torch.tanh(i_n + r * h_n)  # (B, H)
-        return (1 - z) * n + z * h  # (B, H)
+        return n + z * (h - n)  # (B, H) = (1 - z) * n + z * h, without a scalar constant the delegate cannot take
 
     def load_torch(self, sd: dict[str, torch.Tensor], layer: int) -> None:
         self.ih.weight.data.copy_(sd[f"weight_ih_l{layer}"])
@@ -251,7 +255,9 @@ class RNNStep(StepModule):
                 h = layer(inp, state[i])
                 new.append(h)
             inp = h  # (B, H)
-        y = self.head(inp) if self.head is not None else inp.clone()  # (B, d_out); clone: y must not alias a state
+        # without a head y is the top layer's h; "* 1.0" keeps it a distinct graph value (a state output and y that
+        # are one node make XNNPACK refuse the partition, and clone() is removed by the edge passes)
+        y = self.head(inp) if self.head is not None else inp * 1.0  # (B, d_out)
         return y, tuple(new)
 
 
