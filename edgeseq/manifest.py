@@ -80,8 +80,29 @@ def validate(data: Any, where: str = "manifest") -> None:
     for key in ("inputs", "outputs"):
         if not isinstance(data[key], list) or not all(isinstance(e, dict) and {"name", "shape", "dtype"} <= set(e) for e in data[key]):
             raise ArtifactError(f"{where}: invalid {key}")
+    if not isinstance(data["file"], str) or Path(data["file"]).name != data["file"] or data["file"] in ("", ".", ".."):
+        raise ArtifactError(f"{where}: 'file' must be a plain file name beside the manifest, got {data['file']!r}")
     if not (data["batch"] == "dynamic" or (isinstance(data["batch"], int) and data["batch"] >= 1)):
         raise ArtifactError(f"{where}: batch must be a positive integer or 'dynamic'")
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_file(model_file: Path, data: dict) -> None:
+    """Refuse a model file that is not the one its manifest describes (replaced, truncated, corrupted)."""
+    if not Path(model_file).is_file():
+        raise ArtifactError(f"{model_file}: the manifest's model file is missing")
+    want = data.get("file_sha256")
+    if want and file_sha256(model_file) != want:
+        raise ArtifactError(f"{model_file}: file does not match its manifest (sha256 differs); re-export it")
 
 
 def io_names(spec: StateSpec) -> tuple[list[str], list[str]]:

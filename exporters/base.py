@@ -9,7 +9,6 @@ files into place only if the error is within tolerance.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +21,7 @@ from edgeseq._version import __version__
 from edgeseq.checkpoint import check_finite
 from edgeseq.errors import ConfigError, ParityError, ShapeError
 from edgeseq.fsutil import commit_files, staging_dir
-from edgeseq.manifest import SCHEMA_VERSION, io_names, manifest_path_for
+from edgeseq.manifest import SCHEMA_VERSION, file_sha256, io_names, manifest_path_for
 from edgeseq.parity import compare, scaled_error
 from edgeseq.registry import Registry
 from edgeseq.step import StepModule
@@ -199,7 +198,7 @@ def build_manifest(step: StepModule, exporter: Exporter, info: dict, file_name: 
         "train_length": step.info.train_length,
         "target": exporter.target,
         "file": file_name,
-        "file_sha256": _sha256(file_path),
+        "file_sha256": file_sha256(file_path),
         "file_bytes": file_path.stat().st_size,
         "runtime": info["runtime"],
         "batch": b,
@@ -212,14 +211,6 @@ def build_manifest(step: StepModule, exporter: Exporter, info: dict, file_name: 
         "graph": info.get("graph", {}),
         "parity": None,
     }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _json(data: dict) -> str:

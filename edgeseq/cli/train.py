@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +34,7 @@ def train(
     import edgeseq
     from edgeseq.config import parse_overrides
     from edgeseq.data import load_dataset
+    from edgeseq.fsutil import write_json_atomic
     from edgeseq.train import TrainConfig, fit
 
     ds = load_dataset(data.value)
@@ -53,6 +53,6 @@ def train(
     edgeseq.save(model, out_dir)
     metrics = {"data": ds.name, "family": family.value, "params": n_params, "seconds": result.seconds,
                "final_loss": result.losses[-1], "test": result.metrics, "train_config": tc.__dict__}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json_atomic(out_dir / "metrics.json", metrics)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     out.print(f"trained in {result.seconds:.1f} s; test {shown}; saved {out_dir}")

@@ -86,3 +86,9 @@ def test_open_refuses_missing_or_broken_manifest(artifacts, tmp_path):
         edgeseq.open(f)
     with pytest.raises(ArtifactError, match="no such file"):
         edgeseq.open(tmp_path / "absent.onnx")
+    shutil.copy(artifacts["onnx"].manifest_path, tmp_path / "m.onnx.edgeseq.json")
+    data = bytearray(f.read_bytes())
+    data[-10] ^= 0xFF  # one flipped byte in the weights
+    f.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match its manifest"):
+        edgeseq.open(f)
