@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -43,7 +44,9 @@ def root(
     """edgeseq: train, convert, export, stream and inspect step-form sequence models."""
     ctx.obj = {"debug": debug}
     DEBUG.set(debug)
-    if not debug:
+    if debug:
+        os.environ["EDGESEQ_DEBUG"] = "1"
+    else:
         quiet_toolchains()
 
 

@@ -39,6 +39,9 @@ def train(
 
     ds = load_dataset(data.value)
     cfg = {"d_in": ds.d_in, "d_out": ds.d_out, "task": ds.task, **parse_overrides(set_ or [])}
+    import torch
+
+    torch.manual_seed(seed)  # initial weights
     model = edgeseq.build(family.value, **cfg)
     tc = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device)
     n_params = sum(p.numel() for p in model.parameters())
