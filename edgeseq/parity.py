@@ -26,6 +26,7 @@ class ParityReport:
     batch: int
     max_abs_error: float
     max_rel_error: float
+    max_scaled_error: float  # abs error / max(1, |reference|) per step: absolute for small outputs, relative for large
     per_step_abs: np.ndarray = field(repr=False)  # (T,)
     per_step_rel: np.ndarray = field(repr=False)  # (T,)
     delay: int = 0
@@ -43,16 +44,13 @@ class ParityReport:
             "delay": self.delay,
             "max_abs_error": self.max_abs_error,
             "max_rel_error": self.max_rel_error,
+            "max_scaled_error": self.max_scaled_error,
             "worst_step": self.worst_step,
         }
 
     def passes(self, tolerance: float) -> bool:
         """True when the scaled error (abs error / max(1, |reference|)) stays within ``tolerance``."""
-        return scaled_error(self) <= tolerance
-
-
-def scaled_error(report: ParityReport) -> float:
-    return float(min(report.max_abs_error, report.max_rel_error) if report.max_rel_error else report.max_abs_error)
+        return self.max_scaled_error <= tolerance
 
 
 def compare(ref: np.ndarray | torch.Tensor, got: np.ndarray | torch.Tensor, *, what: str, delay: int = 0) -> ParityReport:
@@ -68,9 +66,10 @@ def compare(ref: np.ndarray | torch.Tensor, got: np.ndarray | torch.Tensor, *, w
     per_scale = np.maximum(scale.max(axis=1), _TINY) if scale.size else np.ones(T)
     per_abs[:delay] = 0.0
     per_rel = per_abs / per_scale
+    per_scaled = per_abs / np.maximum(per_scale, 1.0)
     return ParityReport(
         steps=T, batch=B, max_abs_error=float(per_abs.max(initial=0.0)), max_rel_error=float(per_rel.max(initial=0.0)),
-        per_step_abs=per_abs, per_step_rel=per_rel, delay=delay, what=what,
+        max_scaled_error=float(per_scaled.max(initial=0.0)), per_step_abs=per_abs, per_step_rel=per_rel, delay=delay, what=what,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -134,9 +134,6 @@ class StepInfo:
     config: dict[str, Any] = field(default_factory=dict)
     task: str = "sequence"
     train_length: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class StepModule(nn.Module):

@@ -10,9 +10,17 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_wheel_imports_every_subpackage_outside_the_source_tree(tmp_path):
+    import shutil
+
+    src = tmp_path / "src"  # build from a copy: setuptools leaves build/ behind, and a stale one would leak into wheels
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("edgeseq", "exporters", "runtimes", "quant", "devices"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(src)],
         check=True, cwd=tmp_path, timeout=600,
     )
     (whl,) = wheels.glob("edgeseq-*.whl")
