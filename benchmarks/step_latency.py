@@ -5,7 +5,8 @@ Measures, for 2-layer LSTM and GRU models of width 256 (input 64):
   - edgeseq's StepModule, eager;
   - the ONNX artifact on onnxruntime and the .pte on ExecuTorch-XNNPACK, as bare runtime calls and through
     ``StreamSession.push`` (which adds the manifest checks);
-  - the floor: the same matrix products as bare BLAS calls (torch.mm into preallocated outputs).
+  - the floor: the same matrix products as bare BLAS calls (torch.mm / MKL and numpy / OpenBLAS, into
+    preallocated outputs); the faster of the two.
 Also: StateSpec bytes vs the analytic size, and peak RSS streaming 100,000 vs 1,000 steps (fresh processes).
 
 Run: python benchmarks/step_latency.py [--quick]   (writes docs/benchmarks.md)
@@ -78,18 +79,25 @@ def bench_family(kind: str, n: int, rounds: int, out_dir: Path) -> dict:
 
     fns["step_eager"] = step_eager
 
-    # the floor: the same matmuls as bare BLAS calls (one GEMV per fused gate matrix, GRU has two per layer)
+    # the floor: the same matmuls as bare BLAS calls (one GEMV per fused gate matrix, GRU has two per layer),
+    # through PyTorch's BLAS (MKL) and through numpy's (OpenBLAS); the faster of the two is the floor
     mats = []
     for layer in step.layers:
         for lin in [m for m in layer.modules() if isinstance(m, nn.Linear)]:
             w = lin.weight.detach().t().contiguous()
             mats.append((torch.randn(1, w.shape[0]), w, torch.empty(1, w.shape[1])))
+    np_mats = [(a.numpy(), w.numpy(), o.numpy().copy()) for a, w, o in mats]
 
-    def floor():
+    def floor_torch():
         for a, w, o in mats:
             torch.mm(a, w, out=o)
 
-    fns["matmul_floor"] = floor
+    def floor_numpy():
+        for a, w, o in np_mats:
+            np.matmul(a, w, out=o)
+
+    fns["floor_torch"] = floor_torch
+    fns["floor_numpy"] = floor_numpy
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -101,6 +109,7 @@ def bench_family(kind: str, n: int, rounds: int, out_dir: Path) -> dict:
             res[f"{target}_parity"] = art.parity["max_abs_error"]
             res[f"{target}_path"] = str(art.path)
     res.update(interleaved(fns, n, rounds))
+    res["matmul_floor"] = min(res["floor_torch"], res["floor_numpy"])
     return res
 
 
@@ -174,7 +183,8 @@ def render(rows: list[dict], n: int, rounds: int, rss_long: int) -> str:
         "## Step latency (benchmarks/step_latency.py)",
         "",
         f"Single thread, batch 1; the median over {rounds} rounds of {n} steps, all rows taking turns in each round, on this machine ({os.cpu_count()} cores, {cpu}, "
-        f"torch {torch.__version__}). µs per step; ratio = `nn` module eager one step at a time / this row.",
+        f"torch {torch.__version__}, numpy {np.__version__}). µs per step; speed-up = `nn` module eager one step at a "
+        "time / this row; × floor = this row / the faster of the two bare-BLAS rows.",
         "",
     ]
     for r in rows:
@@ -187,7 +197,8 @@ def render(rows: list[dict], n: int, rounds: int, rss_long: int) -> str:
             ("ONNX Runtime, `StreamSession.push`", "onnx_push"),
             ("ExecuTorch-XNNPACK, bare `execute`", "executorch_raw"),
             ("ExecuTorch-XNNPACK, `StreamSession.push`", "executorch_push"),
-            ("floor: the same matmuls as bare BLAS calls", "matmul_floor"),
+            ("the same matmuls as bare BLAS calls: torch.mm (MKL)", "floor_torch"),
+            ("the same matmuls as bare BLAS calls: numpy (OpenBLAS)", "floor_numpy"),
         ]
         for label, key in entries:
             lines.append(f"| {label} | {r[key]:.1f} | {base / r[key]:.2f}× | {r[key] / r['matmul_floor']:.2f} |")
