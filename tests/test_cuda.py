@@ -41,3 +41,17 @@ def test_cuda_parallel_matches_cpu_step():
             y, state = step(x[:, t], state)
             ys.append(y)
     assert (torch.stack(ys, 1) - ref).abs().max() <= 1e-4  # cuDNN vs CPU float32 summation order
+
+
+def test_aaren_scan_on_cuda_matches_oracle_and_cpu_step():
+    from edgeseq.models.aaren import causal_attention_oracle, prefix_scan
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    s, v = torch.randn(2, 4, 4096, device="cuda") * 4, torch.randn(2, 4, 4096, 16, device="cuda")
+    assert (prefix_scan(s, v) - causal_attention_oracle(s, v)).abs().max().item() <= 1e-5
+    ds = load_dataset("japanese-vowels")
+    model = edgeseq.build("aaren", d_in=12, d_out=9, task="classify", d_model=32, n_heads=4, n_layers=2, d_ff=64)
+    result = fit(model, ds, TrainConfig(epochs=3, device="cuda"))  # bf16 autocast on CUDA
+    assert result.losses[-1] < result.losses[0]
+    report = edgeseq.check_parity(model, edgeseq.convert(model), torch.randn(1, 2000, 12))
+    assert report.max_abs_error <= 1e-5

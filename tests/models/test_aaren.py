@@ -78,3 +78,17 @@ def test_classify_last_step_and_config_errors():
         assert torch.allclose(model(x, torch.tensor([10, 4]))[1], model(x[1:, :4])[0], atol=1e-6)
     with pytest.raises(ConfigError, match="multiple of n_heads"):
         edgeseq.build("aaren", d_in=2, d_out=2, d_model=10, n_heads=4)
+
+
+def test_aaren_directory_with_wrong_weights_gets_the_common_errors(tmp_path):
+    import json
+
+    from edgeseq.errors import WeightsError
+
+    model = edgeseq.build("aaren", d_in=3, d_out=2, d_model=16, n_heads=2, n_layers=1, d_ff=16)
+    d = edgeseq.save(model, tmp_path / "a")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["config"]["d_ff"] = 24
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(WeightsError, match=r"blocks\.0\.ff\.0\.weight: expected \(24, 16\), got \(16, 16\)"):
+        edgeseq.load(d)
