@@ -150,26 +150,13 @@ def main() -> None:
                   f"for {marks[-1] / marks[0]:.0f}x the tokens (linear); the KV-cache decoder's grows "
                   f"{t_dec[marks[-1]] / t_dec[marks[0]]:.1f}x (its per-token cost rises with the cache).", ""]
 
-        # (d) exported step vs recomputing the parallel form at T = 1000
+        # the target: exported step vs recomputing the parallel form at T = 1000
         print("per-token cost at T=1000 ...", file=sys.stderr)
         prefix = torch.randn(1, 1000, D_IN)
         with torch.no_grad():
-            for _ in range(3):
-                model.forward_steps(prefix)
-            reps = 10
-            t0 = time.perf_counter()
-            for _ in range(reps):
-                model.forward_steps(prefix)
-            recompute = (time.perf_counter() - t0) / reps
+            recompute = _mean(lambda: model.forward_steps(prefix), reps=10, warmup=3)
         sess.reset()
-        x0 = xs[0]
-        for _ in range(200):
-            sess.push(x0)
-        n = 2000
-        t0 = time.perf_counter()
-        for _ in range(n):
-            sess.push(x0)
-        per_token = (time.perf_counter() - t0) / n
+        per_token = _mean(lambda: sess.push(xs[0]), reps=2000, warmup=200)
         lines += ["### Target: one new token at T = 1,000", "",
                   f"Recomputing the eager parallel form over the 1,000-token prefix: {recompute * 1e3:.2f} ms; the exported "
                   f"ONNX step (`StreamSession.push`): {per_token * 1e6:.0f} µs: **{recompute / per_token:.0f}x** faster per new "
@@ -189,6 +176,16 @@ def main() -> None:
     md = "\n".join(lines)
     print(md)
     _write_section(args.out, "aaren", md)
+
+
+def _mean(fn, reps: int, warmup: int) -> float:
+    """Mean seconds per call over ``reps`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps
 
 
 def _best(fn, reps: int) -> float:

@@ -35,6 +35,7 @@ from edgeseq.config import config_to_dict
 from edgeseq.convert import register_converter
 from edgeseq.errors import ConfigError
 from edgeseq.families import Family, register_family
+from edgeseq.models.heads import task_output
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
 M_INIT = -1e30  # initial running max: finite, far below any score
@@ -180,13 +181,7 @@ class AarenModel(nn.Module):
         return self.head(self.norm(h))  # (B, T, d_out)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.forward_steps(x)
-        if self.config.task == "sequence":
-            return y
-        if lengths is None:
-            return y[:, -1]
-        idx = (lengths.to(y.device).long() - 1).clamp(min=0)
-        return y[torch.arange(y.shape[0], device=y.device), idx]
+        return task_output(self.forward_steps(x), self.config.task, lengths)  # (B, T, d_out) or (B, d_out)
 
 
 # ---------------------------------------------------------------------------------------------- step form

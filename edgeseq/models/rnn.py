@@ -26,6 +26,7 @@ from torch import nn
 from edgeseq.convert import register_converter
 from edgeseq.errors import ConfigError, UnsupportedModuleError
 from edgeseq.families import Family, register_family
+from edgeseq.models.heads import task_output
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
@@ -96,13 +97,7 @@ class RNNModel(nn.Module):
         return self.head(h)  # (B, T, d_out)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        y = self.forward_steps(x)  # (B, T, d_out)
-        if self.config.task == "sequence":
-            return y
-        if lengths is None:
-            return y[:, -1]  # (B, d_out)
-        idx = (lengths.to(y.device).long() - 1).clamp(min=0)  # (B,)
-        return y[torch.arange(y.shape[0], device=y.device), idx]  # (B, d_out)
+        return task_output(self.forward_steps(x), self.config.task, lengths)  # (B, T, d_out) or (B, d_out)
 
     @classmethod
     def from_module(cls, rnn: nn.RNNBase, head: nn.Linear | None = None, task: str = "sequence") -> "RNNModel":
