@@ -41,7 +41,7 @@ def run_quickstart(
 ) -> dict[str, Any]:
     import edgeseq
     from edgeseq.data import load_dataset
-    from edgeseq.train import TrainConfig, evaluate, fit, stream_predictions
+    from edgeseq.train import TrainConfig, evaluate, fit, stream_outputs
 
     stage = on_stage or (lambda _s: None)
     out_dir = Path(out_dir)
@@ -83,7 +83,7 @@ def run_quickstart(
     for key, label, sess in sessions:
         stage(f"stream test split on {label}")
         t0 = time.perf_counter()
-        logits = _stream_logits(sess, ds.test, lambda i, n: on_series and on_series(label, i, n))
+        logits = stream_outputs(sess, ds.test, lambda i, n: on_series and on_series(label, i, n))
         secs = time.perf_counter() - t0
         acc = float((logits.argmax(-1) == ds.test.y).mean())
         rows.append({
@@ -94,14 +94,3 @@ def run_quickstart(
     summary["runtimes"] = rows
     return summary
 
-
-def _stream_logits(sess, split, progress) -> np.ndarray:
-    out = []
-    for i in range(len(split)):
-        sess.reset()
-        y = None
-        for frame in split.series(i):
-            y = sess.push(frame)
-        out.append(y[0] if y.ndim == 2 else y)
-        progress(i + 1, len(split))
-    return np.stack(out)

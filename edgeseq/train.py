@@ -101,19 +101,24 @@ def evaluate(model: nn.Module, task: str, split: Split) -> dict[str, float]:
         return {"mse": float((err**2).sum()) / denom, "mae": float(err.abs().sum()) / denom}
 
 
-def stream_predictions(session, split: Split, task: str = "classify") -> np.ndarray:
-    """Stream every series of ``split`` through a :class:`StreamSession` (batch 1), one frame at a time.
-
-    Returns the predicted class per series (classify) — the output after the series' last frame.
-    """
-    preds = []
+def stream_outputs(session, split: Split, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Stream every series of ``split`` through a :class:`StreamSession` (batch 1), one frame at a time, from a
+    reset state; return the output after each series' last frame: (series, d_out)."""
+    outs = []
     for i in range(len(split)):
         session.reset()
         y = None
         for frame in split.series(i):
             y = session.push(np.ascontiguousarray(frame, dtype=np.float32))
-        preds.append(int(np.argmax(y)) if task == "classify" else y)
-    return np.asarray(preds)
+        outs.append(y[0] if y.ndim == 2 else y)
+        if progress is not None:
+            progress(i + 1, len(split))
+    return np.stack(outs)
+
+
+def stream_predictions(session, split: Split) -> np.ndarray:
+    """The predicted class per series when each series is streamed frame by frame (classification)."""
+    return stream_outputs(session, split).argmax(-1)
 
 
 class _null:
