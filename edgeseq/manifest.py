@@ -38,19 +38,18 @@ def manifest_path_for(model_path: Path) -> Path:
     return model_path.with_name(model_path.name + SUFFIX)
 
 
-def resolve_artifact(path: str | Path) -> tuple[Path, Path]:
-    """Given a model file or its manifest, return (model file, manifest path)."""
+def resolve_artifact(path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
+    """Given a model file or its manifest, return (model file, manifest path, validated manifest)."""
     path = Path(path)
     if path.name.endswith(SUFFIX):
-        man = path
-        data = read(man)
-        return man.with_name(data["file"]), man
+        data = read(path)
+        return path.with_name(data["file"]), path, data
     if not path.exists():
         raise ArtifactError(f"{path}: no such file")
     man = manifest_path_for(path)
     if not man.is_file():
         raise ArtifactError(f"{path}: no manifest beside it (expected {man.name}); export it with edgeseq export")
-    return path, man
+    return path, man, read(man)
 
 
 def read(path: Path) -> dict[str, Any]:

@@ -48,8 +48,7 @@ def open(path, runtime: str | None = None, batch: int | None = None) -> StreamSe
 
     if isinstance(path, nn.Module) or (isinstance(path, (str, Path)) and Path(path).is_dir()):
         return RUNTIMES.get(runtime or "torch").open_model(path, batch=batch)
-    model_file, man_path = man.resolve_artifact(path)
-    data = man.read(man_path)
+    model_file, _, data = man.resolve_artifact(path)
     man.check_file(model_file, data)
     rt = RUNTIMES.get(runtime or data["runtime"]["name"])
     return rt.open_file(model_file, data, batch=batch)

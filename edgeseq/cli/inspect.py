@@ -21,8 +21,7 @@ def inspect(
 
     from edgeseq import manifest as man
 
-    model_file, man_path = man.resolve_artifact(artifact)
-    m = man.read(man_path)
+    model_file, _, m = man.resolve_artifact(artifact)
     if as_json:
         out.print_json(json.dumps(m))
         return
