@@ -16,7 +16,6 @@ import argparse
 import logging
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
 from edgeseq.models.aaren import prefix_scan, sequential_scan  # noqa: E402
+from _common import stream_peak_rss, write_section  # noqa: E402  (benchmarks/_common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 D_IN, D_MODEL, HEADS, LAYERS, D_FF = 16, 64, 4, 2, 128
@@ -65,20 +65,6 @@ class KVCacheDecoder(nn.Module):
         return [(z, z) for _ in range(LAYERS)]
 
 
-RSS_CHILD = r"""
-import sys, warnings, numpy as np
-warnings.simplefilter("ignore")
-import edgeseq
-sess = edgeseq.open(sys.argv[1])
-x = np.random.default_rng(0).standard_normal((1, sess.d_in)).astype(np.float32)
-for _ in range(int(sys.argv[2])):
-    sess.push(x)
-state_bytes = sum(t.nbytes for t in sess.state.tensors)
-hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
-print(state_bytes, hwm)
-"""
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -112,8 +98,7 @@ def main() -> None:
         per_token = kv_measured[10_000] // 10_000
         rss = {}
         for n in lengths:
-            r = subprocess.run([sys.executable, "-c", RSS_CHILD, str(art.path), str(n)], capture_output=True, text=True, check=True)
-            state_b, hwm = map(int, r.stdout.split())
+            state_b, hwm = stream_peak_rss(art.path, n)
             rss[n] = (state_b, hwm)
             kv = kv_measured.get(n)
             kv_txt = f"{kv:,} B (measured)" if kv else f"{per_token * n:,} B ({per_token} B/token x {n:,}, computed)"
@@ -175,7 +160,7 @@ def main() -> None:
     lines.append("")
     md = "\n".join(lines)
     print(md)
-    _write_section(args.out, "aaren", md)
+    write_section(args.out, "aaren", md)
 
 
 def _mean(fn, reps: int, warmup: int) -> float:
@@ -196,18 +181,6 @@ def _best(fn, reps: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
-
-
-def _write_section(path: Path, name: str, md: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{md}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-    print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

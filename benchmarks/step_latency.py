@@ -19,7 +19,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
+from _common import stream_peak_rss, write_section  # noqa: E402  (benchmarks/_common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 D_IN, WIDTH, LAYERS = 64, 256, 2
@@ -126,27 +126,6 @@ def _raw(backend, xn, state):
     return raw
 
 
-RSS_CHILD = r"""
-import sys, warnings, numpy as np
-warnings.simplefilter("ignore")
-import edgeseq
-from edgeseq.runtimes.et import set_threads
-path, steps = sys.argv[1], int(sys.argv[2])
-sess = edgeseq.open(path)
-x = np.random.default_rng(0).standard_normal((1, sess.d_in)).astype(np.float32)
-for _ in range(steps):
-    sess.push(x)
-for line in open("/proc/self/status"):
-    if line.startswith("VmHWM"):
-        print(int(line.split()[1]) * 1024)
-"""
-
-
-def peak_rss(path: str, steps: int) -> int:
-    r = subprocess.run([sys.executable, "-c", RSS_CHILD, path, str(steps)], capture_output=True, text=True, check=True)
-    return int(r.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
@@ -161,20 +140,12 @@ def main() -> None:
         for kind in ("lstm", "gru"):
             print(f"benchmarking {kind} ...", file=sys.stderr)
             r = bench_family(kind, n, rounds, Path(tmp))
-            r["rss"] = {t: (peak_rss(r[f"{t}_path"], 1000), peak_rss(r[f"{t}_path"], rss_long)) for t in ("onnx", "executorch")}
+            r["rss"] = {t: (stream_peak_rss(r[f"{t}_path"], 1000)[1], stream_peak_rss(r[f"{t}_path"], rss_long)[1])
+                        for t in ("onnx", "executorch")}
             rows.append(r)
     md = render(rows, n, rounds, rss_long)
     print(md)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    text = args.out.read_text() if args.out.exists() else ""
-    start, end = "<!-- step_latency:start -->", "<!-- step_latency:end -->"
-    block = f"{start}\n{md}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = (text or "# Benchmarks\n\nEvery number here is printed by a script in `benchmarks/`; ratios come from one run.\n") + "\n" + block + "\n"
-    args.out.write_text(text)
-    print(f"wrote {args.out}", file=sys.stderr)
+    write_section(args.out, "step_latency", md)
 
 
 def render(rows: list[dict], n: int, rounds: int, rss_long: int) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from edgeseq.cli.common import err, handle_errors, out, progress_bar
+from edgeseq.cli.common import handle_errors, out, progress_bar
 
 
 @handle_errors

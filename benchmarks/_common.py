@@ -1,0 +1,43 @@
+"""Helpers shared by the benchmark scripts: peak RSS of a fresh streaming process, docs sections."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HEADER = "# Benchmarks\n\nEvery number here is printed by a script in `benchmarks/`; ratios come from one run.\n"
+
+_RSS_CHILD = r"""
+import sys, warnings, numpy as np
+warnings.simplefilter("ignore")
+import edgeseq
+sess = edgeseq.open(sys.argv[1])
+x = np.random.default_rng(0).standard_normal((1, sess.d_in)).astype(np.float32)
+for _ in range(int(sys.argv[2])):
+    sess.push(x)
+state_bytes = sum(t.nbytes for t in sess.state.tensors)
+hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+print(state_bytes, hwm)
+"""
+
+
+def stream_peak_rss(artifact: str | Path, steps: int) -> tuple[int, int]:
+    """Stream ``steps`` steps through ``artifact`` in a fresh process: (state bytes at the end, peak RSS bytes)."""
+    r = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(artifact), str(steps)], capture_output=True, text=True, check=True)
+    state_bytes, hwm = map(int, r.stdout.split()[-2:])
+    return state_bytes, hwm
+
+
+def write_section(path: Path, name: str, md: str) -> None:
+    """Replace (or append) the ``<!-- name:start/end -->`` block of ``path`` with ``md``; the rest is kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else HEADER
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{md}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+    print(f"wrote {path}", file=sys.stderr)
