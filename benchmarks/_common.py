@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmark scripts: peak RSS of a fresh streaming process, docs sections."""
+"""Helpers shared by the benchmark scripts: interleaved timing, peak RSS of a fresh streaming process, docs sections."""
 
 from __future__ import annotations
 
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HEADER = "# Benchmarks\n\nEvery number here is printed by a script in `benchmarks/`; ratios come from one run.\n"
@@ -41,3 +43,19 @@ def write_section(path: Path, name: str, md: str) -> None:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
     print(f"wrote {path}", file=sys.stderr)
+
+
+def interleaved(fns: dict, n: int, rounds: int, warmup: int = 200) -> dict[str, float]:
+    """µs per call of each function: rounds of ``n`` calls, the functions taking turns within each round (so a
+    noisy neighbour slows all of them alike); the median over rounds."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[k].append((time.perf_counter() - t0) / n * 1e6)
+    return {k: statistics.median(v) for k, v in samples.items()}

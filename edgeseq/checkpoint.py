@@ -74,6 +74,19 @@ def save(model: nn.Module, directory: str | Path, *, train_length: int | None = 
 def load(directory: str | Path) -> nn.Module:
     """Load a model directory (any registered format) and validate its weights. Returns the model in eval mode."""
     directory = Path(directory)
+    raw = read_config(directory)
+    cfg_path = directory / CONFIG_NAME
+    fmt = DIR_FORMATS.find(lambda _k, f: f.detect(raw))
+    if fmt is None:
+        raise ConfigError(
+            f"{cfg_path}: unrecognised model directory (no 'family' key, and no other known format: "
+            f"{', '.join(DIR_FORMATS.keys())})"
+        )
+    return fmt.load(directory, raw).eval()
+
+
+def read_config(directory: Path) -> dict:
+    """The parsed ``config.json`` of a model directory (any format), or one clear error."""
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: not a model directory (expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME})")
     cfg_path = directory / CONFIG_NAME
@@ -85,13 +98,7 @@ def load(directory: str | Path) -> nn.Module:
         raise ConfigError(f"{cfg_path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: expected a JSON object")
-    fmt = DIR_FORMATS.find(lambda _k, f: f.detect(raw))
-    if fmt is None:
-        raise ConfigError(
-            f"{cfg_path}: unrecognised model directory (no 'family' key, and no other known format: "
-            f"{', '.join(DIR_FORMATS.keys())})"
-        )
-    return fmt.load(directory, raw).eval()
+    return raw
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

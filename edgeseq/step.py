@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeseq.errors import ShapeError, StateMismatchError
+from edgeseq.errors import InputError, ShapeError, StateMismatchError
 
 State = tuple[torch.Tensor, ...]
 
@@ -44,6 +44,16 @@ def torch_dtype(name: str) -> torch.dtype:
         return _DTYPES[name]
     except KeyError:
         raise ValueError(f"unknown dtype {name!r}; known: {', '.join(_DTYPES)}") from None
+
+
+def check_token_ids(ids: torch.Tensor, vocab_size: int) -> None:
+    """Raise :class:`InputError` for non-integer token ids or ids outside [0, vocab_size)."""
+    if ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
+        raise InputError(f"token ids must be integers, got {str(ids.dtype).replace('torch.', '')}")
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab_size:
+            raise InputError(f"token id {hi if hi >= vocab_size else lo} is outside the vocabulary (0..{vocab_size - 1})")
 
 
 @dataclass(frozen=True)
@@ -141,13 +151,26 @@ class StepModule(nn.Module):
 
     Subclasses implement :meth:`step` (pure: returns new tensors, never writes into ``state``) and set
     ``d_in``, ``d_out``, ``state_spec`` and ``info``. ``forward(x_t, state)`` checks shapes, then calls
-    :meth:`step`.
+    :meth:`step`. A step with ``vocab_size > 0`` takes token ids: x is (batch, 1) int64.
     """
 
     d_in: int
     d_out: int
     state_spec: StateSpec
     info: StepInfo
+    vocab_size: int = 0
+
+    @property
+    def input_dtype(self) -> str:
+        return "int64" if self.vocab_size else "float32"
+
+    def example_input(self, steps: int | None, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random inputs (steps, batch, d_in), or (batch, d_in) when ``steps`` is None: standard normal
+        features, or token ids drawn uniformly from the vocabulary."""
+        shape = (batch, self.d_in) if steps is None else (steps, batch, self.d_in)
+        if self.vocab_size:
+            return torch.randint(0, self.vocab_size, shape, generator=generator)
+        return torch.randn(shape, generator=generator)
 
     def init_state(self, batch: int = 1) -> State:
         """The initial state for ``batch`` independent streams."""
@@ -160,6 +183,10 @@ class StepModule(nn.Module):
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if x.dim() != 2 or x.shape[1] != self.d_in:
             raise ShapeError(f"step input: expected shape (batch, {self.d_in}), got {tuple(x.shape)}")
+        if self.vocab_size:
+            check_token_ids(x, self.vocab_size)
+        elif not x.is_floating_point():
+            raise ShapeError(f"step input: expected floating-point features, got {str(x.dtype).replace('torch.', '')}")
         if not torch.compiler.is_compiling():
             self.state_spec.validate(state, batch=x.shape[0])
         return self.step(x, tuple(state))

@@ -24,7 +24,7 @@ from edgeseq.fsutil import commit_files, staging_dir
 from edgeseq.manifest import SCHEMA_VERSION, file_sha256, io_names, manifest_path_for
 from edgeseq.parity import compare
 from edgeseq.registry import Registry
-from edgeseq.step import StepModule
+from edgeseq.step import StepModule, check_token_ids
 
 DEFAULT_TOLERANCE = 1e-4  # scaled error: abs error / max(1, |reference|), see edgeseq.parity
 
@@ -89,7 +89,7 @@ def export(
     target: str = "onnx",
     *,
     batch: int = 1,
-    steps: int = 1000,
+    steps: int = 2000,
     tolerance: float = DEFAULT_TOLERANCE,
     inputs: np.ndarray | torch.Tensor | None = None,
     seed: int = 0,
@@ -135,7 +135,8 @@ def export(
             "final_state_max_abs_error": state_err,
             "final_state_max_scaled_error": state_scaled,
             "tolerance": tolerance,
-            "inputs": "user-supplied" if inputs is not None else f"standard normal, seed {seed}",
+            "inputs": "user-supplied" if inputs is not None else (
+                f"uniform token ids, seed {seed}" if step.vocab_size else f"standard normal, seed {seed}"),
         }
         if not (err <= tolerance and state_scaled <= tolerance):
             raise ParityError(
@@ -149,13 +150,15 @@ def export(
 
 def _rollout_inputs(step: StepModule, inputs, steps: int, batch: int, seed: int) -> torch.Tensor:
     if inputs is None:
-        g = torch.Generator().manual_seed(seed)
-        return torch.randn(steps, batch, step.d_in, generator=g)
-    x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs).float()
+        return step.example_input(steps, batch, torch.Generator().manual_seed(seed))
+    x = torch.as_tensor(np.asarray(inputs) if not isinstance(inputs, torch.Tensor) else inputs)
+    x = x.long() if step.vocab_size else x.float()
     if x.dim() == 2:
         x = x[:, None, :]
     if x.dim() != 3 or x.shape[2] != step.d_in:
         raise ShapeError(f"validation inputs: expected (T, batch, {step.d_in}), got {tuple(x.shape)}")
+    if step.vocab_size:
+        check_token_ids(x, step.vocab_size)
     return x
 
 
@@ -188,7 +191,7 @@ def build_manifest(step: StepModule, exporter: Exporter, info: dict, file_name: 
     spec = step.state_spec
     in_names, out_names = io_names(spec)
     b: Any = "dynamic" if exporter.dynamic_batch else batch
-    inputs = [{"name": "x", "shape": ["batch", step.d_in], "dtype": "float32"}] + [
+    inputs = [{"name": "x", "shape": ["batch", step.d_in], "dtype": step.input_dtype}] + [
         {"name": n, "shape": ["batch", *t.shape], "dtype": t.dtype} for n, t in zip(in_names[1:], spec.tensors)
     ]
     outputs = [{"name": "y", "shape": ["batch", step.d_out], "dtype": "float32"}] + [
@@ -202,6 +205,7 @@ def build_manifest(step: StepModule, exporter: Exporter, info: dict, file_name: 
         "config": step.info.config,
         "task": step.info.task,
         "train_length": step.info.train_length,
+        "vocab_size": step.vocab_size or None,
         "target": exporter.target,
         "file": file_name,
         "file_sha256": file_sha256(file_path),

@@ -33,7 +33,7 @@ class ExecuTorchExporter(Exporter):
         from executorch.exir import to_edge_transform_and_lower
 
         flat = FlatStep(step).eval()
-        args = (torch.zeros(batch, step.d_in), step.init_state(batch))
+        args = (step.example_input(None, batch), step.init_state(batch))
         with torch.no_grad():
             ep = torch.export.export(flat, args, strict=False)
         edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])

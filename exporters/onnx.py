@@ -30,7 +30,7 @@ class OnnxExporter(Exporter):
         flat = FlatStep(step).eval()
         example_batch = 2  # not 1: a batch of 1 would be specialised away
         state = step.init_state(example_batch)
-        args = (torch.randn(example_batch, step.d_in), state)
+        args = (step.example_input(None, example_batch), state)
         in_names, out_names = io_names(step.state_spec)
         b = torch.export.Dim("batch", min=1, max=1 << 16)
         dynamic_shapes = ({0: b}, tuple({0: b} for _ in state))

@@ -25,6 +25,7 @@ class Runtime:
             backend, runtime=self.name, d_in=manifest["inputs"][0]["shape"][1], d_out=manifest["outputs"][0]["shape"][1],
             spec=StateSpec.from_dict(manifest["state_spec"]), batch=check_batch(manifest, batch),
             fingerprint=manifest["fingerprint"], train_length=manifest.get("train_length"), path=path,
+            vocab_size=manifest.get("vocab_size") or 0,
         )
 
 

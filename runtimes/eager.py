@@ -36,6 +36,7 @@ class TorchRuntime(Runtime):
         return StreamSession(
             TorchBackend(step), runtime=self.name, d_in=step.d_in, d_out=step.d_out, spec=step.state_spec,
             batch=1 if batch is None else int(batch), fingerprint=step.fingerprint(), train_length=step.info.train_length,
+            vocab_size=step.vocab_size,
         )
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None) -> StreamSession:

@@ -59,7 +59,7 @@ class StreamState:
 class StreamSession:
     def __init__(
         self, backend: Backend, *, runtime: str, d_in: int, d_out: int, spec: StateSpec, batch: int,
-        fingerprint: str, train_length: int | None = None, path: Path | None = None,
+        fingerprint: str, train_length: int | None = None, path: Path | None = None, vocab_size: int = 0,
     ):
         self.backend = backend
         self.runtime = runtime
@@ -69,6 +69,7 @@ class StreamSession:
         self.fingerprint = fingerprint
         self.train_length = train_length
         self.path = path
+        self.vocab_size = vocab_size  # > 0: inputs are token ids (batch, 1) int64
         self._warned_length = False
         self.reset()
 
@@ -83,25 +84,31 @@ class StreamSession:
         self.steps = 0
 
     def push(self, x):
-        """One step: ``x`` of shape (batch, d_in) (or (d_in,) when batch is 1), float32; returns y_t."""
+        """One step: ``x`` of shape (batch, d_in) (or (d_in,) when batch is 1), float32; returns y_t.
+
+        Language models (``vocab_size > 0``) take token ids: integers of shape (batch, 1), (batch,) or a
+        plain ``int`` when batch is 1."""
         as_torch = isinstance(x, torch.Tensor)
+        if self.vocab_size and isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+            x = np.array([x], dtype=np.int64)
         if as_torch:
-            if x.dtype != torch.float32:
-                raise ShapeError(f"push: expected dtype float32, got {str(x.dtype).replace('torch.', '')} (use x.float())")
             arr = x.detach().cpu().numpy()
         elif isinstance(x, np.ndarray):
-            if x.dtype != np.float32:
-                raise ShapeError(f"push: expected dtype float32, got {x.dtype} (use x.astype(np.float32))")
             arr = x
         else:
             raise ShapeError(f"push: expected a numpy array or a torch tensor, got {type(x).__name__}")
+        if self.vocab_size:
+            arr = self._token_ids(arr)
+        elif arr.dtype != np.float32:
+            hint = "x.float()" if as_torch else "x.astype(np.float32)"
+            raise ShapeError(f"push: expected dtype float32, got {str(x.dtype).replace('torch.', '')} (use {hint})")
         single = arr.ndim == 1 and self.batch == 1
         if single:
             arr = arr[None]
         if arr.shape != (self.batch, self.d_in):
             alt = f" or ({self.d_in},)" if self.batch == 1 else ""
             raise ShapeError(f"push: expected shape ({self.batch}, {self.d_in}){alt}, got {tuple(x.shape)}")
-        if not np.isfinite(arr).all():
+        if not self.vocab_size and not np.isfinite(arr).all():
             bad = sorted({int(i) for i in np.argwhere(~np.isfinite(arr))[:, 0]})
             raise InputError(f"push: input at step {self.steps} has NaN/Inf values (streams {bad[:5]})")
         y, new = self.backend.run(np.ascontiguousarray(arr), self._state)
@@ -115,6 +122,16 @@ class StreamSession:
             )
         y = y[0] if single else y
         return torch.from_numpy(y) if as_torch else y
+
+    def _token_ids(self, arr: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(f"push: this model takes token ids (integers), got {arr.dtype}")
+        if arr.ndim == 1 and arr.shape[0] == self.batch and self.batch > 1:
+            arr = arr[:, None]
+        if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
+            bad = int(arr.max()) if arr.max() >= self.vocab_size else int(arr.min())
+            raise InputError(f"push: token id {bad} at step {self.steps} is outside the vocabulary (0..{self.vocab_size - 1})")
+        return arr.astype(np.int64, copy=False)
 
     def run(self, xs):
         """Push every step of ``xs`` (T, batch, d_in) or (T, d_in); returns outputs stacked along T."""

@@ -74,7 +74,8 @@ def test_nan_weights_name_the_tensor(tmp_path, tiny_lstm):
         ('{"family": "rnn", "config": {"d_in": 5, "colour": 1}}', ConfigError, "unknown field"),
         ('{"family": "rnn", "config": {"d_in": "five"}}', ConfigError, "expected an integer"),
         ('{"family": "nope", "config": {}}', edgeseq.EdgeseqError, "unknown family 'nope'"),
-        ('{"model_type": "bert"}', ConfigError, "unrecognised model directory"),
+        ('{"hello": 1}', ConfigError, "unrecognised model directory"),
+        ('{"model_type": "bert"}', ConfigError, "Hugging Face model type 'bert' is not supported"),
     ],
 )
 def test_bad_config_json(tmp_path, tiny_lstm, text, err, match):

@@ -55,3 +55,39 @@ def test_aaren_scan_on_cuda_matches_oracle_and_cpu_step():
     assert result.losses[-1] < result.losses[0]
     report = edgeseq.check_parity(model, edgeseq.convert(model), torch.randn(1, 2000, 12))
     assert report.max_abs_error <= 1e-5
+
+
+@pytest.mark.parametrize("variant", ["mamba1", "mamba2"])
+def test_mamba_trains_on_cuda_and_its_scan_matches_the_cpu_step(variant):
+    """The PyTorch scans on the GPU (mamba_ssm kernels off) vs the CPU step; then a short CUDA training run."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = edgeseq.build("mamba", d_in=12, d_out=9, d_model=32, n_layers=2, d_state=8, variant=variant, head_dim=16)
+    for layer in model.layers:
+        layer.mixer.use_mamba_ssm = False
+    x = torch.randn(2, 2000, 12)
+    with torch.no_grad():
+        ref = model.cuda().forward_steps(x.cuda()).cpu()
+    model.cpu()
+    got = edgeseq.parity.rollout(edgeseq.convert(model), x.transpose(0, 1).contiguous()).transpose(0, 1)
+    assert (got - ref).abs().max().item() <= 1e-4
+    ds = load_dataset("japanese-vowels")
+    result = fit(edgeseq.build("mamba", d_in=12, d_out=9, task="classify", d_model=32, variant=variant, head_dim=16),
+                 ds, TrainConfig(epochs=3, device="cuda"))
+    assert result.losses[-1] < result.losses[0]
+
+
+def test_mamba_ssm_kernels_match_the_pytorch_scans():
+    from edgeseq.models.mamba import mamba_ssm_kernels
+
+    if mamba_ssm_kernels() is None:
+        pytest.skip("mamba_ssm (the [cuda] extra, built against the CUDA toolkit) is not installed on this GPU machine")
+    for variant in ("mamba1", "mamba2"):
+        model = edgeseq.build("mamba", d_in=4, d_out=3, d_model=64, n_layers=2, d_state=16, variant=variant, head_dim=32).cuda()
+        x = torch.randn(2, 512, 4, device="cuda")
+        with torch.no_grad():
+            fast = model.forward_steps(x)
+            for layer in model.layers:
+                layer.mixer.use_mamba_ssm = False
+            ref = model.forward_steps(x)
+        assert (fast - ref).abs().max().item() <= 1e-3, variant  # kernels sum in another order

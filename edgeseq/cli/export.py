@@ -17,7 +17,7 @@ def export(
     target: Annotated[Target, typer.Option(help="Export target.")] = Target("onnx"),
     out_path: Annotated[Path, typer.Option("--out", help="Output path stem, file or folder (OUT -> OUT.onnx + OUT.onnx.edgeseq.json).")] = Path("out/model"),
     batch: Annotated[int, typer.Option(min=1, help="Streams per call: fixed for ExecuTorch, the validation batch for ONNX (dynamic).")] = 1,
-    steps: Annotated[int, typer.Option(min=1, help="Length of the validation rollout (state fed back).")] = 1000,
+    steps: Annotated[int, typer.Option(min=1, help="Length of the validation rollout (state fed back).")] = 2000,
     tolerance: Annotated[float, typer.Option(help="Max scaled error (abs / max(1, |ref|)) vs eager; past it nothing is written.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of the validation inputs.")] = 0,
 ) -> None:

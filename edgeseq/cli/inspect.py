@@ -39,6 +39,8 @@ def inspect(
         for e in m[kind]:
             io.add_row(kind[:-1], e["name"], str(tuple(e["shape"])), e["dtype"])
     out.print(io)
+    if m.get("vocab_size"):
+        out.print(f"language model: one token id per step, ids 0..{m['vocab_size'] - 1}; outputs are logits")
     ss = m["state_spec"]
     out.print(f"state: {len(ss['tensors'])} tensors, [bold]{ss['bytes_per_stream']:,} bytes per stream[/], delay {ss['delay']}")
     p = m["parity"]

@@ -14,7 +14,7 @@ from edgeseq.errors import ShapeError
 
 
 def read_stream(path: Path) -> np.ndarray:
-    """(T, d_in) or (T, batch, d_in) float32 from ``.npy`` (no pickle) or ``.csv`` (one step per row)."""
+    """(T, d_in) or (T, batch, d_in) from ``.npy`` (no pickle) or ``.csv`` (one step per row), as read."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -29,7 +29,17 @@ def read_stream(path: Path) -> np.ndarray:
         raise ShapeError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
     if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
         raise ShapeError(f"{path}: expected a numeric array of shape (T, d_in) or (T, batch, d_in), got {arr.shape} {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.ascontiguousarray(arr)
+
+
+def as_model_input(arr: np.ndarray, vocab_size: int, path: Path) -> np.ndarray:
+    """float32 features, or int64 token ids for a language model (whole numbers only)."""
+    if not vocab_size:
+        return arr.astype(np.float32)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            raise ShapeError(f"{path}: this model takes token ids; the input has values that are not whole numbers")
+    return arr.astype(np.int64)
 
 
 def _read_csv(path: Path) -> np.ndarray:
@@ -62,7 +72,7 @@ def write_outputs(path: Path, ys: np.ndarray) -> None:
 @handle_errors
 def stream(
     artifact: Annotated[Path, typer.Argument(help="Exported artifact (.onnx / .pte, or its .edgeseq.json), or a model directory.", exists=True)],
-    input_path: Annotated[Path, typer.Option("--input", "-i", help="Input stream: .npy (T, d_in) or (T, batch, d_in), or .csv (one step per row).", exists=True, dir_okay=False)],
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="Input stream: .npy (T, d_in) or (T, batch, d_in), or .csv (one step per row); token ids (T, 1) for language models.", exists=True, dir_okay=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write outputs to .npy or .csv; default: print CSV to stdout.")] = None,
     runtime: Annotated[Optional[RuntimeName], typer.Option(help="Runtime to use (default: the manifest's).")] = None,
     state_in: Annotated[Optional[Path], typer.Option(help="Resume from a state saved by --state-out (must come from the same model).", exists=True, dir_okay=False)] = None,
@@ -81,6 +91,7 @@ def stream(
     sess = edgeseq.open(artifact, runtime=runtime.value if runtime else None, batch=batch)
     if xs.shape[-1] != sess.d_in:
         raise ShapeError(f"{input_path}: expected {sess.d_in} features per step, got {xs.shape[-1]}")
+    xs = as_model_input(xs, sess.vocab_size, input_path)
     if state_in is not None:
         sess.state = StreamState.load(state_in)
     with progress_bar() as p:
