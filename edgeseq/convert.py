@@ -26,6 +26,8 @@ class Converter:
 
 
 CONVERTERS: Registry[Converter] = Registry("converter")
+# converters for other libraries' classes, keyed by "module.QualName", so that edgeseq needs no import of them
+NAMED_CONVERTERS: Registry[Converter] = Registry("converter by class name")
 
 
 def register_converter(module_type: type, convert: Callable, reference: Callable) -> Converter:
@@ -33,11 +35,20 @@ def register_converter(module_type: type, convert: Callable, reference: Callable
     return CONVERTERS.register(module_type, Converter(module_type, convert, reference))
 
 
+def register_named_converter(class_path: str, convert: Callable, reference: Callable) -> Converter:
+    """Teach :func:`convert` a class of another library by its path (``"mambapy.mamba.Mamba"``), without importing it."""
+    return NAMED_CONVERTERS.register(class_path, Converter(object, convert, reference))
+
+
 def find_converter(model: nn.Module) -> Converter:
     for cls in type(model).__mro__:
         if cls in CONVERTERS:
             return CONVERTERS.get(cls)
-    known = ", ".join(sorted(t.__module__.split(".")[0] + "." + t.__qualname__ for t in CONVERTERS.keys()))
+        path = f"{cls.__module__}.{cls.__qualname__}"
+        if path in NAMED_CONVERTERS:
+            return NAMED_CONVERTERS.get(path)
+    known = ", ".join(sorted([t.__module__.split(".")[0] + "." + t.__qualname__ for t in CONVERTERS.keys()]
+                             + [k.split(".")[0] + "." + k.rsplit(".", 1)[1] for k in NAMED_CONVERTERS.keys()]))
     raise UnsupportedModuleError(
         f"no converter for {type(model).__qualname__}; supported: {known}. "
         "Register one with edgeseq.register_converter(YourModule, convert=fn, reference=fn)"

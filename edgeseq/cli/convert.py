@@ -32,7 +32,7 @@ def convert(
 
     model = edgeseq.load(model_dir)
     step = edgeseq.convert(model)
-    x = torch.randn(batch, steps, step.d_in, generator=torch.Generator().manual_seed(seed))
+    x = step.example_input(steps, batch, torch.Generator().manual_seed(seed)).transpose(0, 1).contiguous()
     with progress_bar() as p:
         t = p.add_task(f"parity over {steps} steps", total=steps)
         report = edgeseq.check_parity(model, step, x, progress=lambda n: p.advance(t, n))

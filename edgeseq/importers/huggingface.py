@@ -23,6 +23,7 @@ from edgeseq.checkpoint import (
     CONFIG_NAME, DIR_FORMATS, DirFormat, check_finite, load_state_checked, read_config, read_safetensors,
 )
 from edgeseq.config import config_from_dict
+from edgeseq.convert import convert, register_named_converter
 from edgeseq.errors import ConfigError, UnsupportedModuleError, WeightsError
 from edgeseq.models.mamba import MambaConfig, MambaModel
 from edgeseq.registry import Registry
@@ -232,3 +233,15 @@ def _load_dir(directory: Path, raw: dict) -> MambaModel:
 
 
 DIR_FORMATS.register("huggingface", DirFormat("huggingface", lambda raw: "model_type" in raw and "family" not in raw, _load_dir))
+
+
+def _hf_reference(model, x: torch.Tensor) -> torch.Tensor:
+    """The transformers model's own full-sequence output: logits, or the last hidden state."""
+    out = model(input_ids=(x[..., 0] if x.dim() == 3 else x).long())
+    return out.logits if hasattr(out, "logits") and out.logits is not None else out.last_hidden_state
+
+
+for _module, _classes in (("mamba", ("MambaModel", "MambaForCausalLM")), ("mamba2", ("Mamba2Model", "Mamba2ForCausalLM"))):
+    for _cls in _classes:
+        register_named_converter(f"transformers.models.{_module}.modeling_{_module}.{_cls}",
+                                 lambda m: convert(from_huggingface(m)), _hf_reference)

@@ -17,6 +17,7 @@ from torch import nn
 
 from edgeseq.checkpoint import check_finite, load_state_checked
 from edgeseq.config import config_from_dict
+from edgeseq.convert import convert, register_named_converter
 from edgeseq.errors import ConfigError, UnsupportedModuleError
 from edgeseq.models.mamba import MambaConfig, MambaModel
 
@@ -59,3 +60,12 @@ def from_mambapy(model: nn.Module) -> MambaModel:
     load_state_checked(out, sd, name)
     return out.eval()
 
+
+
+def _mambapy_reference(model, x):
+    """mambapy's own full-sequence forward (its parallel scan)."""
+    return model(x[..., 0].long() if hasattr(model, "lm_head") and x.dim() == 3 else x)
+
+
+register_named_converter("mambapy.mamba.Mamba", lambda m: convert(from_mambapy(m)), _mambapy_reference)
+register_named_converter("mambapy.lm.LM", lambda m: convert(from_mambapy(m)), _mambapy_reference)

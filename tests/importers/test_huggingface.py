@@ -137,6 +137,8 @@ def test_other_architecture_and_pickles_are_refused(tmp_path, hf_dir):
 
 def test_cli_exports_hf_dir_and_streams_token_ids(hf_dir, tmp_path):
     runner = CliRunner()
+    r = runner.invoke(app, ["convert", str(hf_dir[1]), "--steps", "500"])
+    assert r.exit_code == 0 and "parity over 500 steps" in r.output, r.output
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = runner.invoke(app, ["export", str(hf_dir[1]), "--target", "onnx", "--out", str(tmp_path / "lm")])
@@ -171,3 +173,11 @@ def test_cli_refuses_contradicting_dir_and_writes_nothing(hf_dir, tmp_path):
     assert r.output.strip().startswith("error: ") and "state_size=4 contradicts the weights" in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_convert_and_check_parity_take_the_transformers_model_itself(ids):
+    """edgeseq.convert(hf_model) imports on the fly; check_parity's reference is the HF model's own forward."""
+    torch.manual_seed(5)
+    hf = _hf_mamba2()
+    report = edgeseq.check_parity(hf, edgeseq.convert(hf), ids[:, :, None])
+    assert report.steps == T and report.max_abs_error <= 1e-4

@@ -82,3 +82,9 @@ def test_unsupported_mambapy_models_are_refused():
         edgeseq.from_mambapy(_tiny(inner_layernorms=True))
     with pytest.raises(UnsupportedModuleError, match="expects a mambapy Mamba or LM"):
         edgeseq.from_mambapy(torch.nn.Linear(2, 2))
+
+
+def test_convert_and_check_parity_take_the_mambapy_model_itself():
+    mp = _tiny()
+    report = edgeseq.check_parity(mp, edgeseq.convert(mp), torch.randn(2, T, 16))
+    assert report.steps == T and report.max_abs_error <= 1e-4
