@@ -101,9 +101,15 @@ def check_parity(
     if x.dim() != 3 or x.shape[-1] != step.d_in:
         raise ShapeError(f"check_parity: expected x of shape (batch, T, {step.d_in}), got {tuple(x.shape)}")
     step.eval()
-    ref = reference_outputs(model, x)  # (B, T, d_out)
+    ref = reference_outputs(model, x)  # (B, T_out, d_out)
     got = rollout(step, x.transpose(0, 1).contiguous(), progress)  # (T, B, d_out)
-    return compare(ref.transpose(0, 1), got, what="step vs parallel", delay=step.state_spec.delay)
+    delay = step.state_spec.delay
+    if delay:  # the step's output at n is the parallel output at n - delay; the first `delay` are not ready
+        got = got[delay:]
+        if ref.shape[1] < got.shape[0]:
+            raise ShapeError(f"check_parity: the parallel form gave {ref.shape[1]} outputs, the step {got.shape[0]} after its delay {delay}")
+        ref = ref[:, : got.shape[0]]
+    return compare(ref.transpose(0, 1), got, what="step vs parallel" + (f" (step shifted by its delay {delay})" if delay else ""))
 
 
 def _np(a) -> np.ndarray:

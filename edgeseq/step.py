@@ -79,11 +79,14 @@ class StateSpec:
     """The recurrent state of a step function.
 
     ``tensors`` are in the order the step takes and returns them. ``delay`` is the number of steps
-    before the first valid output (0 for recurrent families; continual networks may have one).
+    before the first valid output (0 for recurrent families; continual networks may have one): the output
+    at step n is the parallel form's output at step n - delay. ``receptive_field`` is the number of input
+    frames one output depends on (None: unbounded, as for recurrent families).
     """
 
     tensors: tuple[StateTensor, ...]
     delay: int = 0
+    receptive_field: int | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -118,6 +121,7 @@ class StateSpec:
     def to_dict(self) -> dict[str, Any]:
         return {
             "delay": self.delay,
+            "receptive_field": self.receptive_field,
             "bytes_per_stream": self.bytes_per_stream,
             "tensors": [
                 {"name": t.name, "shape": ["batch", *t.shape], "dtype": t.dtype, "fill": t.fill, "bytes_per_stream": t.nbytes}
@@ -133,7 +137,8 @@ class StateSpec:
             if not shape or shape[0] != "batch":
                 raise ValueError(f"state tensor {t.get('name')!r}: shape must start with 'batch', got {shape}")
             tensors.append(StateTensor(t["name"], tuple(int(s) for s in shape[1:]), t["dtype"], float(t.get("fill", 0.0))))
-        return cls(tuple(tensors), int(d.get("delay", 0)))
+        rf = d.get("receptive_field")
+        return cls(tuple(tensors), int(d.get("delay", 0)), None if rf is None else int(rf))
 
 
 @dataclass(frozen=True)

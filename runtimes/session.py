@@ -78,6 +78,12 @@ class StreamSession:
         """Steps before the first valid output (0 for recurrent families)."""
         return self.spec.delay
 
+    @property
+    def ready(self) -> bool:
+        """Whether the last output pushed out is valid: the first ``delay`` outputs of a stream are not (a
+        continual network's output at step n is its offline output at step n - delay)."""
+        return self.steps > self.spec.delay
+
     def reset(self) -> None:
         """Back to the initial state for every stream."""
         self._state = [t.numpy() for t in self.spec.init(self.batch)]

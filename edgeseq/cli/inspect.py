@@ -42,7 +42,10 @@ def inspect(
     if m.get("vocab_size"):
         out.print(f"language model: one token id per step, ids 0..{m['vocab_size'] - 1}; outputs are logits")
     ss = m["state_spec"]
-    out.print(f"state: {len(ss['tensors'])} tensors, [bold]{ss['bytes_per_stream']:,} bytes per stream[/], delay {ss['delay']}")
+    rf = ss.get("receptive_field")
+    out.print(f"state: {len(ss['tensors'])} tensors, [bold]{ss['bytes_per_stream']:,} bytes per stream[/], delay {ss['delay']}"
+              + (f" (the first {ss['delay']} outputs of a stream are not ready)" if ss["delay"] else "")
+              + (f", receptive field {rf} frames" if rf else ""))
     p = m["parity"]
     out.print(f"parity at export ({p['what']}): {p['steps']} steps x {p['batch']} streams, max abs error "
               f"{p['max_abs_error']:.3g}, max rel error {p['max_rel_error']:.3g}, final state error "

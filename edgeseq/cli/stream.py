@@ -94,6 +94,7 @@ def stream(
     xs = as_model_input(xs, sess.vocab_size, input_path)
     if state_in is not None:
         sess.state = StreamState.load(state_in)
+    start = sess.steps
     with progress_bar() as p:
         t = p.add_task(f"streaming on {sess.runtime}", total=len(xs))
         ys = []
@@ -102,6 +103,10 @@ def stream(
             if i % 64 == 63:
                 p.advance(t, 64)
     ys_arr = np.stack(ys)
+    skip = min(max(0, sess.delay - start), len(ys_arr))  # outputs before the delay has passed
+    if skip > 0:  # not ready: the network looks `delay` frames ahead of its output
+        ys_arr = ys_arr[skip:]
+        err.print(f"dropped the first {skip} outputs: not ready (the model's delay is {sess.delay} frames)")
     if state_out is not None:
         sess.state.save(state_out)
     if output is not None:

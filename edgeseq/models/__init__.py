@@ -1,3 +1,3 @@
 """Model families. Importing this package registers every family, its converter and its configs."""
 
-from edgeseq.models import aaren, mamba, rnn  # noqa: F401
+from edgeseq.models import aaren, continual, mamba, rnn  # noqa: F401

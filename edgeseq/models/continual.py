@@ -1,0 +1,123 @@
+"""Family ``continual``: temporal CNNs trained offline, streamed one frame at a time (Continual Inference
+Networks, Hedegaard & Iosifidis; Continual 3D CNNs, arXiv:2106.00050).
+
+An offline temporal convolution recomputes every output of a window; its continual form keeps the last
+``(K - 1) * dilation`` input frames in a ring buffer and computes only the newest output, with the work of
+one frame. Zero padding on the left is the buffer's initial zeros; padding on the right (a non-causal,
+"same"-padded layer) becomes a *delay*: the step's output at frame n is the offline output at frame
+n - delay, and the first ``delay`` outputs are not ready. Delays add up through a stack, and a residual
+connection delays its skip path to match its body.
+
+Module tree of the parallel form (:class:`TemporalCNN`, input (B, T, d_in), output (B, T_out, d_out))::
+
+    TemporalCNN
+      net   nn.Sequential on (B, C, T):
+              per level i: Residual(Conv1d(c, c, K, dilation g^i) -> ReLU)   (Conv1d + ReLU when c changes)
+              optional AvgPool1d / MaxPool1d(k, stride 1)
+              Conv1d(c, d_out, 1)                                            per-frame head
+
+``padding="causal"`` pads only the left (``nn.ConstantPad1d``; delay 0), ``"same"`` pads both sides
+(delay (K - 1) * dilation / 2 per layer). Plain ``nn.Sequential`` stacks of the supported layers convert
+too (see :mod:`edgeseq.models.continual_step`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from edgeseq.errors import ConfigError
+from edgeseq.families import Family, register_family
+from edgeseq.models.heads import task_output
+
+TASKS = ("sequence", "classify")
+PADDINGS = ("causal", "same")
+POOLS = ("none", "avg", "max")
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    d_in: int  # input channels per frame
+    d_out: int  # outputs per frame (classes for task="classify")
+    channels: tuple[int, ...] = (32, 32, 32)  # channels of each temporal convolution level
+    kernel_size: int = 3  # temporal kernel K of every level
+    dilation_growth: int = 2  # level i has dilation growth**i
+    padding: str = "causal"  # causal (delay 0) or same (delay (K-1)*dilation/2 per level)
+    pool: str = "none"  # none, avg or max: a temporal pooling (stride 1) before the head
+    pool_kernel: int = 3  # kernel of that pooling
+    residual: bool = True  # residual connections around levels whose channels do not change
+    task: str = "sequence"  # sequence: an output every frame; classify: the output at the last frame
+
+    def __post_init__(self):
+        def bad(msg):
+            raise ConfigError(f"continual config: {msg}")
+
+        for name, choices in (("task", TASKS), ("padding", PADDINGS), ("pool", POOLS)):
+            if getattr(self, name) not in choices:
+                bad(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if not self.channels or any(int(c) < 1 for c in self.channels):
+            bad(f"channels must be a non-empty list of positive sizes, got {list(self.channels)}")
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        for name in ("d_in", "d_out", "kernel_size", "dilation_growth", "pool_kernel"):
+            if getattr(self, name) < 1:
+                bad(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.padding == "same" and self.kernel_size % 2 == 0:
+            bad(f"padding='same' needs an odd kernel_size, got {self.kernel_size}")
+
+
+class Residual(nn.Module):
+    """x + body(x); ``body`` must keep the sequence length (its padding makes up for its kernels)."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _padded(conv: nn.Conv1d, padding: str) -> nn.Module:
+    span = (conv.kernel_size[0] - 1) * conv.dilation[0]
+    pad = (span, 0) if padding == "causal" else (span // 2, span // 2)
+    return nn.Sequential(nn.ConstantPad1d(pad, 0.0), conv)
+
+
+class TemporalCNN(nn.Module):
+    """Parallel (offline) form: (B, T, d_in) -> (B, T_out, d_out); T_out = T for every config of the family."""
+
+    def __init__(self, config: ContinualConfig):
+        super().__init__()
+        self.config = config
+        self.train_length: int | None = None
+        c = config
+        layers: list[nn.Module] = []
+        width = c.d_in
+        for i, ch in enumerate(c.channels):
+            conv = nn.Conv1d(width, ch, c.kernel_size, dilation=c.dilation_growth**i)
+            level = nn.Sequential(_padded(conv, c.padding), nn.ReLU())
+            layers.append(Residual(level) if (c.residual and ch == width) else level)
+            width = ch
+        if c.pool != "none":
+            k = c.pool_kernel
+            pad = (k - 1, 0) if c.padding == "causal" else ((k - 1) // 2, k - 1 - (k - 1) // 2)
+            fill = 0.0 if c.pool == "avg" else float("-inf")
+            pool = nn.AvgPool1d(k, stride=1) if c.pool == "avg" else nn.MaxPool1d(k, stride=1)
+            layers.append(nn.Sequential(nn.ConstantPad1d(pad, fill), pool))
+        layers.append(nn.Conv1d(width, c.d_out, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.transpose(1, 2)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return task_output(self.forward_steps(x), self.config.task, lengths)
+
+
+register_family(Family(
+    "continual", ContinualConfig, TemporalCNN, "temporal CNN streamed frame by frame (continual inference)",
+    tiny=(("channels", (8, 8)), ("kernel_size", 3), ("padding", "same"), ("pool", "max")),
+))
+
+from edgeseq.models import continual_step as _continual_step  # noqa: E402,F401 - registers the converters
