@@ -16,6 +16,17 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def check_fields(cfg: Any, family: str, *, choices: dict[str, tuple] | None = None, positive: tuple[str, ...] = ()) -> None:
+    """The checks every family config makes in ``__post_init__``: fields restricted to ``choices``, and
+    ``positive`` fields >= 1. Raises :class:`ConfigError` (``"<family> config: ..."``)."""
+    for name, allowed in (choices or {}).items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"{family} config: {name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{family} config: {name} must be >= 1, got {getattr(cfg, name)}")
+
+
 def config_from_dict(cls: type[C], data: dict[str, Any], *, what: str = "config") -> C:
     """Build ``cls`` from ``data``; unknown keys, missing keys and wrong types are a :class:`ConfigError`."""
     if not isinstance(data, dict):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgeseq.config import config_to_dict
+from edgeseq.config import check_fields, config_to_dict
 from edgeseq.convert import register_converter
 from edgeseq.errors import ConfigError
 from edgeseq.families import Family, register_family
@@ -54,11 +54,7 @@ class AarenConfig:
     task: str = "sequence"  # sequence: an output every step; classify: the output at the last step
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ConfigError(f"aaren config: task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        for name in ("d_in", "d_out", "d_model", "n_heads", "n_layers", "d_ff"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"aaren config: {name} must be >= 1, got {getattr(self, name)}")
+        check_fields(self, "aaren", choices={"task": TASKS}, positive=("d_in", "d_out", "d_model", "n_heads", "n_layers", "d_ff"))
         if self.d_model % self.n_heads:
             raise ConfigError(f"aaren config: d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeseq.config import check_fields
 from edgeseq.errors import ConfigError
 from edgeseq.families import Family, register_family
 from edgeseq.models.heads import task_output
@@ -54,15 +55,11 @@ class ContinualConfig:
         def bad(msg):
             raise ConfigError(f"continual config: {msg}")
 
-        for name, choices in (("task", TASKS), ("padding", PADDINGS), ("pool", POOLS)):
-            if getattr(self, name) not in choices:
-                bad(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        check_fields(self, "continual", choices={"task": TASKS, "padding": PADDINGS, "pool": POOLS},
+                     positive=("d_in", "d_out", "kernel_size", "dilation_growth", "pool_kernel"))
         if not self.channels or any(int(c) < 1 for c in self.channels):
             bad(f"channels must be a non-empty list of positive sizes, got {list(self.channels)}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        for name in ("d_in", "d_out", "kernel_size", "dilation_growth", "pool_kernel"):
-            if getattr(self, name) < 1:
-                bad(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.padding == "same" and self.kernel_size % 2 == 0:
             bad(f"padding='same' needs an odd kernel_size, got {self.kernel_size}")
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeseq.config import check_fields
 from edgeseq.errors import ConfigError
 from edgeseq.families import Family, register_family
 from edgeseq.models.heads import task_output
@@ -75,12 +76,8 @@ class MambaConfig:
         def bad(msg):
             raise ConfigError(f"mamba config: {msg}")
 
-        for name, choices in (("task", TASKS), ("variant", VARIANTS), ("head", HEADS)):
-            if getattr(self, name) not in choices:
-                bad(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
-        for name in ("d_in", "d_out", "d_model", "n_layers", "d_state", "expand", "head_dim", "n_groups", "chunk_size"):
-            if getattr(self, name) < 1:
-                bad(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_fields(self, "mamba", choices={"task": TASKS, "variant": VARIANTS, "head": HEADS},
+                     positive=("d_in", "d_out", "d_model", "n_layers", "d_state", "expand", "head_dim", "n_groups", "chunk_size"))
         if self.d_conv < 2:
             bad(f"d_conv must be >= 2, got {self.d_conv}")
         if self.dt_rank < 0 or self.vocab_size < 0:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgeseq.config import check_fields
 from edgeseq.convert import register_converter
 from edgeseq.errors import ConfigError, UnsupportedModuleError
 from edgeseq.families import Family, register_family
@@ -46,13 +47,7 @@ class RNNConfig:
     task: str = "sequence"  # sequence: an output every step; classify: the output at the last step
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ConfigError(f"rnn config: cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if self.task not in TASKS:
-            raise ConfigError(f"rnn config: task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        for name in ("d_in", "d_hidden", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"rnn config: {name} must be >= 1, got {getattr(self, name)}")
+        check_fields(self, "rnn", choices={"cell": CELLS, "task": TASKS}, positive=("d_in", "d_hidden", "num_layers"))
         if self.d_out is not None and self.d_out < 1:
             raise ConfigError(f"rnn config: d_out must be >= 1 or null, got {self.d_out}")
         if self.proj_size and (self.cell != "lstm" or not 0 < self.proj_size < self.d_hidden):
