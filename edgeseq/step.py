@@ -46,14 +46,16 @@ def torch_dtype(name: str) -> torch.dtype:
         raise ValueError(f"unknown dtype {name!r}; known: {', '.join(_DTYPES)}") from None
 
 
-def check_token_ids(ids: torch.Tensor, vocab_size: int) -> None:
-    """Raise :class:`InputError` for non-integer token ids or ids outside [0, vocab_size)."""
+def check_token_ids(ids: torch.Tensor, vocab_size: int, *, where: str = "", at: str = "") -> None:
+    """Raise :class:`InputError` for non-integer token ids or ids outside [0, vocab_size).
+
+    ``where`` prefixes the message (``"push: "``); ``at`` follows the offending id (``" at step 7"``)."""
     if ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
-        raise InputError(f"token ids must be integers, got {str(ids.dtype).replace('torch.', '')}")
+        raise InputError(f"{where}token ids must be integers, got {str(ids.dtype).replace('torch.', '')}")
     if ids.numel():
         lo, hi = int(ids.min()), int(ids.max())
         if lo < 0 or hi >= vocab_size:
-            raise InputError(f"token id {hi if hi >= vocab_size else lo} is outside the vocabulary (0..{vocab_size - 1})")
+            raise InputError(f"{where}token id {hi if hi >= vocab_size else lo}{at} is outside the vocabulary (0..{vocab_size - 1})")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from edgeseq.errors import ArtifactError, InputError, ShapeError, StateMismatchError
-from edgeseq.step import StateSpec
+from edgeseq.step import StateSpec, check_token_ids
 
 
 class Backend(Protocol):
@@ -134,10 +134,9 @@ class StreamSession:
             raise InputError(f"push: this model takes token ids (integers), got {arr.dtype}")
         if arr.ndim == 1 and arr.shape[0] == self.batch and self.batch > 1:
             arr = arr[:, None]
-        if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
-            bad = int(arr.max()) if arr.max() >= self.vocab_size else int(arr.min())
-            raise InputError(f"push: token id {bad} at step {self.steps} is outside the vocabulary (0..{self.vocab_size - 1})")
-        return arr.astype(np.int64, copy=False)
+        arr = arr.astype(np.int64, copy=False)
+        check_token_ids(torch.from_numpy(arr), self.vocab_size, where="push: ", at=f" at step {self.steps}")
+        return arr
 
     def run(self, xs):
         """Push every step of ``xs`` (T, batch, d_in) or (T, d_in); returns outputs stacked along T."""
