@@ -179,13 +179,17 @@ def _check_implied(arch: HfArch, raw: dict, cfg: dict, sd: dict[str, torch.Tenso
         raise ConfigError(f"{where}: num_hidden_layers={cfg['n_layers']} contradicts the weights, which have {layers} layers")
 
 
-def _build(raw: dict, sd: dict[str, torch.Tensor], causal: bool, where: str) -> MambaModel:
+def _arch(raw: dict, where: str) -> HfArch:
     model_type = raw.get("model_type")
     if model_type not in HF_ARCHS:
         raise ConfigError(
             f"{where}: Hugging Face model type {model_type!r} is not supported; edgeseq imports {', '.join(HF_ARCHS.keys())}"
         )
-    arch = HF_ARCHS.get(model_type)
+    return HF_ARCHS.get(model_type)
+
+
+def _build(raw: dict, sd: dict[str, torch.Tensor], causal: bool, where: str) -> MambaModel:
+    arch = _arch(raw, where)
     cfg = arch.config(raw, where)
     sd, prefixed = _normalise_keys(sd)
     archs = raw.get("architectures") or []
@@ -226,8 +230,7 @@ def from_huggingface(source: Any) -> MambaModel:
 
 def _load_dir(directory: Path, raw: dict) -> MambaModel:
     where = str(directory / CONFIG_NAME)
-    if raw.get("model_type") not in HF_ARCHS:  # before touching the (possibly huge) weights
-        _build(raw, {}, False, where)
+    _arch(raw, where)  # refuse another architecture before reading its (possibly huge) weights
     sd = _read_weights(directory)
     return _build(raw, sd, causal=False, where=where)
 
