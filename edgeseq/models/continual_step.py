@@ -30,6 +30,11 @@ from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 LOWEST = -3.4028234663852886e38  # float32's lowest finite value: stands in for -inf padding in a buffer
 
 
+def _prefixed(prefix: str, tensors: tuple[StateTensor, ...]) -> tuple[StateTensor, ...]:
+    """A sub-layer's state tensors, named ``<prefix>.<name>`` inside its container."""
+    return tuple(StateTensor(f"{prefix}.{t.name}", t.shape, t.dtype, t.fill) for t in tensors)
+
+
 class StreamLayer(nn.Module):
     """One converted layer: ``step(x (B, C_in), state) -> (y (B, C_out), new state)``."""
 
@@ -144,8 +149,7 @@ class Chain(StreamLayer):
         self.channels_out = outs[-1] if outs else None
 
     def states(self):
-        return tuple(StateTensor(f"{i}.{t.name}", t.shape, t.dtype, t.fill)
-                     for i, layer in enumerate(self.layers) for t in layer.states())
+        return tuple(t for i, layer in enumerate(self.layers) for t in _prefixed(str(i), layer.states()))
 
     def step(self, x, state, t):
         new, pos = [], 0
@@ -164,8 +168,7 @@ class ResidualStep(StreamLayer):
         self.delay, self.span, self.channels_out = body.delay, body.span, body.channels_out
 
     def states(self):
-        return tuple(StateTensor(f"body.{t.name}", t.shape, t.dtype, t.fill) for t in self.body.states()) + tuple(
-            StateTensor(f"skip.{t.name}", t.shape, t.dtype, t.fill) for t in self.skip.states())
+        return _prefixed("body", self.body.states()) + _prefixed("skip", self.skip.states())
 
     def step(self, x, state, t):
         nb = len(self.body.states())
@@ -279,7 +282,8 @@ def convert_stack(module: nn.Module, c_in: int, where: str = "") -> tuple[Chain,
     pending = Pending()
     dT = 0
     for i, layer in enumerate(items):
-        what = f"{where}{i} ({type(layer).__name__})" if isinstance(module, nn.Sequential) else f"{where or 'module'} ({type(layer).__name__})"
+        label = f"{where}{i}" if isinstance(module, nn.Sequential) else (where or "module")
+        what = f"{label} ({type(layer).__name__})"
         if isinstance(layer, nn.ConstantPad1d):
             left, right = layer.padding
             if pending.value is not None and (pending.left or pending.right) and layer.value != pending.value:
@@ -289,10 +293,10 @@ def convert_stack(module: nn.Module, c_in: int, where: str = "") -> tuple[Chain,
         if isinstance(layer, (nn.Sequential, Residual)) and (pending.left or pending.right):
             raise ConfigError(f"{what}: padding must come right before the layer that consumes it")
         if isinstance(layer, nn.Sequential):
-            chain, c_in, d = convert_stack(layer, c_in, f"{what.split(' ')[0]}.")
+            chain, c_in, d = convert_stack(layer, c_in, f"{label}.")
             layers.append(chain)
         elif isinstance(layer, Residual):
-            body, c_out, d = convert_stack(layer.body, c_in, f"{what.split(' ')[0]}.body.")
+            body, c_out, d = convert_stack(layer.body, c_in, f"{label}.body.")
             if d != 0 or c_out != c_in:
                 raise ConfigError(f"{what}: a residual body must keep the sequence length and channels (length change {d}, "
                                   f"channels {c_in} -> {c_out})")
@@ -326,8 +330,9 @@ class ContinualStep(StepModule):
         chain, d_out, _ = convert_stack(net, d_in)
         self.chain = chain
         self.d_in, self.d_out = d_in, d_out
-        self.counted = _assign_upstream(chain, 0) > 0 and any(
-            isinstance(m, Window) and m.upstream and m.span for m in chain.modules())
+        _assign_upstream(chain, 0)
+        # a frame counter only where some buffer must keep not-ready frames out
+        self.counted = any(isinstance(m, Window) and m.upstream and m.span for m in chain.modules())
         tensors = chain.states() + ((StateTensor("frames", (1,)),) if self.counted else ())
         self.state_spec = StateSpec(tensors, delay=chain.delay, receptive_field=chain.span + 1)
         self.info = info
