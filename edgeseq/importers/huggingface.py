@@ -156,6 +156,14 @@ def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
     raise WeightsError(f"{directory}: missing model.safetensors")
 
 
+# HF config field -> its value in the translated MambaConfig fields
+_STATED = {
+    "hidden_size": lambda c: c["d_model"], "state_size": lambda c: c["d_state"], "conv_kernel": lambda c: c["d_conv"],
+    "expand": lambda c: c["expand"], "time_step_rank": lambda c: c["dt_rank"],
+    "num_heads": lambda c: c["expand"] * c["d_model"] // c["head_dim"],
+}
+
+
 def _check_implied(arch: HfArch, raw: dict, cfg: dict, sd: dict[str, torch.Tensor], where: str) -> None:
     required = ["layers.0.mixer.A_log", "layers.0.norm.weight", "layers.0.mixer.conv1d.weight"]
     missing = [k for k in required if k not in sd]
@@ -164,10 +172,8 @@ def _check_implied(arch: HfArch, raw: dict, cfg: dict, sd: dict[str, torch.Tenso
     implied = arch.implied(sd)
     bc = implied.pop("_bc_channels", None)
     for key, value in implied.items():
-        stated = raw.get(key, {"conv_kernel": 4, "expand": 2}.get(key))
-        if key == "time_step_rank":
-            stated = cfg["dt_rank"]
-        if stated is not None and stated != value:
+        stated = _STATED[key](cfg)  # config.json's value, defaults resolved once in arch.config
+        if stated != value:
             raise ConfigError(f"{where}: {key}={stated} contradicts the weights, which imply {key}={value}")
     if bc is not None and bc != 2 * cfg["n_groups"] * cfg["d_state"]:
         raise ConfigError(
