@@ -91,3 +91,25 @@ def test_mamba_ssm_kernels_match_the_pytorch_scans():
                 layer.mixer.use_mamba_ssm = False
             ref = model.forward_steps(x)
         assert (fast - ref).abs().max().item() <= 1e-3, variant  # kernels sum in another order
+
+
+def test_continual_tcn_trains_on_cuda_and_streams_like_its_cudnn_form():
+    """A temporal CNN of the continual family: cuDNN convolutions on the GPU vs the CPU ring-buffer step over
+    2,000 frames (after the delay of its 'same' padding); then a short CUDA training run and an exact CPU parity."""
+    torch.backends.cudnn.allow_tf32 = False
+    model = edgeseq.build("continual", d_in=6, d_out=4, channels=(32, 32, 32), padding="same", pool="avg")
+    step = edgeseq.convert(model)
+    delay = step.state_spec.delay
+    x = torch.randn(2, 2000, 6)
+    with torch.no_grad():
+        ref = model.cuda()(x.cuda()).cpu()
+    model.cpu()
+    got = edgeseq.parity.rollout(step, x.transpose(0, 1).contiguous()).transpose(0, 1)
+    assert delay > 0
+    assert (got[:, delay:] - ref[:, : 2000 - delay]).abs().max().item() <= 1e-4
+    ds = load_dataset("japanese-vowels")
+    clf = edgeseq.build("continual", d_in=12, d_out=9, task="classify", channels=(32, 32))
+    result = fit(clf, ds, TrainConfig(epochs=3, device="cuda"))
+    assert result.losses[-1] < result.losses[0]
+    report = edgeseq.check_parity(clf.cpu(), edgeseq.convert(clf), torch.randn(1, 2000, 12))
+    assert report.max_abs_error <= 1e-5
