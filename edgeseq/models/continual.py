@@ -23,6 +23,7 @@ too (see :mod:`edgeseq.models.continual_step`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -65,14 +66,83 @@ class ContinualConfig:
 
 
 class Residual(nn.Module):
-    """x + body(x); ``body`` must keep the sequence length (its padding makes up for its kernels)."""
+    """x + body(x) on (B, C, T, ...). A body that shortens the sequence (unpadded temporal kernels, as in a clip
+    model) is added to the *latest* frames of x: the skip is cropped at the start to the body's length."""
 
     def __init__(self, body: nn.Module):
         super().__init__()
         self.body = body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
+        y = self.body(x)
+        return x[:, :, x.shape[2] - y.shape[2]:] + y
+
+
+LAYOUTS = ("bct", "btc")
+
+
+class OfflineModel(nn.Module):
+    """How a plain offline network meets a stream: its frame shape, its layout and (for clip / window models)
+    the window it was trained on. Its ``forward_steps`` is the oracle the continual step is checked against.
+
+    - ``net`` takes ``layout="bct"`` tensors (batch, channels, time, *spatial), the convolution convention, or
+      ``"btc"`` (batch, time, features), the ``batch_first`` Transformer convention.
+    - ``frame_shape``: one frame, (C,) or (C, H, W) for a 3D CNN on video frames; the stream carries it
+      flattened, ``d_in = C * H * W``.
+    - ``window=None``: ``net`` runs on the whole sequence (a TCN); its output at frame n is the step's at n + delay.
+    - ``window=W``: a clip / window model (an X3D-like clip classifier, a Transformer encoder over W frames).
+      Offline it is evaluated on every sliding window of W frames; each window's output is the clip's (B, d)
+      output or, for a per-frame output (B, C, T', ...), its last frame. Output m is the window of frames
+      m .. m + W - 1; the step gives it at frame m + W - 1 (a delay of W - 1 frames).
+    """
+
+    def __init__(self, net: nn.Module, frame_shape: tuple[int, ...] | int, window: int | None = None, layout: str = "bct",
+                 chunk: int = 256):
+        super().__init__()
+        frame_shape = (frame_shape,) if isinstance(frame_shape, int) else tuple(int(s) for s in frame_shape)
+        if not frame_shape or any(s < 1 for s in frame_shape):
+            raise ConfigError(f"OfflineModel: frame_shape must be positive sizes, got {frame_shape}")
+        if layout not in LAYOUTS:
+            raise ConfigError(f"OfflineModel: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        if layout == "btc" and len(frame_shape) != 1:
+            raise ConfigError(f"OfflineModel: layout 'btc' takes vector frames, got frame_shape {frame_shape}")
+        if window is not None and int(window) < 1:
+            raise ConfigError(f"OfflineModel: window must be >= 1 frames, got {window}")
+        self.net, self.frame_shape, self.layout = net, frame_shape, layout
+        self.window = None if window is None else int(window)
+        self.chunk = chunk  # windows per batch of the sliding-window oracle
+        self.d_in = math.prod(frame_shape)
+        self.training = net.training  # wrapping does not switch a trained net (eval) back to training mode
+
+    def _to_net(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d_in) -> the net's layout."""
+        x = x.reshape(*x.shape[:2], *self.frame_shape)
+        return x if self.layout == "btc" else x.movedim(1, 2)
+
+    def _from_net(self, y: torch.Tensor, last: bool) -> torch.Tensor:
+        """The net's output -> (B, T', d_out); with ``last``, one output per input sequence (B, 1, d_out)."""
+        if y.dim() == 2:  # the clip's output: the time axis was pooled away
+            return y.unsqueeze(1)
+        y = y if self.layout == "btc" else y.movedim(2, 1)  # (B, T', C, ...)
+        if last:
+            y = y[:, -1:]
+        return y.flatten(2)
+
+    def forward_steps(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, d_in) -> (B, T_out, d_out): the whole sequence, or every sliding window of ``window`` frames."""
+        if self.window is None:
+            return self._from_net(self.net(self._to_net(x)), last=False)
+        B, T, _ = x.shape
+        if T < self.window:
+            return x.new_zeros(B, 0, 0)
+        wins = x.unfold(1, self.window, 1).movedim(-1, 2)  # (B, N, W, d_in)
+        flat = wins.reshape(-1, self.window, self.d_in)
+        outs = [self._from_net(self.net(self._to_net(flat[i : i + self.chunk])), last=True)
+                for i in range(0, flat.shape[0], self.chunk)]
+        return torch.cat(outs).reshape(B, wins.shape[1], -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_steps(x)
 
 
 def _padded(conv: nn.Conv1d, padding: str) -> nn.Module:

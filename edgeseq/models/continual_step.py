@@ -1,21 +1,27 @@
 """Continual step form: offline temporal layers -> one-frame steps with ring-buffer state and delay bookkeeping.
 
-A converted layer (:class:`StreamLayer`) maps one input frame (B, C) to one output frame and carries its own
-state. Per layer, with span = (K - 1) * dilation and left padding l (its own plus a preceding
-``nn.ConstantPad1d``): the ring buffer holds ``span`` frames, initially the padding value, and the delay is
-``span - l``. Right padding only adds outputs at the end of an offline sequence, which a stream never reaches.
+A converted layer (:class:`StreamLayer`) maps one input frame (B, C, *spatial) to one output frame and carries
+its own state. Per temporal layer, with span = (K_t - 1) * dilation_t and left padding l (its own plus a
+preceding ``nn.ConstantPad1d``): the ring buffer holds ``span`` frames, initially the padding value, and the
+delay is ``span - l``. Right padding only adds outputs at the end of an offline sequence, which a stream never
+reaches. Spatial kernels, strides and padding of a 3D layer act inside each frame.
 
-Supported (``LAYERS``, keyed by module type; :func:`register_layer` adds more): ``nn.Conv1d`` (stride 1, any
-dilation and groups, zero padding incl. ``"same"``), ``nn.AvgPool1d`` / ``nn.MaxPool1d`` (stride 1),
-``nn.ConstantPad1d`` (merged into the next temporal layer), pointwise layers (activations, ``BatchNorm1d`` in
-eval mode, ``Dropout``, ``Identity``), nested ``nn.Sequential`` and :class:`~edgeseq.models.continual.Residual`
-(its skip path delayed to match its body). Anything else is refused by name, with how to register it.
+Supported (``LAYERS``, keyed by module type; :func:`register_layer` adds more): ``nn.Conv1d`` / ``nn.Conv3d``
+(temporal stride 1; any spatial stride, dilation and groups; zero padding incl. ``"same"``), ``nn.AvgPool1d/3d``
+/ ``nn.MaxPool1d/3d`` (temporal stride 1), ``nn.AdaptiveAvgPool1d/3d`` / ``nn.AdaptiveMaxPool1d/3d`` (spatial
+per frame; a temporal output of 1 is the global pool of a clip model), ``nn.ConstantPad1d`` (merged into the
+next temporal layer), ``nn.BatchNorm1d/2d/3d`` (eval), activations, ``Dropout``, ``Identity``, ``Flatten`` and
+``Linear`` / ``LayerNorm`` where they act on features, ``nn.TransformerEncoderLayer`` (single-output attention
+over the window, Continual Transformers), nested ``nn.Sequential`` and
+:class:`~edgeseq.models.continual.Residual` (its skip path delayed to match its body). Anything else is refused
+by name, with how to register it.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -23,7 +29,7 @@ from torch import nn
 
 from edgeseq.convert import register_converter
 from edgeseq.errors import ConfigError, UnsupportedModuleError
-from edgeseq.models.continual import Residual, TemporalCNN
+from edgeseq.models.continual import OfflineModel, Residual, TemporalCNN
 from edgeseq.registry import Registry
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
@@ -35,12 +41,39 @@ def _prefixed(prefix: str, tensors: tuple[StateTensor, ...]) -> tuple[StateTenso
     return tuple(StateTensor(f"{prefix}.{t.name}", t.shape, t.dtype, t.fill) for t in tensors)
 
 
+@dataclass
+class Pending:
+    """Padding met before the temporal layer that consumes it: (left, right, value)."""
+
+    left: int = 0
+    right: int = 0
+    value: float | None = None
+
+
+@dataclass
+class Ctx:
+    """What the converter knows at a point of the stack."""
+
+    shape: tuple[int, ...]  # one frame: (C,) or (C, H, W)
+    layout: str = "bct"  # how the offline net holds time: (B, C, T, ...) or (B, T, C)
+    length: int | None = None  # frames per window here (clip / window models); None: a whole sequence
+    timed: bool = True  # False once the offline tensor has lost its time axis (pooled, then flattened)
+    single: str = ""  # set after a single-output attention layer: the layer that made it so
+    pending: Pending = field(default_factory=Pending)
+    what: str = "module"
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+
 class StreamLayer(nn.Module):
-    """One converted layer: ``step(x (B, C_in), state) -> (y (B, C_out), new state)``."""
+    """One converted layer: ``step(x (B, *frame), state) -> (y (B, *frame_out), new state)``."""
 
     delay: int = 0  # output at frame n = offline output at frame n - delay
     span: int = 0  # frames of history it reads besides the newest
-    channels_out: int | None = None  # None: as many as come in
+    length_change: int = 0  # how much the layer shortens (< 0) or lengthens the offline sequence
+    shape_out: tuple[int, ...] | None = None  # None: the frame shape that comes in
 
     def states(self) -> tuple[StateTensor, ...]:
         return ()
@@ -59,81 +92,176 @@ class Pointwise(StreamLayer):
         return self.module(x), ()
 
 
-class Window(StreamLayer):
-    """Ring buffer of the last ``span`` frames (oldest first), then ``reduce`` over (B, C, span + 1)."""
+class Affine(StreamLayer):
+    """An eval-mode BatchNorm as one per-channel scale and shift (any frame rank)."""
 
-    def __init__(self, channels: int, span: int, left: int, fill: float, what: str):
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, spatial: int):
+        super().__init__()
+        scale = (bn.running_var + bn.eps).rsqrt()
+        if bn.weight is not None:
+            scale = scale * bn.weight.detach()
+        shift = -bn.running_mean * scale + (0 if bn.bias is None else bn.bias.detach())
+        view = (-1,) + (1,) * spatial
+        self.register_buffer("scale", scale.detach().reshape(view).clone())
+        self.register_buffer("shift", shift.detach().reshape(view).clone())
+
+    def step(self, x, state, t):
+        return x * self.scale + self.shift, ()
+
+
+class Buffered(StreamLayer):
+    """A layer with a ring buffer of past frames; frames that are not ready yet are kept out of it."""
+
+    upstream: int = 0  # delay of the layers before: their first `upstream` outputs are not ready
+
+    def keep_ready(self, new: torch.Tensor, old: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        if not self.upstream or t is None:
+            return new
+        return torch.where((t >= self.upstream).view(-1, *(1,) * (new.dim() - 1)), new, old)
+
+
+class Window(Buffered):
+    """Ring buffer of the last ``span`` frames (B, C, span, *spatial), oldest first; ``reduce`` maps the window
+    (B, C, span + 1, *spatial) to one output frame."""
+
+    def __init__(self, ctx: Ctx, span: int, left: int, fill: float):
         super().__init__()
         if left > span:
             raise ConfigError(
-                f"{what}: left padding {left} exceeds its receptive span {span}: its first outputs would come before "
+                f"{ctx.what}: left padding {left} exceeds its receptive span {span}: its first outputs would come before "
                 "any input frame, which a stream cannot produce"
             )
-        self.c_in, self.span, self.delay, self.fill = channels, span, span - left, max(fill, LOWEST)
-        self.upstream = 0  # delay of the layers before: their first `upstream` outputs are not ready
+        self.frame, self.span, self.delay, self.fill = ctx.shape, span, span - left, max(fill, LOWEST)
 
     def states(self):
-        return (StateTensor("buf", (self.c_in, self.span), fill=self.fill),) if self.span else ()
+        return (StateTensor("buf", (self.frame[0], self.span, *self.frame[1:]), fill=self.fill),) if self.span else ()
 
     def step(self, x, state, t):
         if not self.span:
-            return self.reduce(x.unsqueeze(-1)), ()
-        window = torch.cat([state[0], x.unsqueeze(-1)], dim=-1)
-        new = window[:, :, 1:]
-        if self.upstream:  # not-ready input frames stand where the offline model has padding: keep them out
-            new = torch.where((t >= self.upstream).view(-1, 1, 1), new, state[0])
-        return self.reduce(window), (new,)
+            return self.reduce(x.unsqueeze(2)), ()
+        window = torch.cat([state[0], x.unsqueeze(2)], dim=2)
+        return self.reduce(window), (self.keep_ready(window[:, :, 1:], state[0], t),)
 
     def reduce(self, window: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def finish(self) -> "Window":
+        """Set the output frame shape by running ``reduce`` once on zeros."""
+        with torch.no_grad():
+            self.shape_out = tuple(self.reduce(torch.zeros(1, self.frame[0], self.span + 1, *self.frame[1:])).shape[1:])
+        return self
+
 
 class ConvStep(Window):
-    def __init__(self, conv: nn.Conv1d, left: int, fill: float, what: str):
-        d, K = conv.dilation[0], conv.kernel_size[0]
-        super().__init__(conv.in_channels, (K - 1) * d, left, fill, what)
-        self.dilation, self.groups = d, conv.groups
+    """Conv1d / Conv3d: the temporal kernel over the buffer, the spatial part inside the frame."""
+
+    def __init__(self, conv: nn.Conv1d | nn.Conv3d, ctx: Ctx, left: int, fill: float):
+        dt, kt = conv.dilation[0], conv.kernel_size[0]
+        super().__init__(ctx, (kt - 1) * dt, left, fill)
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        self.dilation, self.groups = tuple(conv.dilation), conv.groups
+        if len(conv.kernel_size) == 3:
+            # the window's kt frames folded into the channels: one conv2d per frame, as runtimes (XNNPACK, the
+            # ExecuTorch portable kernels) run 2D convolutions but not always 3D ones. Channel c, frame tau ->
+            # channel c * kt + tau, which keeps each group's channels together.
+            co, cg, kt, kh, kw = conv.weight.shape
+            self.weight = nn.Parameter(conv.weight.detach().reshape(co, cg * kt, kh, kw).clone(), requires_grad=False)
+            self.stride, self.padding, self.dilation = tuple(conv.stride[1:]), tuple(conv.padding[1:]), tuple(conv.dilation)
         self.channels_out = conv.out_channels
+        self.finish()
 
     def reduce(self, window):
-        y = nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
-        return y.view(-1, self.channels_out)
+        if window.dim() == 3:
+            y = nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
+            return y.squeeze(2)
+        frames = window[:, :, :: self.dilation[0]] if self.dilation[0] > 1 else window  # (B, C, kt, H, W)
+        folded = frames.reshape(frames.shape[0], -1, *frames.shape[3:])
+        return nn.functional.conv2d(folded, self.weight, self.bias, self.stride, self.padding, self.dilation[1:], self.groups)
 
 
-class AvgStep(Window):
-    def __init__(self, channels: int, k: int, left: int, fill: float, what: str):
-        super().__init__(channels, k - 1, left, fill, what)
+class PoolStep(Window):
+    """Temporal avg / max over the window (kernel k, dilation d), then an optional spatial pooling per frame."""
+
+    def __init__(self, kind: str, ctx: Ctx, k: int, dilation: int, left: int, fill: float, spatial: nn.Module | None):
+        super().__init__(ctx, (k - 1) * dilation, left, fill)
+        self.kind, self.k, self.dil = kind, k, dilation
+        self.spatial = spatial
         self.register_buffer("mean_col", torch.full((k, 1), 1.0 / k))
+        self.finish()
 
     def reduce(self, window):
-        return torch.matmul(window, self.mean_col).view(-1, self.c_in)
+        if self.kind == "avg":  # a matmul with a mean column: delegate-friendly
+            y = torch.matmul(window.movedim(2, -1), self.mean_col).squeeze(-1)
+        elif self.dil == 1 and window.dim() == 3:
+            y = nn.functional.max_pool1d(window, self.k).squeeze(2)
+        else:
+            y = window[:, :, :: self.dil].amax(2)
+        return y if self.spatial is None else self.spatial(y)
 
 
-class MaxStep(Window):
-    def __init__(self, channels: int, k: int, dilation: int, left: int, fill: float, what: str):
-        super().__init__(channels, (k - 1) * dilation, left, fill, what)
-        self.k, self.dilation = k, dilation
+class AttentionStep(Buffered):
+    """``nn.TransformerEncoderLayer`` (batch_first) as single-output attention over the last ``window`` frames
+    (Continual Transformers, Hedegaard et al.): the newest frame's query against a ring buffer of the window's
+    keys and values, then the layer's feed-forward part on that one frame."""
 
-    def reduce(self, window):
-        return nn.functional.max_pool1d(window, self.k, stride=1, dilation=self.dilation).view(-1, self.c_in)
+    def __init__(self, layer: nn.TransformerEncoderLayer, ctx: Ctx, window: int):
+        super().__init__()
+        attn = layer.self_attn
+        if not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn:
+            raise ConfigError(f"{ctx.what}: attention with separate kdim/vdim, bias_k/bias_v or add_zero_attn is not supported")
+        self.d, self.heads = attn.embed_dim, attn.num_heads
+        self.span = self.delay = window - 1
+        self.in_w = nn.Parameter(attn.in_proj_weight.detach().clone(), requires_grad=False)
+        self.in_b = nn.Parameter(attn.in_proj_bias.detach().clone(), requires_grad=False) if attn.in_proj_bias is not None else None
+        layer = copy.deepcopy(layer).eval()
+        self.out_proj, self.norm1, self.norm2 = layer.self_attn.out_proj, layer.norm1, layer.norm2
+        self.linear1, self.linear2, self.activation = layer.linear1, layer.linear2, layer.activation
+        self.norm_first = layer.norm_first
+
+    def states(self):
+        if not self.span:
+            return ()
+        return (StateTensor("k", (self.d, self.span)), StateTensor("v", (self.d, self.span)))
+
+    def _attend(self, h, state, t):
+        B, H = h.shape[0], self.heads
+        dh = self.d // H
+        q, k, v = nn.functional.linear(h, self.in_w, self.in_b).chunk(3, dim=-1)
+        keys, vals = k.unsqueeze(-1), v.unsqueeze(-1)
+        if self.span:
+            keys, vals = torch.cat([state[0], keys], dim=-1), torch.cat([state[1], vals], dim=-1)  # (B, D, W)
+        w = keys.shape[-1]
+        scores = torch.matmul(q.reshape(B, H, 1, dh) * dh**-0.5, keys.reshape(B, H, dh, w))  # (B, H, 1, W)
+        o = torch.matmul(torch.softmax(scores, dim=-1), vals.reshape(B, H, dh, w).transpose(-1, -2))
+        new = () if not self.span else (self.keep_ready(keys[..., 1:], state[0], t), self.keep_ready(vals[..., 1:], state[1], t))
+        return self.out_proj(o.reshape(B, self.d)), new
+
+    def step(self, x, state, t):
+        ff = lambda y: self.linear2(self.activation(self.linear1(y)))  # noqa: E731
+        if self.norm_first:
+            sa, new = self._attend(self.norm1(x), state, t)
+            y = x + sa
+            return y + ff(self.norm2(y)), new
+        sa, new = self._attend(x, state, t)
+        y = self.norm1(x + sa)
+        return self.norm2(y + ff(y)), new
 
 
 class DelayLine(StreamLayer):
     """x delayed by ``delay`` frames (the skip path of a residual whose body has that delay)."""
 
-    def __init__(self, channels: int, delay: int):
+    def __init__(self, frame: tuple[int, ...], delay: int):
         super().__init__()
-        self.c, self.delay = channels, delay
+        self.frame, self.delay = frame, delay
 
     def states(self):
-        return (StateTensor("line", (self.c, self.delay)),) if self.delay else ()
+        return (StateTensor("line", (self.frame[0], self.delay, *self.frame[1:])),) if self.delay else ()
 
     def step(self, x, state, t):
         if not self.delay:
             return x, ()
-        line = torch.cat([state[0], x.unsqueeze(-1)], dim=-1)
+        line = torch.cat([state[0], x.unsqueeze(2)], dim=2)
         return line[:, :, 0], (line[:, :, 1:],)
 
 
@@ -145,8 +273,9 @@ class Chain(StreamLayer):
         self.layers = nn.ModuleList(layers)
         self.delay = sum(layer.delay for layer in layers)
         self.span = sum(layer.span for layer in layers)
-        outs = [layer.channels_out for layer in layers if layer.channels_out is not None]
-        self.channels_out = outs[-1] if outs else None
+        self.length_change = sum(layer.length_change for layer in layers)
+        outs = [layer.shape_out for layer in layers if layer.shape_out is not None]
+        self.shape_out = outs[-1] if outs else None
 
     def states(self):
         return tuple(t for i, layer in enumerate(self.layers) for t in _prefixed(str(i), layer.states()))
@@ -165,7 +294,7 @@ class ResidualStep(StreamLayer):
     def __init__(self, body: Chain, skip: DelayLine):
         super().__init__()
         self.body, self.skip = body, skip
-        self.delay, self.span, self.channels_out = body.delay, body.span, body.channels_out
+        self.delay, self.span, self.shape_out = body.delay, body.span, body.shape_out
 
     def states(self):
         return _prefixed("body", self.body.states()) + _prefixed("skip", self.skip.states())
@@ -178,94 +307,208 @@ class ResidualStep(StreamLayer):
 
 
 # ------------------------------------------------------------------------------------------- the converter
-@dataclass
-class Pending:
-    """Padding met before the temporal layer that consumes it: (left, right, value)."""
-
-    left: int = 0
-    right: int = 0
-    value: float | None = None
-
-
 @dataclass(frozen=True)
 class LayerConverter:
     module_type: type
-    # convert(module, channels_in, pending padding, where) -> (StreamLayer, length change of the offline sequence)
-    convert: Callable[[nn.Module, int, Pending, str], tuple[StreamLayer, int]]
+    # convert(module, ctx) -> StreamLayer, with its delay, span, length_change and shape_out set
+    convert: Callable[[nn.Module, Ctx], StreamLayer]
 
 
 LAYERS: Registry[LayerConverter] = Registry("continual layer")
 
-POINTWISE = (nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.Identity,
-             nn.Dropout, nn.BatchNorm1d)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.ELU, nn.Hardswish,
+               nn.Hardsigmoid, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout3d)
 
 
-def register_layer(module_type: type, convert: Callable) -> LayerConverter:
-    """Teach the continual converter a layer: ``convert(module, channels_in, pending, where) -> (StreamLayer, dT)``."""
+def register_layer(module_type: type, convert: Callable[[nn.Module, Ctx], StreamLayer]) -> LayerConverter:
+    """Teach the continual converter a layer: ``convert(module, ctx) -> StreamLayer`` (see :class:`Ctx`)."""
     return LAYERS.register(module_type, LayerConverter(module_type, convert))
 
 
-def _pad_fill(pending: Pending, own_left: int, own_right: int, own_value: float, what: str) -> tuple[int, int, float]:
-    """Merge a preceding ConstantPad1d with the layer's own padding -> (left, right, value of the padding)."""
+def _pad_fill(ctx: Ctx, own_left: int, own_right: int, own_value: float) -> tuple[int, int, float]:
+    """Merge a preceding ConstantPad1d with the layer's own temporal padding -> (left, right, value)."""
+    pending = ctx.pending
     padded_before = bool(pending.left or pending.right)
     if padded_before and (own_left or own_right) and pending.value != own_value:
-        raise ConfigError(f"{what}: padding values {pending.value} and {own_value} meet in one layer; it cannot stream")
+        raise ConfigError(f"{ctx.what}: padding values {pending.value} and {own_value} meet in one layer; it cannot stream")
     value = pending.value if padded_before else own_value
-    return pending.left + own_left, pending.right + own_right, value
+    left, right = pending.left + own_left, pending.right + own_right
+    if ctx.length is not None and (left or right):
+        raise ConfigError(
+            f"{ctx.what}: temporal padding inside a clip / window model pads every window at its edges, where a stream "
+            "has real frames; its outputs would differ from the model's. Use temporal padding 0 inside the clip model"
+        )
+    return left, right, value
 
 
-def _conv1d(conv: nn.Conv1d, c_in: int, pending: Pending, what: str):
-    if conv.stride[0] != 1:
-        raise ConfigError(f"{what}: stride {conv.stride[0]} is not supported by the continual converter yet (stride 1 only)")
+def _temporal_only(ctx: Ctx, hint: str, stride: int) -> None:
+    if stride != 1:
+        raise ConfigError(
+            f"{ctx.what}: temporal stride {stride} is not supported: a stream gives one output per input frame, so edgeseq "
+            f"converts temporal stride 1 only (spatial strides are fine){'; ' + hint if hint else ''}"
+        )
+
+
+def _rank_check(module: nn.Module, ctx: Ctx, rank: int) -> None:
+    if ctx.layout != "bct" or not ctx.timed:
+        raise ConfigError(f"{ctx.what}: a temporal layer needs (batch, channels, time, ...) input here")
+    if len(ctx.shape) != rank:
+        raise ConfigError(f"{ctx.what}: expects {rank - 1} spatial dims per frame, the frames here are {ctx.shape}")
+
+
+def _conv(conv: nn.Conv1d | nn.Conv3d, ctx: Ctx) -> StreamLayer:
+    rank = len(conv.kernel_size)
+    _rank_check(conv, ctx, rank)
+    _temporal_only(ctx, "", conv.stride[0])
     if conv.padding_mode != "zeros":
         raise ConfigError(
-            f"{what}: padding_mode={conv.padding_mode!r} reads frames from the end or mirrors the future at the start "
+            f"{ctx.what}: padding_mode={conv.padding_mode!r} reads frames from the end or mirrors the future at the start "
             "of a sequence; a stream cannot do that (use zero padding)"
         )
     span = (conv.kernel_size[0] - 1) * conv.dilation[0]
     if conv.padding == "same":
+        if rank > 1:
+            raise ConfigError(f"{ctx.what}: padding='same' on a 3D convolution: give the padding as numbers")
         own = (span // 2, span - span // 2)
     elif conv.padding == "valid":
         own = (0, 0)
     else:
         own = (conv.padding[0], conv.padding[0])
-    left, right, value = _pad_fill(pending, *own, 0.0, what)
-    return ConvStep(conv, left, value, what), left + right - span
+    left, right, value = _pad_fill(ctx, *own, 0.0)
+    layer = ConvStep(conv, ctx, left, value)
+    layer.length_change = left + right - span
+    return layer
 
 
-def _avgpool(pool: nn.AvgPool1d, c_in: int, pending: Pending, what: str):
-    k, s, p = pool.kernel_size[0], pool.stride[0], pool.padding[0]
-    if s != 1:
-        raise ConfigError(f"{what}: stride {s} is not supported by the continual converter yet (stride 1 only; "
-                          "AvgPool1d's default stride is its kernel size)")
-    if pool.ceil_mode or (p and not pool.count_include_pad):
-        raise ConfigError(f"{what}: ceil_mode / count_include_pad=False change the divisor at the sequence ends; it cannot stream")
-    left, right, value = _pad_fill(pending, p, p, 0.0, what)
-    return AvgStep(c_in, k, left, value, what), left + right - (k - 1)
+def _ints(v, n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-def _maxpool(pool: nn.MaxPool1d, c_in: int, pending: Pending, what: str):
-    k, s, p, d = (v if isinstance(v, int) else v[0] for v in (pool.kernel_size, pool.stride, pool.padding, pool.dilation))
-    if s != 1:
-        raise ConfigError(f"{what}: stride {s} is not supported by the continual converter yet (stride 1 only; "
-                          "MaxPool1d's default stride is its kernel size)")
-    if pool.ceil_mode or pool.return_indices:
-        raise ConfigError(f"{what}: ceil_mode / return_indices cannot stream")
-    left, right, value = _pad_fill(pending, p, p, float("-inf"), what)
-    return MaxStep(c_in, k, d, left, value, what), left + right - (k - 1) * d
+def _pool(pool: nn.Module, ctx: Ctx) -> StreamLayer:
+    rank = 3 if isinstance(pool, (nn.AvgPool3d, nn.MaxPool3d)) else 1
+    _rank_check(pool, ctx, rank)
+    is_avg = isinstance(pool, (nn.AvgPool1d, nn.AvgPool3d))
+    k, s, p = (_ints(v, rank) for v in (pool.kernel_size, pool.stride, pool.padding))
+    d = _ints(getattr(pool, "dilation", 1), rank)
+    _temporal_only(ctx, f"{type(pool).__name__}'s default stride is its kernel size: pass stride=1 or (1, sh, sw)", s[0])
+    if pool.ceil_mode or getattr(pool, "return_indices", False):
+        raise ConfigError(f"{ctx.what}: ceil_mode / return_indices cannot stream")
+    if is_avg and getattr(pool, "divisor_override", None):
+        raise ConfigError(f"{ctx.what}: divisor_override is not supported")
+    left, right, value = _pad_fill(ctx, p[0], p[0], 0.0 if is_avg else float("-inf"))
+    if is_avg and left + right and not pool.count_include_pad:
+        raise ConfigError(f"{ctx.what}: count_include_pad=False changes the divisor at the sequence ends; it cannot stream")
+    spatial = None
+    if rank == 3 and (k[1:] != (1, 1) or s[1:] != (1, 1) or p[1:] != (0, 0)):
+        spatial = (nn.AvgPool2d(k[1:], s[1:], p[1:], count_include_pad=pool.count_include_pad) if is_avg
+                   else nn.MaxPool2d(k[1:], s[1:], p[1:], dilation=d[1:]))
+    layer = PoolStep("avg" if is_avg else "max", ctx, k[0], d[0], left, value, spatial)
+    layer.length_change = left + right - (k[0] - 1) * d[0]
+    return layer
 
 
-def _pointwise(module: nn.Module, c_in: int, pending: Pending, what: str):
-    if isinstance(module, nn.BatchNorm1d) and not module.track_running_stats:
-        raise ConfigError(f"{what}: BatchNorm1d without running statistics normalises over the whole sequence; it cannot stream")
-    return Pointwise(module), 0
+def _adaptive(pool: nn.Module, ctx: Ctx) -> StreamLayer:
+    rank = 3 if isinstance(pool, (nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d)) else 1
+    _rank_check(pool, ctx, rank)
+    is_avg = isinstance(pool, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool3d))
+    out = _ints(pool.output_size, rank)
+    spatial = None
+    if rank == 3 and out[1:] != (None, None):
+        spatial = (nn.AdaptiveAvgPool2d if is_avg else nn.AdaptiveMaxPool2d)(out[1:])
+    if out[0] is None:
+        return _finish(Pointwise(spatial or nn.Identity()), ctx)
+    if out[0] != 1:
+        raise ConfigError(f"{ctx.what}: a temporal output size of {out[0]} cannot stream (1, the global pool of a clip, or None)")
+    if ctx.length is None:
+        raise ConfigError(
+            f"{ctx.what}: a global temporal pool over a whole sequence cannot stream; if this is a clip model, convert "
+            "edgeseq.models.continual.OfflineModel(net, frame_shape, window=CLIP_FRAMES)"
+        )
+    layer = PoolStep("avg" if is_avg else "max", ctx, ctx.length, 1, 0, 0.0, spatial)
+    layer.length_change = 1 - ctx.length
+    return layer
 
 
-register_layer(nn.Conv1d, _conv1d)
-register_layer(nn.AvgPool1d, _avgpool)
-register_layer(nn.MaxPool1d, _maxpool)
-for _t in POINTWISE:
-    register_layer(_t, _pointwise)
+def _finish(layer: StreamLayer, ctx: Ctx) -> StreamLayer:
+    """Shape of a frame-wise layer's output, found by running it on zeros."""
+    with torch.no_grad():
+        layer.shape_out = tuple(layer.step(torch.zeros(1, *ctx.shape), (), None)[0].shape[1:])
+    return layer
+
+
+def _batchnorm(bn: nn.modules.batchnorm._BatchNorm, ctx: Ctx) -> StreamLayer:
+    if not bn.track_running_stats or bn.running_mean is None:
+        raise ConfigError(f"{ctx.what}: BatchNorm without running statistics normalises over the whole sequence; it cannot stream")
+    if ctx.layout != "bct" and ctx.timed:
+        raise ConfigError(f"{ctx.what}: BatchNorm normalises dim 1, which is time in a (batch, time, features) stack")
+    return Affine(bn, len(ctx.shape) - 1)
+
+
+def _activation(module: nn.Module, ctx: Ctx) -> StreamLayer:
+    return Pointwise(module)
+
+
+def _features(module: nn.Module, ctx: Ctx) -> StreamLayer:
+    """Linear / LayerNorm act on the last axis: per frame in a (batch, time, features) stack or after the clip's pool."""
+    if ctx.layout == "bct" and ctx.timed:
+        raise ConfigError(
+            f"{ctx.what}: {type(module).__name__} acts on the last axis, which is time (or space) in a (batch, channels, "
+            "time, ...) stack; use a 1x1 convolution, or put it after the pooling and Flatten of a clip model"
+        )
+    return _finish(Pointwise(module), ctx)
+
+
+def _flatten(module: nn.Flatten, ctx: Ctx) -> StreamLayer:
+    if module.start_dim != 1 or module.end_dim != -1:
+        raise ConfigError(f"{ctx.what}: only Flatten(start_dim=1) is supported")
+    if ctx.timed and ctx.length != 1:
+        raise ConfigError(f"{ctx.what}: Flatten would merge the time axis into the features; pool time away first")
+    layer = _finish(Pointwise(module), ctx)
+    return layer
+
+
+def _transformer(layer: nn.TransformerEncoderLayer, ctx: Ctx) -> StreamLayer:
+    if ctx.layout != "btc" or not layer.self_attn.batch_first:
+        raise ConfigError(f"{ctx.what}: a TransformerEncoderLayer converts with batch_first=True inside "
+                          "OfflineModel(..., layout='btc')")
+    if ctx.length is None:
+        raise ConfigError(
+            f"{ctx.what}: attention over a whole sequence has no constant-memory step; convert it as a window model: "
+            "edgeseq.models.continual.OfflineModel(net, frame_shape, window=W, layout='btc')"
+        )
+    if ctx.shape != (layer.self_attn.embed_dim,):
+        raise ConfigError(f"{ctx.what}: expects {layer.self_attn.embed_dim} features per frame, gets {ctx.shape}")
+    return AttentionStep(layer, ctx, ctx.length)
+
+
+def _encoder(enc: nn.TransformerEncoder, ctx: Ctx) -> StreamLayer:
+    if len(enc.layers) != 1:
+        raise ConfigError(
+            f"{ctx.what}: {len(enc.layers)} encoder layers: a single-output continual attention layer computes only the "
+            "newest frame, so only one attention layer (the last time-mixing layer of the model) converts exactly"
+        )
+    inner = replace(ctx, what=f"{ctx.what}.layers.0")
+    layers = [_transformer(enc.layers[0], inner)]
+    if enc.norm is not None:
+        layers.append(Pointwise(enc.norm))
+    return Chain(layers)
+
+
+register_layer(nn.Conv1d, _conv)
+register_layer(nn.Conv3d, _conv)
+for _t in (nn.AvgPool1d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool3d):
+    register_layer(_t, _pool)
+for _t in (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool3d):
+    register_layer(_t, _adaptive)
+for _t in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+    register_layer(_t, _batchnorm)
+for _t in ACTIVATIONS:
+    register_layer(_t, _activation)
+for _t in (nn.Linear, nn.LayerNorm):
+    register_layer(_t, _features)
+register_layer(nn.Flatten, _flatten)
+register_layer(nn.TransformerEncoderLayer, _transformer)
+register_layer(nn.TransformerEncoder, _encoder)
 
 
 def _find_layer(module: nn.Module) -> LayerConverter | None:
@@ -275,94 +518,131 @@ def _find_layer(module: nn.Module) -> LayerConverter | None:
     return None
 
 
-def convert_stack(module: nn.Module, c_in: int, where: str = "") -> tuple[Chain, int, int]:
-    """Convert ``module`` (a layer or a nested container) -> (Chain, output channels, offline length change)."""
+def convert_stack(module: nn.Module, ctx: Ctx) -> tuple[Chain, Ctx]:
+    """Convert ``module`` (a layer or a nested container) -> (Chain, the context after it)."""
     items = list(module) if isinstance(module, nn.Sequential) else [module]
+    where = ctx.what if ctx.what != "module" else ""
     layers: list[StreamLayer] = []
-    pending = Pending()
-    dT = 0
+    ctx = replace(ctx, pending=Pending())
     for i, layer in enumerate(items):
         label = f"{where}{i}" if isinstance(module, nn.Sequential) else (where or "module")
-        what = f"{label} ({type(layer).__name__})"
+        ctx.what = f"{label} ({type(layer).__name__})"
+        pending = ctx.pending
         if isinstance(layer, nn.ConstantPad1d):
             left, right = layer.padding
             if pending.value is not None and (pending.left or pending.right) and layer.value != pending.value:
-                raise ConfigError(f"{what}: two paddings with different values in a row cannot stream")
-            pending = Pending(pending.left + left, pending.right + right, float(layer.value))
+                raise ConfigError(f"{ctx.what}: two paddings with different values in a row cannot stream")
+            ctx.pending = Pending(pending.left + left, pending.right + right, float(layer.value))
             continue
         if isinstance(layer, (nn.Sequential, Residual)) and (pending.left or pending.right):
-            raise ConfigError(f"{what}: padding must come right before the layer that consumes it")
+            raise ConfigError(f"{ctx.what}: padding must come right before the layer that consumes it")
         if isinstance(layer, nn.Sequential):
-            chain, c_in, d = convert_stack(layer, c_in, f"{label}.")
+            chain, ctx = convert_stack(layer, replace(ctx, what=f"{label}."))
             layers.append(chain)
-        elif isinstance(layer, Residual):
-            body, c_out, d = convert_stack(layer.body, c_in, f"{label}.body.")
-            if d != 0 or c_out != c_in:
-                raise ConfigError(f"{what}: a residual body must keep the sequence length and channels (length change {d}, "
-                                  f"channels {c_in} -> {c_out})")
-            layers.append(ResidualStep(body, DelayLine(c_in, body.delay)))
-            d = 0
-        else:
-            conv = _find_layer(layer)
-            if conv is None:
-                raise UnsupportedModuleError(
-                    f"{what}: no continual converter for {type(layer).__module__}.{type(layer).__qualname__}; supported: "
-                    f"{', '.join(sorted(t.__name__ for t in LAYERS.keys()))}, ConstantPad1d, Sequential, Residual. "
-                    "Register one with edgeseq.models.continual_step.register_layer(YourModule, convert)"
-                )
-            step, d = conv.convert(layer, c_in, pending, what)
-            if (pending.left or pending.right) and not isinstance(step, Window):
-                raise ConfigError(f"{what}: padding must come right before the temporal layer that consumes it")
-            pending = Pending()
-            layers.append(step)
-            c_in = step.channels_out or c_in
-        dT += d
-    if pending.left or pending.right:
+            continue
+        if isinstance(layer, Residual):
+            body, after = convert_stack(layer.body, replace(ctx, what=f"{label}.body."))
+            if after.shape != ctx.shape or after.timed != ctx.timed:
+                raise ConfigError(f"{ctx.what}: a residual body must keep the frame shape ({ctx.shape} -> {after.shape})")
+            # offline, the skip is cropped to the body's latest frames: delay it by the body's right padding
+            layers.append(ResidualStep(body, DelayLine(ctx.shape, body.delay + body.length_change)))
+            layers[-1].length_change = body.length_change
+            ctx = replace(after, what=ctx.what)
+            continue
+        if ctx.single and (_find_layer(layer) is not None and layer_mixes_time(layer)):
+            raise ConfigError(
+                f"{ctx.what}: comes after the single-output attention layer {ctx.single}, which computes only the newest "
+                "frame; a time-mixing layer after it would need the others (retroactive attention is not supported)"
+            )
+        conv = _find_layer(layer)
+        if conv is None:
+            raise UnsupportedModuleError(
+                f"{ctx.what}: no continual converter for {type(layer).__module__}.{type(layer).__qualname__}; supported: "
+                f"{', '.join(sorted(t.__name__ for t in LAYERS.keys()))}, ConstantPad1d, Sequential, Residual. "
+                "Register one with edgeseq.models.continual_step.register_layer(YourModule, convert)"
+            )
+        step = conv.convert(layer, ctx)
+        if (pending.left or pending.right) and not isinstance(step, Window):
+            raise ConfigError(f"{ctx.what}: padding must come right before the temporal layer that consumes it")
+        layers.append(step)
+        ctx = _advance(ctx, layer, step)
+    if ctx.pending.left or ctx.pending.right:
         raise ConfigError(f"{where or 'module'}: padding at the end of a stack has no layer to consume it")
-    return Chain(layers), c_in, dT
+    return Chain(layers), ctx
+
+
+def layer_mixes_time(layer: nn.Module) -> bool:
+    return isinstance(layer, (nn.Conv1d, nn.Conv3d, nn.AvgPool1d, nn.AvgPool3d, nn.MaxPool1d, nn.MaxPool3d,
+                              nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.TransformerEncoderLayer, nn.TransformerEncoder)) or (
+        isinstance(layer, (nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d)) and _ints(layer.output_size, 3)[0] is not None)
+
+
+def _advance(ctx: Ctx, layer: nn.Module, step: StreamLayer) -> Ctx:
+    """The context after ``step``: frame shape, window length, time axis."""
+    length = ctx.length
+    if length is not None:
+        length += step.length_change
+        if length < 1:
+            raise ConfigError(f"{ctx.what}: the window is too short for the model: no frames are left after this layer")
+    single = ctx.single
+    if isinstance(step, AttentionStep) or (isinstance(step, Chain) and any(isinstance(m, AttentionStep) for m in step.modules())):
+        single = ctx.what
+    timed = ctx.timed and not isinstance(layer, nn.Flatten)
+    return replace(ctx, shape=step.shape_out or ctx.shape, length=length, timed=timed, single=single, pending=Pending())
 
 
 class ContinualStep(StepModule):
     """A converted temporal stack: one frame in, one frame out; ``state_spec.delay`` frames late."""
 
-    def __init__(self, net: nn.Module, d_in: int, info: StepInfo):
+    def __init__(self, net: nn.Module, frame_shape: tuple[int, ...], info: StepInfo, layout: str = "bct",
+                 window: int | None = None):
         super().__init__()
-        chain, d_out, _ = convert_stack(net, d_in)
+        chain, after = convert_stack(net, Ctx(tuple(frame_shape), layout, window))
         self.chain = chain
-        self.d_in, self.d_out = d_in, d_out
+        self.frame_shape = tuple(frame_shape)
+        self.d_in, self.d_out = math.prod(frame_shape), math.prod(after.shape)
         _assign_upstream(chain, 0)
         # a frame counter only where some buffer must keep not-ready frames out
-        self.counted = any(isinstance(m, Window) and m.upstream and m.span for m in chain.modules())
+        self.counted = any(isinstance(m, Buffered) and m.upstream and m.span for m in chain.modules())
         tensors = chain.states() + ((StateTensor("frames", (1,)),) if self.counted else ())
-        self.state_spec = StateSpec(tensors, delay=chain.delay, receptive_field=chain.span + 1)
+        # a window model's output m is the window of frames m .. m + W - 1: ready W - 1 frames late
+        delay = chain.delay if window is None else window - 1
+        self.state_spec = StateSpec(tensors, delay=delay, receptive_field=chain.span + 1 if window is None else window)
         self.info = info
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        x = x.reshape(x.shape[0], *self.frame_shape)
         if not self.counted:
-            return self.chain.step(x, tuple(state), None)
+            y, new = self.chain.step(x, tuple(state), None)
+            return y.reshape(y.shape[0], -1), new
         t = state[-1]
         y, new = self.chain.step(x, tuple(state[:-1]), t)
-        return y, (*new, torch.clamp(t + 1.0, max=float(self.chain.delay)))
+        return y.reshape(y.shape[0], -1), (*new, torch.clamp(t + 1.0, max=float(self.chain.delay)))
 
 
 def _assign_upstream(layer: StreamLayer, up: int) -> int:
-    """Tell every window how late its input stream is; returns the delay after ``layer``."""
+    """Tell every buffered layer how late its input stream is; returns the delay after ``layer``."""
     if isinstance(layer, Chain):
         for sub in layer.layers:
             up = _assign_upstream(sub, up)
         return up
     if isinstance(layer, ResidualStep):
         return _assign_upstream(layer.body, up)
-    if isinstance(layer, Window):
+    if isinstance(layer, Buffered):
         layer.upstream = up
     return up + layer.delay
 
 
-def _first_channels(net: nn.Module) -> int:
+def _first_frame(net: nn.Module) -> tuple[int, ...]:
     for m in net.modules():
         if isinstance(m, nn.Conv1d):
-            return m.in_channels
-    raise UnsupportedModuleError(f"{type(net).__name__}: no nn.Conv1d inside, so its input channels are unknown")
+            return (m.in_channels,)
+        if isinstance(m, (nn.Conv3d, nn.TransformerEncoderLayer, nn.Linear)):
+            break
+    raise UnsupportedModuleError(
+        f"{type(net).__name__}: the frame shape is not known from a leading nn.Conv1d; convert "
+        "edgeseq.models.continual.OfflineModel(net, frame_shape=..., window=..., layout=...) instead"
+    )
 
 
 def convert_temporal_cnn(model: TemporalCNN) -> ContinualStep:
@@ -370,14 +650,24 @@ def convert_temporal_cnn(model: TemporalCNN) -> ContinualStep:
 
     c = model.config
     info = StepInfo("continual", config_to_dict(c), c.task, getattr(model, "train_length", None))
-    return ContinualStep(model.net, c.d_in, info)
+    return ContinualStep(model.net, (c.d_in,), info)
+
+
+def _layers(net: nn.Module) -> list[str]:
+    return [type(m).__name__ for m in (net if isinstance(net, nn.Sequential) else [net])]
 
 
 def convert_module(net: nn.Module) -> ContinualStep:
     """A plain temporal stack (``nn.Sequential`` of supported layers, or one ``nn.Conv1d``) on (B, C, T)."""
-    layers = [f"{type(m).__name__}" for m in (net if isinstance(net, nn.Sequential) else [net])]
-    info = StepInfo("continual", {"source": type(net).__name__, "layers": layers, "repr": repr(net)}, "sequence", None)
-    return ContinualStep(net, _first_channels(net), info)
+    info = StepInfo("continual", {"source": type(net).__name__, "layers": _layers(net), "repr": repr(net)}, "sequence", None)
+    return ContinualStep(net, _first_frame(net), info)
+
+
+def convert_offline(model: OfflineModel) -> ContinualStep:
+    cfg = {"source": type(model.net).__name__, "layers": _layers(model.net), "frame_shape": list(model.frame_shape),
+           "window": model.window, "layout": model.layout, "repr": repr(model.net)}
+    info = StepInfo("continual", cfg, "sequence", None)
+    return ContinualStep(model.net, model.frame_shape, info, model.layout, model.window)
 
 
 def reference_channels_first(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -386,5 +676,6 @@ def reference_channels_first(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 register_converter(TemporalCNN, convert_temporal_cnn, lambda m, x: m.forward_steps(x))
+register_converter(OfflineModel, convert_offline, lambda m, x: m.forward_steps(x))
 register_converter(nn.Sequential, convert_module, reference_channels_first)
 register_converter(nn.Conv1d, convert_module, reference_channels_first)

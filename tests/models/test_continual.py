@@ -136,3 +136,107 @@ def test_cli_stream_drops_outputs_that_are_not_ready(tmp_path):
     with torch.no_grad():
         ref = model.forward_steps(torch.from_numpy(x)[None])[0].numpy()
     assert np.abs(np.load(tmp_path / "y.npy") - ref[:48]).max() <= 1e-5
+
+
+# ---------------------------------------------------------------- clip (3D) and window (Transformer) models
+def _bn3d(c):
+    bn = nn.BatchNorm3d(c)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    return bn
+
+
+def x3d_like(c_in=3, classes=5):
+    """An X3D-shaped clip classifier without temporal padding: spatial stem, temporal depthwise conv, a bottleneck
+    residual block with a 3x3x3 depthwise conv, pooling, 1x1x1 expansion, global pool, linear head."""
+    return nn.Sequential(
+        nn.Conv3d(c_in, 8, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), _bn3d(8), nn.ReLU(),
+        nn.Conv3d(8, 8, (3, 1, 1), groups=8), nn.ReLU(),
+        Residual(nn.Sequential(nn.Conv3d(8, 16, 1), _bn3d(16), nn.ReLU(),
+                               nn.Conv3d(16, 16, (3, 3, 3), padding=(0, 1, 1), groups=16), _bn3d(16), nn.SiLU(),
+                               nn.Conv3d(16, 8, 1), _bn3d(8))),
+        nn.AvgPool3d((2, 1, 1), stride=1), nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+        nn.Conv3d(8, 32, 1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(32, classes),
+    ).eval()
+
+
+def test_x3d_like_clip_model_streams_like_the_clip_model_on_every_window():
+    from edgeseq.models.continual import OfflineModel
+
+    model = OfflineModel(x3d_like(), frame_shape=(3, 8, 8), window=8)
+    step = edgeseq.convert(model)
+    assert (step.d_in, step.d_out) == (3 * 8 * 8, 5)
+    assert step.state_spec.delay == 7 and step.state_spec.receptive_field == 8
+    x = torch.randn(1, T, 3 * 8 * 8)
+    report = edgeseq.check_parity(model, step, x)  # the oracle runs the clip model on all 1,993 windows
+    assert report.steps == T - 7
+    assert report.max_abs_error <= 1e-5, report.summary()
+    # the oracle itself: one window by hand
+    clip = x[:, 100:108].reshape(1, 8, 3, 8, 8).movedim(1, 2)
+    with torch.no_grad():
+        assert torch.allclose(model.forward_steps(x[:, :120])[:, 100], model.net(clip)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_encoder_window_model_streams_with_single_output_attention(norm_first):
+    from edgeseq.models.continual import OfflineModel
+
+    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.1, activation="gelu", batch_first=True, norm_first=norm_first)
+    net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), layer, nn.Linear(16, 3)).eval()
+    model = OfflineModel(net, frame_shape=6, window=16, layout="btc")
+    step = edgeseq.convert(model)
+    assert step.state_spec.names == ("2.k", "2.v") and step.state_spec.delay == 15
+    report = edgeseq.check_parity(model, step, torch.randn(2, T, 6))
+    assert report.steps == T - 15 and report.max_abs_error <= 1e-5, report.summary()
+
+
+def test_window_transformer_matches_continual_inference_single_output_layer():
+    co = pytest.importorskip("continual", reason="continual-inference is in the [importers] extra")
+    from edgeseq.models.continual import OfflineModel
+
+    W, D = 8, 16
+    ours = nn.TransformerEncoderLayer(D, 4, 32, dropout=0.0, batch_first=True).eval()
+    theirs = co.SingleOutputTransformerEncoderLayer(D, 4, 32, dropout=0.0, sequence_len=W).eval()
+    with torch.no_grad():
+        theirs[0].self_attn.in_proj_weight.copy_(ours.self_attn.in_proj_weight)
+        theirs[0].self_attn.in_proj_bias.copy_(ours.self_attn.in_proj_bias)
+        theirs[0].self_attn.out_proj.load_state_dict(ours.self_attn.out_proj.state_dict())
+        theirs[1].norm1.fn.load_state_dict(ours.norm1.state_dict())
+        theirs[1].norm2.fn.load_state_dict(ours.norm2.state_dict())
+        theirs[1]._ff_block[1].linear1.load_state_dict(ours.linear1.state_dict())
+        theirs[1]._ff_block[1].linear2.load_state_dict(ours.linear2.state_dict())
+    step = edgeseq.convert(OfflineModel(nn.Sequential(ours), D, window=W, layout="btc"))
+    x = torch.randn(1, 300, D)
+    got = edgeseq.parity.rollout(step, x.transpose(0, 1).contiguous())[W - 1:, 0]  # (300 - W + 1, D)
+    with torch.no_grad():
+        ref = theirs.forward_steps(x.transpose(1, 2))  # (1, D, 300 - W + 1): their outputs once W frames are in
+    assert ref.shape[-1] == got.shape[0]
+    assert (ref[0].T - got).abs().max().item() <= 1e-5
+
+
+def test_clip_and_window_models_that_cannot_stream_are_refused():
+    from edgeseq.models.continual import OfflineModel
+
+    padded = nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.AdaptiveAvgPool3d(1), nn.Flatten())
+    with pytest.raises(ConfigError, match=r"0 \(Conv3d\): temporal padding inside a clip / window model pads every window"):
+        edgeseq.convert(OfflineModel(padded, (2, 4, 4), window=8))
+    with pytest.raises(ConfigError, match=r"AdaptiveAvgPool1d\): a global temporal pool over a whole sequence cannot stream"):
+        edgeseq.convert(nn.Sequential(nn.Conv1d(2, 4, 3), nn.AdaptiveAvgPool1d(1)))
+    with pytest.raises(ConfigError, match="window is too short"):
+        edgeseq.convert(OfflineModel(nn.Sequential(nn.Conv3d(2, 4, (5, 1, 1)), nn.AdaptiveAvgPool3d(1)), (2, 4, 4), window=4))
+    with pytest.raises(ConfigError, match=r"Conv3d\): temporal stride 2 is not supported"):
+        edgeseq.convert(OfflineModel(nn.Sequential(nn.Conv3d(2, 4, 3, stride=2)), (2, 4, 4), window=8))
+    layer = lambda: nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)  # noqa: E731
+    with pytest.raises(ConfigError, match=r"1 \(TransformerEncoderLayer\): comes after the single-output attention layer 0"):
+        edgeseq.convert(OfflineModel(nn.Sequential(layer(), layer()), 8, window=8, layout="btc"))
+    with pytest.raises(ConfigError, match="2 encoder layers"):
+        edgeseq.convert(OfflineModel(nn.TransformerEncoder(layer(), 2, enable_nested_tensor=False), 8, window=8, layout="btc"))
+    with pytest.raises(ConfigError, match="attention over a whole sequence has no constant-memory step"):
+        edgeseq.convert(OfflineModel(nn.Sequential(layer()), 8, layout="btc"))
+    with pytest.raises(ConfigError, match=r"Linear\): Linear acts on the last axis, which is time"):
+        edgeseq.convert(nn.Sequential(nn.Conv1d(2, 4, 3), nn.Linear(4, 4)))
+    with pytest.raises(UnsupportedModuleError, match="frame shape is not known.*OfflineModel"):
+        edgeseq.convert(nn.Sequential(nn.Conv3d(2, 4, 3)))
