@@ -19,11 +19,11 @@ from edgeseq.parity import ParityReport, check_parity
 from edgeseq.step import StateSpec, StateTensor, StepModule
 from edgeseq.exporters import Artifact, export
 from edgeseq.runtimes import StreamSession, StreamState, open
-from edgeseq.importers import from_huggingface, from_mambapy
+from edgeseq.importers import from_continual, from_huggingface, from_mambapy
 
 __all__ = [
     "__version__", "Artifact", "EdgeseqError", "FAMILIES", "ParityReport", "StateSpec", "StateTensor", "StepModule",
-    "StreamSession", "StreamState", "build", "check_parity", "convert", "export", "from_huggingface", "from_mambapy",
+    "StreamSession", "StreamState", "build", "check_parity", "convert", "export", "from_continual", "from_huggingface", "from_mambapy",
     "load", "open",
     "register_converter", "save",
 ]
