@@ -31,6 +31,15 @@ def stream_peak_rss(artifact: str | Path, steps: int) -> tuple[int, int]:
     return state_bytes, hwm
 
 
+def runtime_calls(art) -> tuple:
+    """A bare call of the artifact's runtime (no session checks), with its state fed back:
+    ``backend.run(x, state["s"])``."""
+    import edgeseq
+
+    sess = edgeseq.open(art.path)
+    return sess.backend, {"s": [t.numpy() for t in sess.spec.init(1)]}
+
+
 def write_section(path: Path, name: str, md: str) -> None:
     """Replace (or append) the ``<!-- name:start/end -->`` block of ``path`` with ``md``; the rest is kept."""
     path.parent.mkdir(parents=True, exist_ok=True)

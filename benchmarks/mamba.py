@@ -31,7 +31,7 @@ from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
 from edgeseq.models.mamba_step import MambaStep  # noqa: E402
-from _common import interleaved, write_section  # noqa: E402  (benchmarks/_common.py)
+from _common import interleaved, runtime_calls, write_section  # noqa: E402  (benchmarks/_common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB, D_STATE = 1024, 16
@@ -75,14 +75,6 @@ def gemv_floor(step):
             np.dot(w, vecs[w.shape[1]], out=o)
 
     return run
-
-
-def runtime_calls(art) -> tuple:
-    """A bare call of the artifact's runtime (no session checks), with its state fed back."""
-    sess = edgeseq.open(art.path)
-    backend = sess.backend
-    state = {"s": [t.numpy() for t in sess.spec.init(1)]}
-    return backend, state
 
 
 def bench_config(width: int, layers: int, out: Path, n: int, rounds: int, plain: bool, steps: int, tolerance: float) -> dict:

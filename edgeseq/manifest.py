@@ -13,6 +13,9 @@ Fields (schema version 1):
 - ``fingerprint``: sha256 of family, config and weights; a saved stream state carries it
 - ``parity``: the error measured at export time against eager over a rollout with the state fed back
 - ``graph``: operator statistics of the exported graph (delegated vs non-delegated ops for ExecuTorch)
+- ``cost``: ``flops_per_step`` counted from the eager step's graph (:mod:`edgeseq.flops`); for continual
+  networks also ``offline_flops_per_output`` (recomputing the offline model over ``offline_frames`` frames for
+  each new output) and ``offline_over_step``
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from edgeseq._version import __version__
 from edgeseq.checkpoint import check_finite
 from edgeseq.errors import ConfigError, ParityError, ShapeError
 from edgeseq.fsutil import commit_files, staging_dir
+from edgeseq.flops import step_cost
 from edgeseq.manifest import SCHEMA_VERSION, file_sha256, io_names, manifest_path_for
 from edgeseq.parity import compare
 from edgeseq.registry import Registry
@@ -219,6 +220,7 @@ def build_manifest(step: StepModule, exporter: Exporter, info: dict, file_name: 
         "pruning": None,
         "fingerprint": step.fingerprint(),
         "graph": info.get("graph", {}),
+        "cost": step_cost(step),
         "parity": None,
     }
 

@@ -46,6 +46,13 @@ def inspect(
     out.print(f"state: {len(ss['tensors'])} tensors, [bold]{ss['bytes_per_stream']:,} bytes per stream[/], delay {ss['delay']}"
               + (f" (the first {ss['delay']} outputs of a stream are not ready)" if ss["delay"] else "")
               + (f", receptive field {rf} frames" if rf else ""))
+    cost = m.get("cost")
+    if cost:
+        line = f"compute: {_flops(cost['flops_per_step'])} per step"
+        if cost.get("offline_flops_per_output"):
+            line += (f"; recomputing the offline model over its {cost['offline_frames']} frames for each output: "
+                     f"{_flops(cost['offline_flops_per_output'])} ([bold]{cost['offline_over_step']:g}x[/] the step)")
+        out.print(line + " (FLOPs counted from the graph: matmuls, convolutions, attention)")
     p = m["parity"]
     out.print(f"parity at export ({p['what']}): {p['steps']} steps x {p['batch']} streams, max abs error "
               f"{p['max_abs_error']:.3g}, max rel error {p['max_rel_error']:.3g}, final state error "
@@ -61,3 +68,10 @@ def inspect(
     elif "nodes" in g:
         out.print(f"operators: {g['nodes']} ONNX nodes (" + ", ".join(f"{k} x{v}" for k, v in g["op_types"].items()) + ")")
     out.print(f"quantization: {m.get('quantization') or 'none (float32)'}; pruning: {m.get('pruning') or 'none'}")
+
+
+def _flops(n: int) -> str:
+    for unit, scale in (("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} FLOP"

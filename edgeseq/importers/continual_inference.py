@@ -8,7 +8,8 @@ does the same in one call (for 1D networks, whose frame shape is the first convo
 Translated: ``co.Sequential`` (and nested), ``co.Conv1d`` / ``co.Conv3d`` (zero temporal fill), ``co`` pooling
 layers (subclasses of the ``nn`` ones), ``co.AdaptiveAvgPool3d`` / ``co.AdaptiveMaxPool3d`` with a temporal
 ``kernel_size`` (a sliding pool over that many frames, then the spatial pool per frame), ``co.Residual``
-(``BroadcastReduce`` of a ``Delay`` or identity and a body, summed), ``co.Linear`` over the channel dim (a 1x1
+(``BroadcastReduce`` of a ``Delay``, ``Skip`` or identity and a body, summed; a body that shortens the clip
+with ``residual_shrink="leading"``), ``co.Linear`` over the channel dim (a 1x1
 convolution), ``co.Lambda`` of a ``torch.nn`` layer, and plain ``torch.nn`` layers inside. Anything else, such
 as ``co``'s Transformer layers (composed of ``BroadcastReduce`` blocks with custom reductions), is refused by
 name; build those from ``nn.TransformerEncoderLayer`` and ``OfflineModel(..., layout="btc")``.
@@ -83,13 +84,19 @@ def _translate(module: nn.Module, rank: int, what: str) -> nn.Module:
     if _is_co(module, "BroadcastReduce"):
         branches = list(module)
         reduce = getattr(module, "reduce", None)
-        skip = [b for b in branches if _is_co(b, "Delay") or isinstance(b, nn.Identity) or _is_co(b, "Identity")]
+        skip = [b for b in branches if _is_co(b, "Delay") or _is_co(b, "Skip") or isinstance(b, nn.Identity)
+                or _is_co(b, "Identity")]
         if len(branches) != 2 or len(skip) != 1 or getattr(reduce, "__name__", "") != "reduce_sum":
             raise UnsupportedModuleError(
                 f"{what}: co.{name} with branches {[type(b).__name__ for b in branches]} and reduce "
                 f"{getattr(reduce, '__name__', reduce)}: only a residual (a Delay or identity plus a body, summed) converts; "
                 "for co's Transformer layers use nn.TransformerEncoderLayer in OfflineModel(..., window=W, layout='btc')")
         body = branches[1] if branches[0] is skip[0] else branches[0]
+        shrink = getattr(skip[0], "auto_shrink", False)
+        if shrink not in (False, None):
+            # edgeseq's Residual adds a shortened body to the latest frames of x: co's residual_shrink="leading"
+            raise ConfigError(f"{what}: co.Residual(residual_shrink={shrink!r}) aligns the skip differently from edgeseq's "
+                              "Residual; residual_shrink='leading' (or a padded body, no shrink) converts")
         return Residual(_translate(body, rank, f"{what}.body"))
     if _is_co(module, "Sequential"):
         return nn.Sequential(*(_translate(m, rank, f"{what}.{i}") for i, m in enumerate(module)))

@@ -79,6 +79,7 @@ class Residual(nn.Module):
 
 
 LAYOUTS = ("bct", "btc")
+CLIP_PADDINGS = ("clip", "stream")
 
 
 class OfflineModel(nn.Module):
@@ -91,13 +92,20 @@ class OfflineModel(nn.Module):
       flattened, ``d_in = C * H * W``.
     - ``window=None``: ``net`` runs on the whole sequence (a TCN); its output at frame n is the step's at n + delay.
     - ``window=W``: a clip / window model (an X3D-like clip classifier, a Transformer encoder over W frames).
-      Offline it is evaluated on every sliding window of W frames; each window's output is the clip's (B, d)
-      output or, for a per-frame output (B, C, T', ...), its last frame. Output m is the window of frames
-      m .. m + W - 1; the step gives it at frame m + W - 1 (a delay of W - 1 frames).
+      With ``padding="clip"`` (the default) it is evaluated on every sliding window of W frames; each window's
+      output is the clip's (B, d) output or, for a per-frame output (B, C, T', ...), its last frame. Output m is
+      the window of frames m .. m + W - 1; the step gives it at frame m + W - 1 (a delay of W - 1 frames). Exact
+      only without temporal padding inside the clip model (a clip is zero-padded at its edges, a stream is not).
+    - ``window=W, padding="stream"``: the Continual 3D CNN reading of a clip model that pads time (X3D does):
+      the padding frames come from the stream instead of zeros at every clip edge, and the clip's global temporal
+      pool becomes a sliding pool over the frames it averages within a clip. The oracle is the network run once
+      over the whole sequence that way (zero padding only at the start); its outputs differ from evaluating the
+      clip model on each window (CoX3D, arXiv:2106.00050, measures the accuracy effect; retrain or fine-tune if
+      it matters). Output m is ready at frame m + delay, the delay coming from the padding as for a TCN.
     """
 
     def __init__(self, net: nn.Module, frame_shape: tuple[int, ...] | int, window: int | None = None, layout: str = "bct",
-                 chunk: int = 256):
+                 padding: str = "clip", chunk: int = 256):
         super().__init__()
         frame_shape = (frame_shape,) if isinstance(frame_shape, int) else tuple(int(s) for s in frame_shape)
         if not frame_shape or any(s < 1 for s in frame_shape):
@@ -108,6 +116,11 @@ class OfflineModel(nn.Module):
             raise ConfigError(f"OfflineModel: layout 'btc' takes vector frames, got frame_shape {frame_shape}")
         if window is not None and int(window) < 1:
             raise ConfigError(f"OfflineModel: window must be >= 1 frames, got {window}")
+        if padding not in CLIP_PADDINGS:
+            raise ConfigError(f"OfflineModel: padding must be one of {', '.join(CLIP_PADDINGS)}, got {padding!r}")
+        if padding == "stream" and (window is None or layout != "bct"):
+            raise ConfigError("OfflineModel: padding='stream' is for clip models on (batch, channels, time, ...) with a window")
+        self.padding = padding
         self.net, self.frame_shape, self.layout = net, frame_shape, layout
         self.window = None if window is None else int(window)
         self.chunk = chunk  # windows per batch of the sliding-window oracle
@@ -132,6 +145,8 @@ class OfflineModel(nn.Module):
         """x: (B, T, d_in) -> (B, T_out, d_out): the whole sequence, or every sliding window of ``window`` frames."""
         if self.window is None:
             return self._from_net(self.net(self._to_net(x)), last=False)
+        if self.padding == "stream":
+            return self._stream_forward(x)
         B, T, _ = x.shape
         if T < self.window:
             return x.new_zeros(B, 0, 0)
@@ -143,6 +158,61 @@ class OfflineModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_steps(x)
+
+    def clip_pool_frames(self) -> dict[int, int]:
+        """Frames that each global temporal pool averages within one clip of ``window`` frames (by module id)."""
+        seen: dict[int, int] = {}
+        hooks = [m.register_forward_hook(lambda mod, inp, out: seen.update({id(mod): inp[0].shape[2]}))
+                 for m in self.net.modules() if _global_temporal_pool(m)]
+        try:
+            with torch.no_grad():
+                self.net(self._to_net(torch.zeros(1, self.window, self.d_in)))
+        finally:
+            for h in hooks:
+                h.remove()
+        return seen
+
+    def _stream_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``padding="stream"``: the net over the whole sequence, each global temporal pool sliding over the frames
+        it averages in a clip, the layers after it (Flatten, Linear, ...) applied frame by frame."""
+        frames = self.clip_pool_frames()
+
+        def run(module: nn.Module, h: torch.Tensor, timed: bool) -> tuple[torch.Tensor, bool]:
+            if isinstance(module, nn.Sequential):
+                for m in module:
+                    h, timed = run(m, h, timed)
+                return h, timed
+            if isinstance(module, Residual):
+                y, _ = run(module.body, h, timed)
+                return h[:, :, h.shape[2] - y.shape[2]:] + y, timed
+            if not timed:  # (B, T', F): frame by frame, time folded into the batch
+                B, T = h.shape[:2]
+                y = module(h.reshape(B * T, *h.shape[2:]))
+                return y.reshape(B, T, *y.shape[1:]), False
+            if _global_temporal_pool(module):
+                k = frames[id(module)]
+                avg = isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool3d))
+                pooled = h.unfold(2, k, 1)  # (B, C, T - k + 1, ..., k)
+                h = pooled.mean(-1) if avg else pooled.amax(-1)
+                if h.dim() == 5:
+                    h = (nn.functional.adaptive_avg_pool3d if avg else nn.functional.adaptive_max_pool3d)(
+                        h, (None, *module.output_size[1:]) if isinstance(module.output_size, tuple) else (None, 1, 1))
+                return h, True
+            if isinstance(module, nn.Flatten):  # (B, C, T', 1, 1) -> (B, T', C)
+                return h.movedim(2, 1).flatten(2), False
+            return module(h), True
+
+        y, timed = run(self.net, self._to_net(x), True)
+        return y if not timed else self._from_net(y, last=False)
+
+
+def _global_temporal_pool(m: nn.Module) -> bool:
+    if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)):
+        return m.output_size in (1, (1,))
+    if isinstance(m, (nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d)):
+        out = m.output_size if isinstance(m.output_size, tuple) else (m.output_size,) * 3
+        return out[0] == 1
+    return False
 
 
 def _padded(conv: nn.Conv1d, padding: str) -> nn.Module:

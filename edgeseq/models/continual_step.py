@@ -59,6 +59,7 @@ class Ctx:
     length: int | None = None  # frames per window here (clip / window models); None: a whole sequence
     timed: bool = True  # False once the offline tensor has lost its time axis (pooled, then flattened)
     single: str = ""  # set after a single-output attention layer: the layer that made it so
+    stream_padding: bool = False  # a clip model read as CoX3D does: temporal padding comes from the stream
     pending: Pending = field(default_factory=Pending)
     what: str = "module"
 
@@ -109,6 +110,28 @@ class Affine(StreamLayer):
         return x * self.scale + self.shift, ()
 
 
+class FrameLayerNorm(nn.Module):
+    """``nn.LayerNorm`` over the last dim written as matmuls and elementwise ops (means as products with a 1/D
+    column), which XNNPACK delegates; ExecuTorch 1.5 leaves ``native_layer_norm`` outside the partition."""
+
+    def __init__(self, ln: nn.LayerNorm):
+        super().__init__()
+        if len(ln.normalized_shape) != 1:
+            raise ConfigError(f"LayerNorm over {tuple(ln.normalized_shape)}: only the last dim is supported")
+        d = ln.normalized_shape[0]
+        self.eps = ln.eps
+        self.register_buffer("mean_col", torch.full((d, 1), 1.0 / d))
+        self.weight = None if ln.weight is None else nn.Parameter(ln.weight.detach().clone(), requires_grad=False)
+        self.bias = None if getattr(ln, "bias", None) is None else nn.Parameter(ln.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centred = x - torch.matmul(x, self.mean_col)
+        y = centred * torch.rsqrt(torch.matmul(centred * centred, self.mean_col) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        return y if self.bias is None else y + self.bias
+
+
 class Buffered(StreamLayer):
     """A layer with a ring buffer of past frames; frames that are not ready yet are kept out of it."""
 
@@ -117,7 +140,10 @@ class Buffered(StreamLayer):
     def keep_ready(self, new: torch.Tensor, old: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
         if not self.upstream or t is None:
             return new
-        return torch.where((t >= self.upstream).view(-1, *(1,) * (new.dim() - 1)), new, old)
+        # t counts whole frames: ready = clamp(t - upstream + 1, 0, 1) is exactly 0 or 1. A blend rather than
+        # torch.where, so that runtimes without a select op (XNNPACK) keep the whole step in one partition.
+        ready = torch.clamp(t - float(self.upstream - 1), 0.0, 1.0).reshape(-1, *(1,) * (new.dim() - 1))
+        return new * ready + old * (1.0 - ready)
 
 
 class Window(Buffered):
@@ -137,9 +163,10 @@ class Window(Buffered):
         return (StateTensor("buf", (self.frame[0], self.span, *self.frame[1:]), fill=self.fill),) if self.span else ()
 
     def step(self, x, state, t):
+        frame = x.reshape(x.shape[0], x.shape[1], 1, *x.shape[2:])  # (B, C, 1, ...): a reshape, not unsqueeze
         if not self.span:
-            return self.reduce(x.unsqueeze(2)), ()
-        window = torch.cat([state[0], x.unsqueeze(2)], dim=2)
+            return self.reduce(frame), ()
+        window = torch.cat([state[0], frame], dim=2)
         return self.reduce(window), (self.keep_ready(window[:, :, 1:], state[0], t),)
 
     def reduce(self, window: torch.Tensor) -> torch.Tensor:
@@ -174,7 +201,7 @@ class ConvStep(Window):
     def reduce(self, window):
         if window.dim() == 3:
             y = nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
-            return y.squeeze(2)
+            return y.reshape(y.shape[0], y.shape[1])
         frames = window[:, :, :: self.dilation[0]] if self.dilation[0] > 1 else window  # (B, C, kt, H, W)
         folded = frames.reshape(frames.shape[0], -1, *frames.shape[3:])
         return nn.functional.conv2d(folded, self.weight, self.bias, self.stride, self.padding, self.dilation[1:], self.groups)
@@ -191,10 +218,12 @@ class PoolStep(Window):
         self.finish()
 
     def reduce(self, window):
-        if self.kind == "avg":  # a matmul with a mean column: delegate-friendly
-            y = torch.matmul(window.movedim(2, -1), self.mean_col).squeeze(-1)
+        B, C, k, *spatial = window.shape
+        if self.kind == "avg":  # a 2D matmul with a mean column: delegate-friendly
+            rows = window.movedim(2, -1).reshape(-1, k)
+            y = torch.mm(rows, self.mean_col).reshape(B, C, *spatial)
         elif self.dil == 1 and window.dim() == 3:
-            y = nn.functional.max_pool1d(window, self.k).squeeze(2)
+            y = nn.functional.max_pool1d(window, self.k).reshape(B, C)
         else:
             y = window[:, :, :: self.dil].amax(2)
         return y if self.spatial is None else self.spatial(y)
@@ -212,10 +241,18 @@ class AttentionStep(Buffered):
             raise ConfigError(f"{ctx.what}: attention with separate kdim/vdim, bias_k/bias_v or add_zero_attn is not supported")
         self.d, self.heads = attn.embed_dim, attn.num_heads
         self.span = self.delay = window - 1
-        self.in_w = nn.Parameter(attn.in_proj_weight.detach().clone(), requires_grad=False)
-        self.in_b = nn.Parameter(attn.in_proj_bias.detach().clone(), requires_grad=False) if attn.in_proj_bias is not None else None
         layer = copy.deepcopy(layer).eval()
-        self.out_proj, self.norm1, self.norm2 = layer.self_attn.out_proj, layer.norm1, layer.norm2
+        w, b = layer.self_attn.in_proj_weight.detach(), layer.self_attn.in_proj_bias
+        # one linear per projection (no split op), the query pre-scaled by 1 / sqrt(head dim)
+        scale = (self.d // self.heads) ** -0.5
+        self.q, self.k, self.v = (nn.Linear(self.d, self.d, bias=b is not None) for _ in range(3))
+        with torch.no_grad():
+            for i, lin in enumerate((self.q, self.k, self.v)):
+                lin.weight.copy_(w[i * self.d : (i + 1) * self.d] * (scale if i == 0 else 1.0))
+                if b is not None:
+                    lin.bias.copy_(b[i * self.d : (i + 1) * self.d] * (scale if i == 0 else 1.0))
+        self.out_proj = layer.self_attn.out_proj
+        self.norm1, self.norm2 = FrameLayerNorm(layer.norm1), FrameLayerNorm(layer.norm2)
         self.linear1, self.linear2, self.activation = layer.linear1, layer.linear2, layer.activation
         self.norm_first = layer.norm_first
 
@@ -227,13 +264,14 @@ class AttentionStep(Buffered):
     def _attend(self, h, state, t):
         B, H = h.shape[0], self.heads
         dh = self.d // H
-        q, k, v = nn.functional.linear(h, self.in_w, self.in_b).chunk(3, dim=-1)
-        keys, vals = k.unsqueeze(-1), v.unsqueeze(-1)
+        q = self.q(h)
+        keys, vals = self.k(h).reshape(B, self.d, 1), self.v(h).reshape(B, self.d, 1)
         if self.span:
             keys, vals = torch.cat([state[0], keys], dim=-1), torch.cat([state[1], vals], dim=-1)  # (B, D, W)
         w = keys.shape[-1]
-        scores = torch.matmul(q.reshape(B, H, 1, dh) * dh**-0.5, keys.reshape(B, H, dh, w))  # (B, H, 1, W)
-        o = torch.matmul(torch.softmax(scores, dim=-1), vals.reshape(B, H, dh, w).transpose(-1, -2))
+        # 3D batched products over (batch x heads): no broadcasting, so no expand ops in the exported graph
+        scores = torch.bmm(q.reshape(B * H, 1, dh), keys.reshape(B * H, dh, w))  # (B*H, 1, W)
+        o = torch.bmm(torch.softmax(scores, dim=-1), vals.reshape(B * H, dh, w).transpose(1, 2))
         new = () if not self.span else (self.keep_ready(keys[..., 1:], state[0], t), self.keep_ready(vals[..., 1:], state[1], t))
         return self.out_proj(o.reshape(B, self.d)), new
 
@@ -261,8 +299,8 @@ class DelayLine(StreamLayer):
     def step(self, x, state, t):
         if not self.delay:
             return x, ()
-        line = torch.cat([state[0], x.unsqueeze(2)], dim=2)
-        return line[:, :, 0], (line[:, :, 1:],)
+        line = torch.cat([state[0], x.reshape(x.shape[0], x.shape[1], 1, *x.shape[2:])], dim=2)
+        return line[:, :, :1].reshape(x.shape), (line[:, :, 1:],)  # reshapes and slices: delegate-friendly
 
 
 class Chain(StreamLayer):
@@ -333,10 +371,11 @@ def _pad_fill(ctx: Ctx, own_left: int, own_right: int, own_value: float) -> tupl
         raise ConfigError(f"{ctx.what}: padding values {pending.value} and {own_value} meet in one layer; it cannot stream")
     value = pending.value if padded_before else own_value
     left, right = pending.left + own_left, pending.right + own_right
-    if ctx.length is not None and (left or right):
+    if ctx.length is not None and (left or right) and not ctx.stream_padding:
         raise ConfigError(
             f"{ctx.what}: temporal padding inside a clip / window model pads every window at its edges, where a stream "
-            "has real frames; its outputs would differ from the model's. Use temporal padding 0 inside the clip model"
+            "has real frames; its outputs would differ from the model's. Use temporal padding 0 inside the clip model, "
+            "or OfflineModel(..., padding='stream') to take the padding frames from the stream (Continual 3D CNNs)"
         )
     return left, right, value
 
@@ -455,6 +494,8 @@ def _features(module: nn.Module, ctx: Ctx) -> StreamLayer:
             f"{ctx.what}: {type(module).__name__} acts on the last axis, which is time (or space) in a (batch, channels, "
             "time, ...) stack; use a 1x1 convolution, or put it after the pooling and Flatten of a clip model"
         )
+    if isinstance(module, nn.LayerNorm):
+        module = FrameLayerNorm(module)
     return _finish(Pointwise(module), ctx)
 
 
@@ -592,12 +633,15 @@ def _advance(ctx: Ctx, layer: nn.Module, step: StreamLayer) -> Ctx:
 
 
 class ContinualStep(StepModule):
-    """A converted temporal stack: one frame in, one frame out; ``state_spec.delay`` frames late."""
+    """A converted temporal stack: one frame in, one frame out; ``state_spec.delay`` frames late.
+    ``offline_cost``: FLOPs of recomputing the offline model for one output (see :mod:`edgeseq.flops`)."""
+
+    offline_cost: dict | None = None
 
     def __init__(self, net: nn.Module, frame_shape: tuple[int, ...], info: StepInfo, layout: str = "bct",
-                 window: int | None = None):
+                 window: int | None = None, stream_padding: bool = False):
         super().__init__()
-        chain, after = convert_stack(net, Ctx(tuple(frame_shape), layout, window))
+        chain, after = convert_stack(net, Ctx(tuple(frame_shape), layout, window, stream_padding=stream_padding))
         self.chain = chain
         self.frame_shape = tuple(frame_shape)
         self.d_in, self.d_out = math.prod(frame_shape), math.prod(after.shape)
@@ -606,8 +650,9 @@ class ContinualStep(StepModule):
         self.counted = any(isinstance(m, Buffered) and m.upstream and m.span for m in chain.modules())
         tensors = chain.states() + ((StateTensor("frames", (1,)),) if self.counted else ())
         # a window model's output m is the window of frames m .. m + W - 1: ready W - 1 frames late
-        delay = chain.delay if window is None else window - 1
-        self.state_spec = StateSpec(tensors, delay=delay, receptive_field=chain.span + 1 if window is None else window)
+        exact_windows = window is not None and not stream_padding
+        delay = window - 1 if exact_windows else chain.delay
+        self.state_spec = StateSpec(tensors, delay=delay, receptive_field=window if exact_windows else chain.span + 1)
         self.info = info
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -645,12 +690,24 @@ def _first_frame(net: nn.Module) -> tuple[int, ...]:
     )
 
 
+def with_offline_cost(step: ContinualStep, reference: Callable[[torch.Tensor], torch.Tensor],
+                      frames: int | None = None) -> ContinualStep:
+    """Record what recomputing the offline model costs per output: ``reference`` on the frames one output needs
+    (default: the receptive field; one window of a clip / window model), counted from the graph."""
+    from edgeseq.flops import count_flops
+
+    frames = frames or step.state_spec.receptive_field
+    flops = count_flops(reference, torch.zeros(1, frames, step.d_in))
+    step.offline_cost = {"offline_flops_per_output": flops, "offline_frames": frames}
+    return step
+
+
 def convert_temporal_cnn(model: TemporalCNN) -> ContinualStep:
     from edgeseq.config import config_to_dict
 
     c = model.config
     info = StepInfo("continual", config_to_dict(c), c.task, getattr(model, "train_length", None))
-    return ContinualStep(model.net, (c.d_in,), info)
+    return with_offline_cost(ContinualStep(model.net, (c.d_in,), info), model.forward_steps)
 
 
 def _layers(net: nn.Module) -> list[str]:
@@ -660,14 +717,19 @@ def _layers(net: nn.Module) -> list[str]:
 def convert_module(net: nn.Module) -> ContinualStep:
     """A plain temporal stack (``nn.Sequential`` of supported layers, or one ``nn.Conv1d``) on (B, C, T)."""
     info = StepInfo("continual", {"source": type(net).__name__, "layers": _layers(net), "repr": repr(net)}, "sequence", None)
-    return ContinualStep(net, _first_frame(net), info)
+    step = ContinualStep(net, _first_frame(net), info)
+    return with_offline_cost(step, lambda x: reference_channels_first(net, x))
 
 
 def convert_offline(model: OfflineModel) -> ContinualStep:
     cfg = {"source": type(model.net).__name__, "layers": _layers(model.net), "frame_shape": list(model.frame_shape),
-           "window": model.window, "layout": model.layout, "repr": repr(model.net)}
+           "window": model.window, "layout": model.layout, "padding": model.padding, "repr": repr(model.net)}
     info = StepInfo("continual", cfg, "sequence", None)
-    return ContinualStep(model.net, model.frame_shape, info, model.layout, model.window)
+    step = ContinualStep(model.net, model.frame_shape, info, model.layout, model.window, model.padding == "stream")
+    if model.window is None:
+        return with_offline_cost(step, model.forward_steps)
+    # a clip deployment runs the clip model on the last W frames for every new output
+    return with_offline_cost(step, lambda x: model.net(model._to_net(x)), model.window)
 
 
 def reference_channels_first(net: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -62,3 +62,31 @@ def test_co_modules_without_a_translation_are_named():
         edgeseq.from_continual(co.Sequential(co.Conv1d(8, 8, 1), layer))
     with pytest.raises(UnsupportedModuleError, match=r"module\.1: no translation for continual-inference's co\.Delay"):
         edgeseq.convert(co.Sequential(co.Conv1d(2, 2, 1), co.Delay(2)))
+
+
+def test_padded_clip_model_read_with_stream_padding_equals_the_co_network():
+    """OfflineModel(..., padding="stream") is continual-inference's reading of a clip model that pads time."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+    from test_continual import padded_clip_model
+
+    from edgeseq.models.continual import OfflineModel
+
+    net = padded_clip_model()
+    theirs = co.Sequential(
+        co.Conv3d(3, 8, (3, 3, 3), padding=(1, 1, 1), stride=(1, 2, 2)), net[1], nn.ReLU(),
+        co.Residual(co.Sequential(co.Conv3d(8, 8, (3, 1, 1), padding=(1, 0, 0)), net[3].body[1], nn.ReLU())),
+        co.Conv3d(8, 8, (5, 1, 1), padding=(2, 0, 0)), co.AdaptiveAvgPool3d((1, 1, 1), kernel_size=6),
+        co.Linear(8, 4, channel_dim=1),
+    ).eval()
+    for mine, other in ((net[0], theirs[0]), (net[3].body[0], theirs[3][1][0]), (net[4], theirs[4]), (net[7], theirs[6])):
+        other.load_state_dict(mine.state_dict())
+    step = edgeseq.convert(OfflineModel(net, (3, 8, 8), window=6, padding="stream"))
+    x = torch.randn(1, 300, 3 * 64)
+    got = edgeseq.parity.rollout(step, x.transpose(0, 1).contiguous())[step.state_spec.delay:, 0]
+    with torch.no_grad():
+        ref = theirs.forward_steps(x.reshape(1, 300, 3, 8, 8).movedim(1, 2), pad_end=False)[0, :, :, 0, 0].T
+    assert theirs.delay == step.state_spec.delay
+    assert (ref - got).abs().max().item() <= 1e-5

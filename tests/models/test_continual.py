@@ -240,3 +240,72 @@ def test_clip_and_window_models_that_cannot_stream_are_refused():
         edgeseq.convert(nn.Sequential(nn.Conv1d(2, 4, 3), nn.Linear(4, 4)))
     with pytest.raises(UnsupportedModuleError, match="frame shape is not known.*OfflineModel"):
         edgeseq.convert(nn.Sequential(nn.Conv3d(2, 4, 3)))
+
+
+def test_flops_per_step_and_per_offline_window_match_the_formula():
+    from edgeseq.flops import step_cost
+
+    net = nn.Sequential(nn.ConstantPad1d((4, 0), 0.0), nn.Conv1d(4, 8, 3, dilation=2), nn.ReLU(), nn.Conv1d(8, 2, 1))
+    cost = step_cost(edgeseq.convert(net))
+    per_frame = 2 * (4 * 8 * 3) + 2 * (8 * 2 * 1)  # 2 FLOPs per multiply-add, one output frame
+    assert cost["flops_per_step"] == per_frame
+    # recomputing the offline model over its receptive field (5 frames) gives 5 outputs for the 1 needed
+    assert cost["offline_frames"] == 5 and cost["offline_flops_per_output"] == 5 * per_frame
+    assert cost["offline_over_step"] == 5.0
+
+
+def test_clip_model_cost_is_in_the_manifest_and_inspect(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeseq.cli.main import app
+    from edgeseq.models.continual import OfflineModel
+
+    step = edgeseq.convert(OfflineModel(x3d_like(), frame_shape=(3, 8, 8), window=8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "x3d", target="onnx", steps=300)
+    cost = art.manifest["cost"]
+    assert cost["offline_frames"] == 8 and cost["offline_flops_per_output"] > 3 * cost["flops_per_step"] > 0
+    r = CliRunner().invoke(app, ["inspect", str(art.path)])
+    assert r.exit_code == 0, r.output
+    assert "per step; recomputing the offline model over its 8 frames for each output" in " ".join(r.output.split())
+
+
+def padded_clip_model():
+    """A clip model that pads time (as X3D does): read with padding='stream' (Continual 3D CNNs)."""
+    return nn.Sequential(
+        nn.Conv3d(3, 8, (3, 3, 3), padding=(1, 1, 1), stride=(1, 2, 2)), _bn3d(8), nn.ReLU(),
+        Residual(nn.Sequential(nn.Conv3d(8, 8, (3, 1, 1), padding=(1, 0, 0)), _bn3d(8), nn.ReLU())),
+        nn.Conv3d(8, 8, (5, 1, 1), padding=(2, 0, 0)), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 4),
+    ).eval()
+
+
+def test_padded_clip_model_streams_with_padding_from_the_stream():
+    from edgeseq.models.continual import OfflineModel
+
+    model = OfflineModel(padded_clip_model(), (3, 8, 8), window=6, padding="stream")
+    step = edgeseq.convert(model)
+    # delay: 1 + 1 + 2 from the "same" temporal padding, + 5 for the sliding pool over the clip's 6 frames
+    assert step.state_spec.delay == 9 and step.state_spec.receptive_field == 14
+    report = edgeseq.check_parity(model, step, torch.randn(1, T, 3 * 64))
+    assert report.steps == T - 9 and report.max_abs_error <= 1e-5, report.summary()
+    # the oracle is not the clip model per window: at a window whose edges the clip model zero-pads, they differ
+    clip = OfflineModel(model.net, (3, 8, 8), window=6)
+    x = torch.randn(1, 40, 3 * 64)
+    with torch.no_grad():
+        assert (clip.forward_steps(x)[:, 10] - model.forward_steps(x)[:, 12]).abs().max() > 1e-3
+
+
+def test_transformer_window_flops_match_the_formula():
+    """Counted from the graph, PyTorch's fused encoder fast path included: D = 16, F = 32, W = 8 frames."""
+    from edgeseq.flops import step_cost
+    from edgeseq.models.continual import OfflineModel
+
+    D, F, W = 16, 32, 8
+    layer = nn.TransformerEncoderLayer(D, 4, F, dropout=0.0, batch_first=True)
+    cost = step_cost(edgeseq.convert(OfflineModel(nn.Sequential(layer).eval(), D, window=W, layout="btc")))
+    per_token = 2 * (D * 3 * D + D * D + D * F + F * D)  # in-projection, out-projection, feed-forward
+    attention = 2 * (D * W) * 2  # scores and weighted values of one query over W keys
+    norms = 2 * 2 * (2 * D)  # the step writes each LayerNorm's two means as products with a 1/D column
+    assert cost["flops_per_step"] == per_token + attention + norms
+    assert cost["offline_flops_per_output"] == W * per_token + W * attention  # every query of the window
