@@ -123,17 +123,10 @@ def to_co(module: nn.Module, pool_frames: int):
 def co_encoder(net: nn.Sequential, window: int):
     import continual as co
 
-    ours = net[1]
-    d = ours.self_attn.embed_dim
-    layer = co.SingleOutputTransformerEncoderLayer(d, 4, ours.linear1.out_features, dropout=0.0, sequence_len=window)
-    with torch.no_grad():
-        layer[0].self_attn.in_proj_weight.copy_(ours.self_attn.in_proj_weight)
-        layer[0].self_attn.in_proj_bias.copy_(ours.self_attn.in_proj_bias)
-        layer[0].self_attn.out_proj.load_state_dict(ours.self_attn.out_proj.state_dict())
-        layer[1].norm1.fn.load_state_dict(ours.norm1.state_dict())
-        layer[1].norm2.fn.load_state_dict(ours.norm2.state_dict())
-        layer[1]._ff_block[1].linear1.load_state_dict(ours.linear1.state_dict())
-        layer[1]._ff_block[1].linear2.load_state_dict(ours.linear2.state_dict())
+    from edgeseq.importers.continual_inference import to_co_single_output_layer
+
+    d = net[1].self_attn.embed_dim
+    layer = to_co_single_output_layer(net[1], window)
     lin_in, lin_out = co.Linear(net[0].in_features, d, channel_dim=1), co.Linear(d, net[2].out_features, channel_dim=1)
     lin_in.load_state_dict(net[0].state_dict())
     lin_out.load_state_dict(net[2].state_dict())

@@ -155,6 +155,28 @@ def from_continual(module: nn.Module, frame_shape: tuple[int, ...] | int | None 
     return OfflineModel(net.eval(), frame_shape)
 
 
+def to_co_single_output_layer(layer: nn.TransformerEncoderLayer, window: int) -> nn.Module:
+    """The other direction, for comparisons: continual-inference's ``SingleOutputTransformerEncoderLayer`` with the
+    weights of a post-norm ``nn.TransformerEncoderLayer`` (the only variant co builds), attending over ``window``."""
+    import continual as co
+
+    if layer.norm_first:
+        raise ConfigError("co.SingleOutputTransformerEncoderLayer is post-norm; this layer has norm_first=True")
+    attn = layer.self_attn
+    theirs = co.SingleOutputTransformerEncoderLayer(attn.embed_dim, attn.num_heads, layer.linear1.out_features,
+                                                    dropout=0.0, activation=layer.activation, layer_norm_eps=layer.norm1.eps,
+                                                    sequence_len=window)
+    with torch.no_grad():
+        theirs[0].self_attn.in_proj_weight.copy_(attn.in_proj_weight)
+        theirs[0].self_attn.in_proj_bias.copy_(attn.in_proj_bias)
+        theirs[0].self_attn.out_proj.load_state_dict(attn.out_proj.state_dict())
+        theirs[1].norm1.fn.load_state_dict(layer.norm1.state_dict())
+        theirs[1].norm2.fn.load_state_dict(layer.norm2.state_dict())
+        theirs[1]._ff_block[1].linear1.load_state_dict(layer.linear1.state_dict())
+        theirs[1]._ff_block[1].linear2.load_state_dict(layer.linear2.state_dict())
+    return theirs.eval()
+
+
 def _co_reference(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """continual-inference's own streaming: ``forward_steps`` over (B, C, T) -> (B, T - delay, d_out)."""
     module.clean_state()

@@ -195,19 +195,13 @@ def test_transformer_encoder_window_model_streams_with_single_output_attention(n
 
 def test_window_transformer_matches_continual_inference_single_output_layer():
     co = pytest.importorskip("continual", reason="continual-inference is in the [importers] extra")
+    from edgeseq.importers.continual_inference import to_co_single_output_layer
     from edgeseq.models.continual import OfflineModel
 
     W, D = 8, 16
     ours = nn.TransformerEncoderLayer(D, 4, 32, dropout=0.0, batch_first=True).eval()
-    theirs = co.SingleOutputTransformerEncoderLayer(D, 4, 32, dropout=0.0, sequence_len=W).eval()
-    with torch.no_grad():
-        theirs[0].self_attn.in_proj_weight.copy_(ours.self_attn.in_proj_weight)
-        theirs[0].self_attn.in_proj_bias.copy_(ours.self_attn.in_proj_bias)
-        theirs[0].self_attn.out_proj.load_state_dict(ours.self_attn.out_proj.state_dict())
-        theirs[1].norm1.fn.load_state_dict(ours.norm1.state_dict())
-        theirs[1].norm2.fn.load_state_dict(ours.norm2.state_dict())
-        theirs[1]._ff_block[1].linear1.load_state_dict(ours.linear1.state_dict())
-        theirs[1]._ff_block[1].linear2.load_state_dict(ours.linear2.state_dict())
+    theirs = to_co_single_output_layer(ours, W)
+    assert isinstance(theirs, co.Sequential)
     step = edgeseq.convert(OfflineModel(nn.Sequential(ours), D, window=W, layout="btc"))
     x = torch.randn(1, 300, D)
     got = edgeseq.parity.rollout(step, x.transpose(0, 1).contiguous())[W - 1:, 0]  # (300 - W + 1, D)
