@@ -80,3 +80,4 @@ def japanese_vowels() -> SequenceDataset:
 
 
 from edgeseq.data import forecasting as _forecasting  # noqa: E402,F401  (registers "elecdemand")
+from edgeseq.data import sensors as _sensors  # noqa: E402,F401  (registers "basic-motions")
