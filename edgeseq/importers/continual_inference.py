@@ -9,7 +9,8 @@ Translated: ``co.Sequential`` (and nested), ``co.Conv1d`` / ``co.Conv3d`` (zero 
 layers (subclasses of the ``nn`` ones), ``co.AdaptiveAvgPool3d`` / ``co.AdaptiveMaxPool3d`` with a temporal
 ``kernel_size`` (a sliding pool over that many frames, then the spatial pool per frame), ``co.Residual``
 (``BroadcastReduce`` of a ``Delay``, ``Skip`` or identity and a body, summed; a body that shortens the clip
-with ``residual_shrink="leading"``), ``co.Linear`` over the channel dim (a 1x1
+with ``residual_shrink="leading"``), other ``BroadcastReduce`` with sum or concat (parallel branches; co's
+alignment ``Delay`` modules become identities, as edgeseq aligns branches itself), ``co.Linear`` over the channel dim (a 1x1
 convolution), ``co.Lambda`` of a ``torch.nn`` layer, and plain ``torch.nn`` layers inside. Anything else, such
 as ``co``'s Transformer layers (composed of ``BroadcastReduce`` blocks with custom reductions), is refused by
 name; build those from ``nn.TransformerEncoderLayer`` and ``OfflineModel(..., layout="btc")``.
@@ -24,7 +25,7 @@ from torch import nn
 
 from edgeseq.convert import convert, register_named_converter
 from edgeseq.errors import ConfigError, UnsupportedModuleError
-from edgeseq.models.continual import OfflineModel, Residual
+from edgeseq.models.continual import Branches, OfflineModel, Residual
 
 
 # instance attributes continual-inference patches onto the plain torch.nn layers of a co network
@@ -82,22 +83,12 @@ def _translate(module: nn.Module, rank: int, what: str) -> nn.Module:
     if not type(module).__module__.startswith("continual."):
         return _plain_layer(module)  # a torch.nn layer inside a co network
     if _is_co(module, "BroadcastReduce"):
-        branches = list(module)
-        reduce = getattr(module, "reduce", None)
-        skip = [b for b in branches if _is_co(b, "Delay") or _is_co(b, "Skip") or isinstance(b, nn.Identity)
-                or _is_co(b, "Identity")]
-        if len(branches) != 2 or len(skip) != 1 or getattr(reduce, "__name__", "") != "reduce_sum":
-            raise UnsupportedModuleError(
-                f"{what}: co.{name} with branches {[type(b).__name__ for b in branches]} and reduce "
-                f"{getattr(reduce, '__name__', reduce)}: only a residual (a Delay or identity plus a body, summed) converts; "
-                "for co's Transformer layers use nn.TransformerEncoderLayer in OfflineModel(..., window=W, layout='btc')")
-        body = branches[1] if branches[0] is skip[0] else branches[0]
-        shrink = getattr(skip[0], "auto_shrink", False)
-        if shrink not in (False, None):
-            # edgeseq's Residual adds a shortened body to the latest frames of x: co's residual_shrink="leading"
-            raise ConfigError(f"{what}: co.Residual(residual_shrink={shrink!r}) aligns the skip differently from edgeseq's "
-                              "Residual; residual_shrink='leading' (or a padded body, no shrink) converts")
-        return Residual(_translate(body, rank, f"{what}.body"))
+        return _broadcast_reduce(module, rank, what)
+    if _is_co(module, "Delay") or _is_co(module, "Skip"):
+        # co's alignment delays (inserted into parallel branches): identity offline; edgeseq aligns branches itself
+        if getattr(module, "auto_shrink", False) not in (False, None):
+            raise ConfigError(f"{what}: co.Delay(auto_shrink={module.auto_shrink!r}) crops the offline sequence; not supported")
+        return nn.Identity()
     if _is_co(module, "Sequential"):
         return nn.Sequential(*(_translate(m, rank, f"{what}.{i}") for i, m in enumerate(module)))
     if _is_co(module, "_ConvCoNd"):
@@ -122,8 +113,31 @@ def _translate(module: nn.Module, rank: int, what: str) -> nn.Module:
             break
     raise UnsupportedModuleError(
         f"{what}: no translation for continual-inference's co.{name}; supported: Sequential, Conv1d, Conv3d, pooling, "
-        "AdaptiveAvg/MaxPool3d, Residual (BroadcastReduce), Linear(channel_dim=1), Lambda of an nn layer, plain nn layers"
+        "AdaptiveAvg/MaxPool3d, Residual and BroadcastReduce (sum, concat), Delay, Linear(channel_dim=1), Lambda of an nn layer, plain nn layers"
     )
+
+
+_REDUCES = {"reduce_sum": "sum", "reduce_concat": "cat"}
+
+
+def _broadcast_reduce(module: nn.Module, rank: int, what: str) -> nn.Module:
+    """co.Residual (a skip plus a body, summed) -> Residual; other BroadcastReduce sum / concat -> Branches."""
+    branches = list(module)
+    reduce = _REDUCES.get(getattr(getattr(module, "reduce", None), "__name__", ""))
+    if reduce is None:
+        raise UnsupportedModuleError(
+            f"{what}: co.BroadcastReduce with reduce {getattr(module.reduce, '__name__', module.reduce)}: sum and concat "
+            "convert; for co's Transformer layers use nn.TransformerEncoderLayer in OfflineModel(..., window=W, layout='btc')")
+    skips = [b for b in branches if _is_co(b, "Delay") or _is_co(b, "Skip") or isinstance(b, nn.Identity)]
+    if len(branches) == 2 and len(skips) == 1 and reduce == "sum":
+        shrink = getattr(skips[0], "auto_shrink", False)
+        if shrink not in (False, None):
+            # edgeseq's Residual adds a shortened body to the latest frames of x: co's residual_shrink="leading"
+            raise ConfigError(f"{what}: co.Residual(residual_shrink={shrink!r}) aligns the skip differently from edgeseq's "
+                              "Residual; residual_shrink='leading' (or a padded body, no shrink) converts")
+        body = branches[1] if branches[0] is skips[0] else branches[0]
+        return Residual(_translate(body, rank, f"{what}.body"))
+    return Branches(*(_translate(b, rank, f"{what}.{i}") for i, b in enumerate(branches)), reduce=reduce)
 
 
 def _plain_pool(pool: nn.Module, base: type) -> nn.Module:

@@ -78,6 +78,34 @@ class Residual(nn.Module):
         return x[:, :, x.shape[2] - y.shape[2]:] + y
 
 
+class Branches(nn.Module):
+    """Parallel branches on the same (B, C, T, ...) input, combined by ``reduce="sum"`` or ``"cat"`` (channels).
+    Branches that shorten the sequence by different amounts are aligned at their latest frames: each is cropped
+    at the start to the shortest. ``Residual(body)`` is ``Branches(nn.Identity(), body)``."""
+
+    REDUCES = ("sum", "cat")
+
+    def __init__(self, *branches: nn.Module, reduce: str = "sum"):
+        super().__init__()
+        if len(branches) < 2:
+            raise ConfigError(f"Branches: needs at least two branches, got {len(branches)}")
+        if reduce not in self.REDUCES:
+            raise ConfigError(f"Branches: reduce must be one of {', '.join(self.REDUCES)}, got {reduce!r}")
+        self.branches = nn.ModuleList(branches)
+        self.reduce = reduce
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ys = [b(x) for b in self.branches]
+        n = min(y.shape[2] for y in ys)
+        ys = [y[:, :, y.shape[2] - n:] for y in ys]
+        if self.reduce == "cat":
+            return torch.cat(ys, dim=1)
+        out = ys[0]
+        for y in ys[1:]:
+            out = out + y
+        return out
+
+
 LAYOUTS = ("bct", "btc")
 CLIP_PADDINGS = ("clip", "stream")
 

@@ -13,7 +13,8 @@ per frame; a temporal output of 1 is the global pool of a clip model), ``nn.Cons
 next temporal layer), ``nn.BatchNorm1d/2d/3d`` (eval), activations, ``Dropout``, ``Identity``, ``Flatten`` and
 ``Linear`` / ``LayerNorm`` where they act on features, ``nn.TransformerEncoderLayer`` (single-output attention
 over the window, Continual Transformers), nested ``nn.Sequential`` and
-:class:`~edgeseq.models.continual.Residual` (its skip path delayed to match its body). Anything else is refused
+:class:`~edgeseq.models.continual.Residual` / :class:`~edgeseq.models.continual.Branches` (each branch delayed to
+match the slowest). Anything else is refused
 by name, with how to register it.
 """
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from edgeseq.convert import register_converter
 from edgeseq.errors import ConfigError, UnsupportedModuleError
-from edgeseq.models.continual import OfflineModel, Residual, TemporalCNN
+from edgeseq.models.continual import Branches, OfflineModel, Residual, TemporalCNN
 from edgeseq.registry import Registry
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
@@ -328,20 +329,43 @@ class Chain(StreamLayer):
         return x, tuple(new)
 
 
-class ResidualStep(StreamLayer):
-    def __init__(self, body: Chain, skip: DelayLine):
+class BranchesStep(StreamLayer):
+    """Parallel branches, each a Chain followed by the DelayLine that aligns it with the slowest, then summed or
+    concatenated. A branch with delay d and length change c (the shortest branch's: c_min) gives the combined
+    output m at frame m + d + c - c_min; the combined delay is the largest of those."""
+
+    def __init__(self, names: list[str], branches: list[Chain], reduce: str, frame_in: tuple[int, ...]):
         super().__init__()
-        self.body, self.skip = body, skip
-        self.delay, self.span, self.shape_out = body.delay, body.span, body.shape_out
+        shortest = min(b.length_change for b in branches)
+        lateness = [b.delay + b.length_change - shortest for b in branches]
+        self.delay, self.length_change = max(lateness), shortest
+        self.span = max(b.span for b in branches)
+        self.names, self.reduce = names, reduce
+        self.branches = nn.ModuleList(branches)
+        outs = [b.shape_out or frame_in for b in branches]
+        self.lines = nn.ModuleList(DelayLine(o, self.delay - late) for o, late in zip(outs, lateness))
+        self.shape_out = outs[0] if reduce == "sum" else (sum(o[0] for o in outs), *outs[0][1:])
 
     def states(self):
-        return _prefixed("body", self.body.states()) + _prefixed("skip", self.skip.states())
+        # a branch's chain states are named by index ("body.0.buf"), its alignment line "line" ("skip.line")
+        return tuple(t for name, b, line in zip(self.names, self.branches, self.lines)
+                     for t in _prefixed(name, b.states() + line.states()))
 
     def step(self, x, state, t):
-        nb = len(self.body.states())
-        y, sb = self.body.step(x, state[:nb], t)
-        s, ss = self.skip.step(x, state[nb:], t)
-        return y + s, tuple(sb) + tuple(ss)
+        new, pos, ys = [], 0, []
+        for b, line in zip(self.branches, self.lines):
+            nb, nl = len(b.states()), len(line.states())
+            y, sb = b.step(x, state[pos : pos + nb], t)
+            y, sl = line.step(y, state[pos + nb : pos + nb + nl], t)
+            ys.append(y)
+            new += list(sb) + list(sl)
+            pos += nb + nl
+        if self.reduce == "cat":
+            return torch.cat(ys, dim=1), tuple(new)
+        out = ys[0]
+        for y in ys[1:]:
+            out = out + y
+        return out, tuple(new)
 
 
 # ------------------------------------------------------------------------------------------- the converter
@@ -575,20 +599,16 @@ def convert_stack(module: nn.Module, ctx: Ctx) -> tuple[Chain, Ctx]:
                 raise ConfigError(f"{ctx.what}: two paddings with different values in a row cannot stream")
             ctx.pending = Pending(pending.left + left, pending.right + right, float(layer.value))
             continue
-        if isinstance(layer, (nn.Sequential, Residual)) and (pending.left or pending.right):
+        if isinstance(layer, (nn.Sequential, Residual, Branches)) and (pending.left or pending.right):
             raise ConfigError(f"{ctx.what}: padding must come right before the layer that consumes it")
         if isinstance(layer, nn.Sequential):
             chain, ctx = convert_stack(layer, replace(ctx, what=f"{label}."))
             layers.append(chain)
             continue
-        if isinstance(layer, Residual):
-            body, after = convert_stack(layer.body, replace(ctx, what=f"{label}.body."))
-            if after.shape != ctx.shape or after.timed != ctx.timed:
-                raise ConfigError(f"{ctx.what}: a residual body must keep the frame shape ({ctx.shape} -> {after.shape})")
-            # offline, the skip is cropped to the body's latest frames: delay it by the body's right padding
-            layers.append(ResidualStep(body, DelayLine(ctx.shape, body.delay + body.length_change)))
-            layers[-1].length_change = body.length_change
-            ctx = replace(after, what=ctx.what)
+        if isinstance(layer, (Residual, Branches)):
+            layers.append(_branches(layer, ctx, label))
+            ctx = replace(ctx, shape=layers[-1].shape_out,
+                          length=None if ctx.length is None else ctx.length + layers[-1].length_change, pending=Pending())
             continue
         if ctx.single and (_find_layer(layer) is not None and layer_mixes_time(layer)):
             raise ConfigError(
@@ -599,7 +619,7 @@ def convert_stack(module: nn.Module, ctx: Ctx) -> tuple[Chain, Ctx]:
         if conv is None:
             raise UnsupportedModuleError(
                 f"{ctx.what}: no continual converter for {type(layer).__module__}.{type(layer).__qualname__}; supported: "
-                f"{', '.join(sorted(t.__name__ for t in LAYERS.keys()))}, ConstantPad1d, Sequential, Residual. "
+                f"{', '.join(sorted(t.__name__ for t in LAYERS.keys()))}, ConstantPad1d, Sequential, Residual, Branches. "
                 "Register one with edgeseq.models.continual_step.register_layer(YourModule, convert)"
             )
         step = conv.convert(layer, ctx)
@@ -610,6 +630,28 @@ def convert_stack(module: nn.Module, ctx: Ctx) -> tuple[Chain, Ctx]:
     if ctx.pending.left or ctx.pending.right:
         raise ConfigError(f"{where or 'module'}: padding at the end of a stack has no layer to consume it")
     return Chain(layers), ctx
+
+
+def _branches(layer: Residual | Branches, ctx: Ctx, label: str) -> BranchesStep:
+    """A residual (skip + body, the skip's state named after it) or parallel branches -> BranchesStep."""
+    if isinstance(layer, Residual):
+        names, modules, reduce = ["body", "skip"], [layer.body, nn.Sequential()], "sum"
+    else:
+        names, modules, reduce = [f"b{i}" for i in range(len(layer.branches))], list(layer.branches), layer.reduce
+    chains, afters = [], []
+    for name, module in zip(names, modules):
+        chain, after = convert_stack(module, replace(ctx, what=f"{label}.{name}."))
+        chains.append(chain)
+        afters.append(after)
+    kind = type(layer).__name__
+    if isinstance(layer, Residual) and (afters[0].shape != ctx.shape or afters[0].timed != ctx.timed):
+        raise ConfigError(f"{ctx.what}: a residual body must keep the frame shape ({ctx.shape} -> {afters[0].shape})")
+    shapes = [a.shape for a in afters]
+    if reduce == "sum" and len(set(shapes)) > 1 or reduce == "cat" and len({s[1:] for s in shapes}) > 1:
+        raise ConfigError(f"{ctx.what}: {kind} branches give frames of shapes {shapes}, which {reduce} cannot combine")
+    if any(a.single for a in afters):
+        raise ConfigError(f"{ctx.what}: a single-output attention layer inside {kind} is not supported")
+    return BranchesStep(names, chains, reduce, ctx.shape)
 
 
 def layer_mixes_time(layer: nn.Module) -> bool:
@@ -671,8 +713,10 @@ def _assign_upstream(layer: StreamLayer, up: int) -> int:
         for sub in layer.layers:
             up = _assign_upstream(sub, up)
         return up
-    if isinstance(layer, ResidualStep):
-        return _assign_upstream(layer.body, up)
+    if isinstance(layer, BranchesStep):
+        for b in layer.branches:
+            _assign_upstream(b, up)
+        return up + layer.delay
     if isinstance(layer, Buffered):
         layer.upstream = up
     return up + layer.delay

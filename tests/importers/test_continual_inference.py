@@ -58,10 +58,12 @@ def test_co_3d_network_with_sliding_global_pool_matches_its_own_forward_steps():
 
 def test_co_modules_without_a_translation_are_named():
     layer = co.SingleOutputTransformerEncoderLayer(8, 2, 16, dropout=0.0, sequence_len=4)
-    with pytest.raises(UnsupportedModuleError, match=r"module\.1\.0: co\.BroadcastReduce .*only a residual.*nn\.TransformerEncoderLayer"):
+    with pytest.raises(UnsupportedModuleError, match=r"module\.1\.0: co\.BroadcastReduce with reduce sum_last_pairs.*nn\.TransformerEncoderLayer"):
         edgeseq.from_continual(co.Sequential(co.Conv1d(8, 8, 1), layer))
-    with pytest.raises(UnsupportedModuleError, match=r"module\.1: no translation for continual-inference's co\.Delay"):
-        edgeseq.convert(co.Sequential(co.Conv1d(2, 2, 1), co.Delay(2)))
+    with pytest.raises(UnsupportedModuleError, match=r"module\.1: co\.Lambda\('<lambda>'\) is not a known frame-wise function"):
+        edgeseq.convert(co.Sequential(co.Conv1d(2, 2, 1), co.Lambda(lambda x: x * 2)))
+    with pytest.raises(UnsupportedModuleError, match=r"module\.1: co\.BroadcastReduce with reduce reduce_mul"):
+        edgeseq.convert(co.Sequential(co.Conv1d(2, 2, 1), co.BroadcastReduce(co.Conv1d(2, 2, 1), co.Conv1d(2, 2, 1), reduce="mul")))
 
 
 def test_padded_clip_model_read_with_stream_padding_equals_the_co_network():
@@ -90,3 +92,17 @@ def test_padded_clip_model_read_with_stream_padding_equals_the_co_network():
         ref = theirs.forward_steps(x.reshape(1, 300, 3, 8, 8).movedim(1, 2), pad_end=False)[0, :, :, 0, 0].T
     assert theirs.delay == step.state_spec.delay
     assert (ref - got).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("reduce", ["sum", "concat"])
+def test_co_parallel_branches_match_their_forward_steps(reduce):
+    net = co.Sequential(
+        co.Conv1d(3, 4, 1),
+        co.BroadcastReduce(co.Conv1d(4, 4, 3, padding=1), co.Sequential(co.Conv1d(4, 4, 5, padding=2), nn.ReLU()),
+                           co.Conv1d(4, 4, 1), reduce=reduce),
+        co.Conv1d(4 if reduce == "sum" else 12, 2, 3, padding=1),
+    ).eval()
+    step = edgeseq.convert(net)
+    assert step.state_spec.delay == net.delay
+    report = edgeseq.check_parity(net, step, torch.randn(2, 2000, 3))
+    assert report.max_abs_error <= 1e-5, report.summary()

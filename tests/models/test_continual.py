@@ -303,3 +303,35 @@ def test_transformer_window_flops_match_the_formula():
     norms = 2 * 2 * (2 * D)  # the step writes each LayerNorm's two means as products with a 1/D column
     assert cost["flops_per_step"] == per_token + attention + norms
     assert cost["offline_flops_per_output"] == W * per_token + W * attention  # every query of the window
+
+
+@pytest.mark.parametrize("reduce", ["sum", "cat"])
+def test_parallel_branches_with_different_delays_and_lengths(reduce):
+    from edgeseq.models.continual import Branches
+
+    branches = Branches(
+        nn.Sequential(nn.Conv1d(6, 6, 3, padding=1), nn.ReLU()),  # "same": delay 1, same length
+        nn.Sequential(nn.Conv1d(6, 6, 5, dilation=2)),  # valid: delay 8, 8 frames shorter
+        nn.Sequential(nn.ConstantPad1d((2, 0), 0.0), nn.Conv1d(6, 6, 3), nn.MaxPool1d(3, stride=1, padding=1)),
+        reduce=reduce,
+    )
+    net = nn.Sequential(nn.Conv1d(3, 6, 1), branches, nn.Conv1d(6 * (3 if reduce == "cat" else 1), 2, 3, padding=1))
+    # aligned at the latest frames, the valid branch crops the others by 8 frames at the start; the "same" branch's
+    # output for the combined frame m is its frame m + 8, ready at m + 8 + 1: delay 9; the last conv adds 1
+    step = _check(net, 3, expect_delay=10)
+    names = step.state_spec.names
+    assert "1.b1.line" in names and "1.b0.line" not in names  # the valid branch is one frame early: it waits
+    assert step.d_out == 2
+
+
+def test_branches_in_a_3d_clip_model_per_window():
+    from edgeseq.models.continual import Branches, OfflineModel
+
+    net = nn.Sequential(
+        nn.Conv3d(2, 4, (1, 3, 3), padding=(0, 1, 1)),
+        Branches(nn.Conv3d(4, 4, (3, 1, 1)), nn.Sequential(nn.Conv3d(4, 4, 1), nn.ReLU()), reduce="cat"),
+        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    model = OfflineModel(net, (2, 5, 5), window=6)
+    step = edgeseq.convert(model)
+    report = edgeseq.check_parity(model, step, torch.randn(1, T, 50))
+    assert step.state_spec.delay == 5 and report.max_abs_error <= 1e-5, report.summary()
