@@ -103,13 +103,16 @@ def check_parity(
     step.eval()
     ref = reference_outputs(model, x)  # (B, T_out, d_out)
     got = rollout(step, x.transpose(0, 1).contiguous(), progress)  # (T, B, d_out)
-    delay = step.state_spec.delay
-    if delay:  # the step's output at n is the parallel output at n - delay; the first `delay` are not ready
-        got = got[delay:]
+    delay, stride = step.state_spec.delay, step.state_spec.output_stride
+    if delay or stride > 1:  # the step's output at delay + k * stride is the parallel output k; the others are not
+        got = got[delay::stride]
         if ref.shape[1] < got.shape[0]:
             raise ShapeError(f"check_parity: the parallel form gave {ref.shape[1]} outputs, the step {got.shape[0]} after its delay {delay}")
         ref = ref[:, : got.shape[0]]
-    return compare(ref.transpose(0, 1), got, what="step vs parallel" + (f" (step shifted by its delay {delay})" if delay else ""))
+    what = "step vs parallel"
+    if delay or stride > 1:
+        what += f" (step shifted by its delay {delay}" + (f", one output every {stride} steps)" if stride > 1 else ")")
+    return compare(ref.transpose(0, 1), got, what=what)
 
 
 def _np(a) -> np.ndarray:

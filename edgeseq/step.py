@@ -83,12 +83,19 @@ class StateSpec:
     ``tensors`` are in the order the step takes and returns them. ``delay`` is the number of steps
     before the first valid output (0 for recurrent families; continual networks may have one): the output
     at step n is the parallel form's output at step n - delay. ``receptive_field`` is the number of input
-    frames one output depends on (None: unbounded, as for recurrent families).
+    frames one output depends on (None: unbounded, as for recurrent families). ``output_stride``: a network
+    with temporal strides (a continual CNN that downsamples time) gives a valid output every ``output_stride``
+    steps: the output at step delay + k * output_stride is the parallel form's output k.
     """
 
     tensors: tuple[StateTensor, ...]
     delay: int = 0
     receptive_field: int | None = None
+    output_stride: int = 1
+
+    def is_output(self, n: int) -> bool:
+        """Whether the step's output at step ``n`` (0-based) is a valid output of the parallel form."""
+        return n >= self.delay and (n - self.delay) % self.output_stride == 0
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -124,6 +131,7 @@ class StateSpec:
         return {
             "delay": self.delay,
             "receptive_field": self.receptive_field,
+            "output_stride": self.output_stride,
             "bytes_per_stream": self.bytes_per_stream,
             "tensors": [
                 {"name": t.name, "shape": ["batch", *t.shape], "dtype": t.dtype, "fill": t.fill, "bytes_per_stream": t.nbytes}
@@ -140,7 +148,7 @@ class StateSpec:
                 raise ValueError(f"state tensor {t.get('name')!r}: shape must start with 'batch', got {shape}")
             tensors.append(StateTensor(t["name"], tuple(int(s) for s in shape[1:]), t["dtype"], float(t.get("fill", 0.0))))
         rf = d.get("receptive_field")
-        return cls(tuple(tensors), int(d.get("delay", 0)), None if rf is None else int(rf))
+        return cls(tuple(tensors), int(d.get("delay", 0)), None if rf is None else int(rf), int(d.get("output_stride", 1)))
 
 
 @dataclass(frozen=True)

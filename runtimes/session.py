@@ -81,8 +81,9 @@ class StreamSession:
     @property
     def ready(self) -> bool:
         """Whether the last output pushed out is valid: the first ``delay`` outputs of a stream are not (a
-        continual network's output at step n is its offline output at step n - delay)."""
-        return self.steps > self.spec.delay
+        continual network's output at step n is its offline output at step n - delay), nor, for a network with
+        temporal strides, those between its outputs (``spec.output_stride``)."""
+        return self.steps > 0 and self.spec.is_output(self.steps - 1)
 
     def reset(self) -> None:
         """Back to the initial state for every stream."""

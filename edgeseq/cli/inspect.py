@@ -45,7 +45,8 @@ def inspect(
     rf = ss.get("receptive_field")
     out.print(f"state: {len(ss['tensors'])} tensors, [bold]{ss['bytes_per_stream']:,} bytes per stream[/], delay {ss['delay']}"
               + (f" (the first {ss['delay']} outputs of a stream are not ready)" if ss["delay"] else "")
-              + (f", receptive field {rf} frames" if rf else ""))
+              + (f", receptive field {rf} frames" if rf else "")
+              + (f", one output every {ss['output_stride']} frames" if ss.get("output_stride", 1) > 1 else ""))
     cost = m.get("cost")
     if cost:
         line = f"compute: {_flops(cost['flops_per_step'])} per step"

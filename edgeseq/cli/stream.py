@@ -103,10 +103,16 @@ def stream(
             if i % 64 == 63:
                 p.advance(t, 64)
     ys_arr = np.stack(ys)
-    skip = min(max(0, sess.delay - start), len(ys_arr))  # outputs before the delay has passed
-    if skip > 0:  # not ready: the network looks `delay` frames ahead of its output
-        ys_arr = ys_arr[skip:]
-        err.print(f"dropped the first {skip} outputs: not ready (the model's delay is {sess.delay} frames)")
+    keep = np.array([sess.spec.is_output(start + i) for i in range(len(ys_arr))], dtype=bool)
+    if not keep.all():  # not ready: the network looks `delay` frames ahead of its output
+        stride = sess.spec.output_stride
+        first = int(np.argmax(keep)) if keep.any() else len(keep)
+        ys_arr = ys_arr[keep]
+        if stride == 1:
+            err.print(f"dropped the first {first} outputs: not ready (the model's delay is {sess.delay} frames)")
+        else:
+            err.print(f"kept {keep.sum()} of {len(keep)} outputs: the model gives one output every {stride} frames "
+                      f"after a delay of {sess.delay} frames")
     if state_out is not None:
         sess.state.save(state_out)
     if output is not None:

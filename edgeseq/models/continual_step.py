@@ -61,6 +61,7 @@ class Ctx:
     timed: bool = True  # False once the offline tensor has lost its time axis (pooled, then flattened)
     single: str = ""  # set after a single-output attention layer: the layer that made it so
     stream_padding: bool = False  # a clip model read as CoX3D does: temporal padding comes from the stream
+    in_branch: str = ""  # inside parallel branches / a residual body: the container's label
     pending: Pending = field(default_factory=Pending)
     what: str = "module"
 
@@ -74,8 +75,9 @@ class StreamLayer(nn.Module):
 
     delay: int = 0  # output at frame n = offline output at frame n - delay
     span: int = 0  # frames of history it reads besides the newest
-    length_change: int = 0  # how much the layer shortens (< 0) or lengthens the offline sequence
+    length_change: int = 0  # how much the layer shortens (< 0) or lengthens the offline sequence (stride 1)
     shape_out: tuple[int, ...] | None = None  # None: the frame shape that comes in
+    stride: int = 1  # temporal stride: one output per `stride` input frames
 
     def states(self) -> tuple[StateTensor, ...]:
         return ()
@@ -134,25 +136,37 @@ class FrameLayerNorm(nn.Module):
 
 
 class Buffered(StreamLayer):
-    """A layer with a ring buffer of past frames; frames that are not ready yet are kept out of it."""
+    """A layer with a ring buffer of past frames. Its input is fresh at frames upstream + k * rate (the layers
+    before it delay their first output by `upstream` frames and give one every `rate` frames); only fresh
+    frames enter the buffer."""
 
-    upstream: int = 0  # delay of the layers before: their first `upstream` outputs are not ready
+    upstream: int = 0  # the first frame at which the input is a valid output of the layers before
+    rate: int = 1  # frames between valid inputs (the product of the temporal strides before)
 
     def keep_ready(self, new: torch.Tensor, old: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-        if not self.upstream or t is None:
+        if (not self.upstream and self.rate == 1) or t is None:
             return new
-        # t counts whole frames: ready = clamp(t - upstream + 1, 0, 1) is exactly 0 or 1. A blend rather than
-        # torch.where, so that runtimes without a select op (XNNPACK) keep the whole step in one partition.
-        ready = torch.clamp(t - float(self.upstream - 1), 0.0, 1.0).reshape(-1, *(1,) * (new.dim() - 1))
-        return new * ready + old * (1.0 - ready)
+        fresh = fresh_mask(t, self.upstream, self.rate).reshape(-1, *(1,) * (new.dim() - 1))
+        return new * fresh + old * (1.0 - fresh)
+
+
+def fresh_mask(t: torch.Tensor, first: int, rate: int) -> torch.Tensor:
+    """1.0 where frame counter t is first + k * rate, else 0.0 (t counts whole frames, see ContinualStep).
+    Arithmetic rather than torch.where, so that runtimes without a select op (XNNPACK) keep the step in one
+    partition: clamp(t - first + 1, 0, 1) is exactly 0 or 1."""
+    ready = torch.clamp(t - float(first - 1), 0.0, 1.0)
+    if rate > 1:
+        ready = ready * torch.clamp(1.0 - torch.remainder(t - float(first), float(rate)), 0.0, 1.0)
+    return ready
 
 
 class Window(Buffered):
     """Ring buffer of the last ``span`` frames (B, C, span, *spatial), oldest first; ``reduce`` maps the window
     (B, C, span + 1, *spatial) to one output frame."""
 
-    def __init__(self, ctx: Ctx, span: int, left: int, fill: float):
+    def __init__(self, ctx: Ctx, span: int, left: int, fill: float, stride: int = 1):
         super().__init__()
+        self.stride = stride
         if left > span:
             raise ConfigError(
                 f"{ctx.what}: left padding {left} exceeds its receptive span {span}: its first outputs would come before "
@@ -195,7 +209,7 @@ class ConvStep(Window):
             # channel c * kt + tau, which keeps each group's channels together.
             co, cg, kt, kh, kw = conv.weight.shape
             self.weight = nn.Parameter(conv.weight.detach().reshape(co, cg * kt, kh, kw).clone(), requires_grad=False)
-            self.stride, self.padding, self.dilation = tuple(conv.stride[1:]), tuple(conv.padding[1:]), tuple(conv.dilation)
+            self.sp_stride, self.sp_padding = tuple(conv.stride[1:]), tuple(conv.padding[1:])  # inside the frame
         self.channels_out = conv.out_channels
         self.finish()
 
@@ -205,7 +219,7 @@ class ConvStep(Window):
             return y.reshape(y.shape[0], y.shape[1])
         frames = window[:, :, :: self.dilation[0]] if self.dilation[0] > 1 else window  # (B, C, kt, H, W)
         folded = frames.reshape(frames.shape[0], -1, *frames.shape[3:])
-        return nn.functional.conv2d(folded, self.weight, self.bias, self.stride, self.padding, self.dilation[1:], self.groups)
+        return nn.functional.conv2d(folded, self.weight, self.bias, self.sp_stride, self.sp_padding, self.dilation[1:], self.groups)
 
 
 class PoolStep(Window):
@@ -404,12 +418,16 @@ def _pad_fill(ctx: Ctx, own_left: int, own_right: int, own_value: float) -> tupl
     return left, right, value
 
 
-def _temporal_only(ctx: Ctx, hint: str, stride: int) -> None:
-    if stride != 1:
-        raise ConfigError(
-            f"{ctx.what}: temporal stride {stride} is not supported: a stream gives one output per input frame, so edgeseq "
-            f"converts temporal stride 1 only (spatial strides are fine){'; ' + hint if hint else ''}"
-        )
+def _temporal_stride(ctx: Ctx, stride: int) -> int:
+    """A temporal stride s: the layer gives one output every s input frames (the step marks the others not
+    ready). Supported in whole-sequence stacks; not inside parallel branches or clip / window models."""
+    if stride != 1 and ctx.in_branch:
+        raise ConfigError(f"{ctx.what}: temporal stride {stride} inside {ctx.in_branch} is not supported (branches run "
+                          "at one rate; put the strided layer before or after them)")
+    if stride != 1 and ctx.length is not None:
+        raise ConfigError(f"{ctx.what}: temporal stride {stride} inside a clip / window model is not supported (the "
+                          "clip model's sampling phase would follow each window's start); use stride 1 in time")
+    return stride
 
 
 def _rank_check(module: nn.Module, ctx: Ctx, rank: int) -> None:
@@ -422,7 +440,7 @@ def _rank_check(module: nn.Module, ctx: Ctx, rank: int) -> None:
 def _conv(conv: nn.Conv1d | nn.Conv3d, ctx: Ctx) -> StreamLayer:
     rank = len(conv.kernel_size)
     _rank_check(conv, ctx, rank)
-    _temporal_only(ctx, "", conv.stride[0])
+    stride = _temporal_stride(ctx, conv.stride[0])
     if conv.padding_mode != "zeros":
         raise ConfigError(
             f"{ctx.what}: padding_mode={conv.padding_mode!r} reads frames from the end or mirrors the future at the start "
@@ -439,7 +457,7 @@ def _conv(conv: nn.Conv1d | nn.Conv3d, ctx: Ctx) -> StreamLayer:
         own = (conv.padding[0], conv.padding[0])
     left, right, value = _pad_fill(ctx, *own, 0.0)
     layer = ConvStep(conv, ctx, left, value)
-    layer.length_change = left + right - span
+    layer.length_change, layer.stride = left + right - span, stride
     return layer
 
 
@@ -453,7 +471,7 @@ def _pool(pool: nn.Module, ctx: Ctx) -> StreamLayer:
     is_avg = isinstance(pool, (nn.AvgPool1d, nn.AvgPool3d))
     k, s, p = (_ints(v, rank) for v in (pool.kernel_size, pool.stride, pool.padding))
     d = _ints(getattr(pool, "dilation", 1), rank)
-    _temporal_only(ctx, f"{type(pool).__name__}'s default stride is its kernel size: pass stride=1 or (1, sh, sw)", s[0])
+    stride = _temporal_stride(ctx, s[0])
     if pool.ceil_mode or getattr(pool, "return_indices", False):
         raise ConfigError(f"{ctx.what}: ceil_mode / return_indices cannot stream")
     if is_avg and getattr(pool, "divisor_override", None):
@@ -466,7 +484,7 @@ def _pool(pool: nn.Module, ctx: Ctx) -> StreamLayer:
         spatial = (nn.AvgPool2d(k[1:], s[1:], p[1:], count_include_pad=pool.count_include_pad) if is_avg
                    else nn.MaxPool2d(k[1:], s[1:], p[1:], dilation=d[1:]))
     layer = PoolStep("avg" if is_avg else "max", ctx, k[0], d[0], left, value, spatial)
-    layer.length_change = left + right - (k[0] - 1) * d[0]
+    layer.length_change, layer.stride = left + right - (k[0] - 1) * d[0], stride
     return layer
 
 
@@ -638,12 +656,12 @@ def _branches(layer: Residual | Branches, ctx: Ctx, label: str) -> BranchesStep:
         names, modules, reduce = ["body", "skip"], [layer.body, nn.Sequential()], "sum"
     else:
         names, modules, reduce = [f"b{i}" for i in range(len(layer.branches))], list(layer.branches), layer.reduce
+    kind = type(layer).__name__
     chains, afters = [], []
     for name, module in zip(names, modules):
-        chain, after = convert_stack(module, replace(ctx, what=f"{label}.{name}."))
+        chain, after = convert_stack(module, replace(ctx, what=f"{label}.{name}.", in_branch=f"{kind} {label}"))
         chains.append(chain)
         afters.append(after)
-    kind = type(layer).__name__
     if isinstance(layer, Residual) and (afters[0].shape != ctx.shape or afters[0].timed != ctx.timed):
         raise ConfigError(f"{ctx.what}: a residual body must keep the frame shape ({ctx.shape} -> {afters[0].shape})")
     shapes = [a.shape for a in afters]
@@ -687,14 +705,17 @@ class ContinualStep(StepModule):
         self.chain = chain
         self.frame_shape = tuple(frame_shape)
         self.d_in, self.d_out = math.prod(frame_shape), math.prod(after.shape)
-        _assign_upstream(chain, 0)
-        # a frame counter only where some buffer must keep not-ready frames out
-        self.counted = any(isinstance(m, Buffered) and m.upstream and m.span for m in chain.modules())
+        timing = _assign_upstream(chain, Timing())
+        # the frame counter: counts up to the last output's first frame, then wraps within one output period,
+        # so that (t - first) mod rate stays right for every layer (their rates divide the last one's)
+        self.first, self.period = timing.first, timing.rate
+        self.counted = any(isinstance(m, Buffered) and m.span and (m.upstream or m.rate > 1) for m in chain.modules())
         tensors = chain.states() + ((StateTensor("frames", (1,)),) if self.counted else ())
         # a window model's output m is the window of frames m .. m + W - 1: ready W - 1 frames late
         exact_windows = window is not None and not stream_padding
-        delay = window - 1 if exact_windows else chain.delay
-        self.state_spec = StateSpec(tensors, delay=delay, receptive_field=window if exact_windows else chain.span + 1)
+        delay = window - 1 if exact_windows else timing.first
+        receptive = window if exact_windows else timing.span + 1
+        self.state_spec = StateSpec(tensors, delay=delay, receptive_field=receptive, output_stride=timing.rate)
         self.info = info
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
@@ -704,22 +725,32 @@ class ContinualStep(StepModule):
             return y.reshape(y.shape[0], -1), new
         t = state[-1]
         y, new = self.chain.step(x, tuple(state[:-1]), t)
-        return y.reshape(y.shape[0], -1), (*new, torch.clamp(t + 1.0, max=float(self.chain.delay)))
+        wrap = torch.clamp(t + 2.0 - float(self.first + self.period), 0.0, 1.0)  # 1 once t + 1 reaches first + period
+        return y.reshape(y.shape[0], -1), (*new, t + 1.0 - float(self.period) * wrap)
 
 
-def _assign_upstream(layer: StreamLayer, up: int) -> int:
-    """Tell every buffered layer how late its input stream is; returns the delay after ``layer``."""
+@dataclass(frozen=True)
+class Timing:
+    """Where a point of the stack stands in input frames: its first valid frame, frames between valid frames,
+    and the input frames one of its values depends on, minus one."""
+
+    first: int = 0
+    rate: int = 1
+    span: int = 0
+
+
+def _assign_upstream(layer: StreamLayer, at: Timing) -> Timing:
+    """Tell every buffered layer when its input is fresh; returns the timing after ``layer``."""
     if isinstance(layer, Chain):
         for sub in layer.layers:
-            up = _assign_upstream(sub, up)
-        return up
+            at = _assign_upstream(sub, at)
+        return at
     if isinstance(layer, BranchesStep):
         for b in layer.branches:
-            _assign_upstream(b, up)
-        return up + layer.delay
+            _assign_upstream(b, at)
     if isinstance(layer, Buffered):
-        layer.upstream = up
-    return up + layer.delay
+        layer.upstream, layer.rate = at.first, at.rate
+    return Timing(at.first + layer.delay * at.rate, at.rate * layer.stride, at.span + layer.span * at.rate)
 
 
 def _first_frame(net: nn.Module) -> tuple[int, ...]:

@@ -109,12 +109,10 @@ def test_unsupported_layers_and_non_streaming_padding_are_refused():
         edgeseq.convert(nn.Sequential(nn.Conv1d(2, 2, 3), nn.LSTM(2, 2)))
     with pytest.raises(ConfigError, match="padding_mode='reflect'.*cannot do that"):
         edgeseq.convert(nn.Sequential(nn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect")))
-    with pytest.raises(ConfigError, match="stride 2 is not supported"):
-        edgeseq.convert(nn.Sequential(nn.Conv1d(2, 2, 3, stride=2)))
+    with pytest.raises(ConfigError, match=r"temporal stride 2 inside Residual 1 is not supported"):
+        edgeseq.convert(nn.Sequential(nn.Conv1d(2, 2, 1), Residual(nn.Sequential(nn.Conv1d(2, 2, 2, stride=2)))))
     with pytest.raises(ConfigError, match="left padding 5 exceeds its receptive span 2"):
         edgeseq.convert(nn.Sequential(nn.ConstantPad1d((5, 0), 0.0), nn.Conv1d(2, 2, 3)))
-    with pytest.raises(ConfigError, match="stride 2 is not supported.*default stride is its kernel size"):
-        edgeseq.convert(nn.Sequential(nn.Conv1d(2, 2, 3), nn.AvgPool1d(2)))
 
 
 def test_cli_stream_drops_outputs_that_are_not_ready(tmp_path):
@@ -221,7 +219,7 @@ def test_clip_and_window_models_that_cannot_stream_are_refused():
         edgeseq.convert(nn.Sequential(nn.Conv1d(2, 4, 3), nn.AdaptiveAvgPool1d(1)))
     with pytest.raises(ConfigError, match="window is too short"):
         edgeseq.convert(OfflineModel(nn.Sequential(nn.Conv3d(2, 4, (5, 1, 1)), nn.AdaptiveAvgPool3d(1)), (2, 4, 4), window=4))
-    with pytest.raises(ConfigError, match=r"Conv3d\): temporal stride 2 is not supported"):
+    with pytest.raises(ConfigError, match=r"Conv3d\): temporal stride 2 inside a clip / window model is not supported"):
         edgeseq.convert(OfflineModel(nn.Sequential(nn.Conv3d(2, 4, 3, stride=2)), (2, 4, 4), window=8))
     layer = lambda: nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)  # noqa: E731
     with pytest.raises(ConfigError, match=r"1 \(TransformerEncoderLayer\): comes after the single-output attention layer 0"):
@@ -335,3 +333,36 @@ def test_branches_in_a_3d_clip_model_per_window():
     step = edgeseq.convert(model)
     report = edgeseq.check_parity(model, step, torch.randn(1, T, 50))
     assert step.state_spec.delay == 5 and report.max_abs_error <= 1e-5, report.summary()
+
+
+def test_temporal_strides_give_one_output_every_product_of_strides(tmp_path):
+    """A TCN that downsamples time (strided conv, AvgPool1d with its default stride = kernel): the step gives the
+    offline output k at frame delay + k * 4 and marks the frames between as not ready."""
+    from typer.testing import CliRunner
+
+    from edgeseq.cli.main import app
+
+    net = nn.Sequential(nn.Conv1d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv1d(8, 8, 4, stride=2, padding=1), nn.ReLU(),
+                        nn.AvgPool1d(2), nn.Conv1d(8, 8, 3, dilation=2, padding=2), nn.MaxPool1d(3, stride=1, padding=1),
+                        nn.Conv1d(8, 2, 1))
+    step = edgeseq.convert(net.eval())
+    spec = step.state_spec
+    # delays in each layer's own input frames, times the rate it runs at: 1 + 2*1 + 1*2 + 2*4 + 1*4
+    assert (spec.delay, spec.output_stride, spec.receptive_field) == (17, 4, 32)
+    report = edgeseq.check_parity(net, step, torch.randn(2, T, 3))
+    assert report.steps == len(range(17, T, 4)) and report.max_abs_error <= 1e-5, report.summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arts = [edgeseq.export(step, tmp_path / "strided", target=t, steps=400) for t in ("onnx", "executorch")]
+    assert all(a.manifest["state_spec"]["output_stride"] == 4 for a in arts)
+    sess = edgeseq.open(arts[1].path)
+    ready = []
+    for x in np.random.default_rng(0).standard_normal((30, 3)).astype(np.float32):
+        sess.push(x[None])
+        ready.append(sess.ready)
+    assert [i for i, r in enumerate(ready) if r] == [17, 21, 25, 29]
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).standard_normal((41, 3)).astype(np.float32))
+    r = CliRunner().invoke(app, ["stream", str(arts[0].path), "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")])
+    assert r.exit_code == 0, r.output
+    assert "kept 6 of 41 outputs: the model gives one output every 4 frames after a delay of 17 frames" in " ".join(r.output.split())
+    assert np.load(tmp_path / "y.npy").shape == (6, 2)
