@@ -89,16 +89,6 @@ def encoder(d_in: int, d_model: int) -> nn.Sequential:
 
 
 # ------------------------------------------------------------------ the same weights as continual-inference modules
-def _global_pool_frames(net: nn.Module, clip: torch.Tensor) -> int:
-    seen = {}
-    pool = next(m for m in net.modules() if isinstance(m, nn.AdaptiveAvgPool3d))
-    handle = pool.register_forward_hook(lambda m, inp, out: seen.update(t=inp[0].shape[2]))  # returns None
-    with torch.no_grad():
-        net(clip)
-    handle.remove()
-    return seen["t"]
-
-
 def to_co(module: nn.Module, pool_frames: int):
     import continual as co
 
@@ -247,13 +237,13 @@ def main() -> None:
     logging.disable(logging.WARNING)
     torch.manual_seed(0)
     size, window, n, rounds = (32, 16, 3, 3) if args.quick else (64, 16, 10, 7)
-    clip = torch.randn(1, 3, window, size, size)
     models = []
     for padded in (True, False):
         net = x3d_like(size, padded)
         name = "X3D-like, temporal padding (padding='stream')" if padded else "X3D-like, unpadded (exact per clip)"
         model = OfflineModel(net, (3, size, size), window=window, padding="stream" if padded else "clip")
-        models.append((name, model, to_co(net, _global_pool_frames(net, clip)).eval()))
+        (pool_frames,) = model.clip_pool_frames().values()  # the frames the clip's global pool averages
+        models.append((name, model, to_co(net, pool_frames).eval()))
     enc_window, d_in = 64, 32
     enc = OfflineModel(encoder(d_in, 128), d_in, window=enc_window, layout="btc")
     models.append(("Transformer encoder", enc, co_encoder(enc.net, enc_window)))
