@@ -63,6 +63,8 @@ def save(model: nn.Module, directory: str | Path, *, train_length: int | None = 
         "config": config_to_dict(model.config),
         "train_length": tl,
     }
+    if getattr(model, "pruning", None) is not None:
+        cfg["pruning"] = model.pruning  # what edgeseq.quant.prune_ did (method config, sparsity, fine-tuning)
     directory.mkdir(parents=True, exist_ok=True)
     with staging_dir(directory) as tmp:
         save_file(sd, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "family": fam.name})
@@ -82,7 +84,10 @@ def load(directory: str | Path) -> nn.Module:
             f"{cfg_path}: unrecognised model directory (no 'family' key, and no other known format: "
             f"{', '.join(DIR_FORMATS.keys())})"
         )
-    return fmt.load(directory, raw).eval()
+    model = fmt.load(directory, raw).eval()
+    if isinstance(raw.get("pruning"), dict):
+        model.pruning = raw["pruning"]
+    return model
 
 
 def read_config(directory: Path) -> dict:

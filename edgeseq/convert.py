@@ -60,6 +60,8 @@ def convert(model: nn.Module) -> StepModule:
     if isinstance(model, StepModule):
         return model
     step = find_converter(model).convert(model)
+    if getattr(model, "pruning", None) is not None:
+        step.pruning = model.pruning  # recorded in the manifest
     return step.eval()
 
 

@@ -164,7 +164,7 @@ class StepInfo:
 class StepModule(nn.Module):
     """Base class of constant-memory step functions.
 
-    Subclasses implement :meth:`step` (pure: returns new tensors, never writes into ``state``) and set
+    Subclasses implement :meth:`_step` (pure: returns new tensors, never writes into ``state``) and set
     ``d_in``, ``d_out``, ``state_spec`` and ``info``. ``forward(x_t, state)`` checks shapes, then calls
     :meth:`step`. A step with ``vocab_size > 0`` takes token ids: x is (batch, 1) int64.
     """
@@ -192,8 +192,20 @@ class StepModule(nn.Module):
         device = next(iter(self.parameters()), torch.empty(0)).device
         return self.state_spec.init(batch, device=device)
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:  # pragma: no cover - abstract
+
+    def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:  # pragma: no cover - abstract
+        """The family's step on float state; subclasses implement it."""
         raise NotImplementedError
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """``y_t, state = step(x_t, state)`` without input checks (exporters trace this)."""
+        # edgeseq.quant installs a ``precision`` submodule when the step computes in another dtype (fp16) or a state
+        # precision policy stores some state tensors in another dtype: it maps the input and stored state to what
+        # ``_step`` computes with, and the results back (quant/precision.py). Without one, ``_step`` runs as is.
+        prec = self._modules.get("precision")
+        if prec is None:
+            return self._step(x, state)
+        return prec(self._step, x, state)
 
     def forward(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if x.dim() != 2 or x.shape[1] != self.d_in:

@@ -51,8 +51,11 @@ def _loss(model: nn.Module, task: str, x, lengths, y):
 def fit(
     model: nn.Module, data: SequenceDataset, config: TrainConfig = TrainConfig(),
     progress: Callable[[int, int, float], None] | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data.train``; returns metrics on ``data.test``. Sets ``model.train_length``."""
+    """Train ``model`` on ``data.train``; returns metrics on ``data.test``. Sets ``model.train_length``.
+
+    ``after_step()`` runs after every optimiser step (pruning uses it to keep pruned weights at zero)."""
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     model.to(device).train()
@@ -74,6 +77,8 @@ def fit(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             opt.step()
+            if after_step is not None:
+                after_step()
             total += float(loss.detach()) * len(idx)
             n += len(idx)
         sched.step()

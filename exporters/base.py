@@ -22,6 +22,7 @@ from edgeseq.checkpoint import check_finite
 from edgeseq.errors import ConfigError, ParityError, ShapeError
 from edgeseq.fsutil import commit_files, staging_dir
 from edgeseq.flops import step_cost
+from edgeseq.quant.api import quant_manifest
 from edgeseq.manifest import SCHEMA_VERSION, file_sha256, io_names, manifest_path_for
 from edgeseq.parity import compare
 from edgeseq.registry import Registry
@@ -91,7 +92,7 @@ def export(
     *,
     batch: int = 1,
     steps: int = 2000,
-    tolerance: float = DEFAULT_TOLERANCE,
+    tolerance: float | None = None,
     inputs: np.ndarray | torch.Tensor | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
@@ -102,7 +103,9 @@ def export(
     target's suffix, or an existing folder. ``batch`` fixes the batch of targets without a dynamic batch
     (ExecuTorch) and is the validation batch otherwise. The rollout uses ``inputs`` (T, batch, d_in) or, by
     default, ``steps`` standard-normal inputs drawn with ``seed``. Raises :class:`ParityError`, writing
-    nothing, when the artifact's scaled error exceeds ``tolerance``.
+    nothing, when the artifact's scaled error exceeds ``tolerance`` (default 1e-4; for a step quantized with
+    ``edgeseq.quant.quantize_``, the scheme's own default: the artifact is checked against the eager quantized
+    step, and its state outputs against the state precision policy).
     """
     from edgeseq.convert import convert
     from edgeseq.runtimes import RUNTIMES
@@ -112,6 +115,13 @@ def export(
     if not isinstance(step, StepModule):
         step = convert(step)
     step = step.eval()
+    quant = getattr(step, "quantization", None)
+    if quant is not None:
+        from edgeseq.quant.config import check_target
+
+        scheme = check_target(quant, target)  # before any work: a scheme the target cannot run
+        tolerance = scheme.tolerance if tolerance is None else tolerance
+    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     check_finite(dict(step.state_dict()), where="step module")
     if batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
@@ -126,13 +136,18 @@ def export(
         note(f"exporting to {target}")
         info = exporter.write(step, tmp_model, batch)
         manifest = build_manifest(step, exporter, info, path.name, tmp_model, batch)
+        if quant is not None:
+            from edgeseq.quant.verify import enforce
+
+            manifest["quantization"]["state_check"] = info.get("state_check")
+            enforce(info.get("state_check") or [], target)
         note(f"validating on {exporter.runtime} over {x.shape[0]} steps")
         session = RUNTIMES.get(exporter.runtime).open_file(tmp_model, manifest, batch=x.shape[1])
         report, state_err, state_scaled = validate_rollout(step, session, x)
         err = report.max_scaled_error
         manifest["parity"] = {
             **report.summary(),
-            "what": f"{target} on {exporter.runtime} vs eager step",
+            "what": f"{target} on {exporter.runtime} vs eager {'quantized ' if quant is not None else ''}step",
             "final_state_max_abs_error": state_err,
             "final_state_max_scaled_error": state_scaled,
             "tolerance": tolerance,
@@ -216,8 +231,8 @@ def build_manifest(step: StepModule, exporter: Exporter, info: dict, file_name: 
         "inputs": inputs,
         "outputs": outputs,
         "state_spec": spec.to_dict(),
-        "quantization": None,
-        "pruning": None,
+        "quantization": quant_manifest(step),
+        "pruning": getattr(step, "pruning", None),
         "fingerprint": step.fingerprint(),
         "graph": info.get("graph", {}),
         "cost": step_cost(step),

@@ -36,6 +36,14 @@ class ExecuTorchExporter(Exporter):
         args = (step.example_input(None, batch), step.init_state(batch))
         with torch.no_grad():
             ep = torch.export.export(flat, args, strict=False)
+        info: dict[str, Any] = {}
+        if getattr(step, "quantization", None) is not None:
+            from edgeseq.quant.verify import check_exported_program
+
+            prec = getattr(step, "precision", None)
+            names = list(step.state_spec.names)
+            storage = dict(zip(names, prec.storage)) if prec is not None else {n: "float32" for n in names}
+            info["state_check"] = check_exported_program(ep, names, storage)
         edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
         graph = delegation_stats(edge.exported_program())
         program = edge.to_executorch()
@@ -45,6 +53,7 @@ class ExecuTorchExporter(Exporter):
         return {
             "runtime": {"name": "executorch", "version": getattr(et, "__version__", _et_version()), "backend": "xnnpack"},
             "graph": graph,
+            **info,
         }
 
 

@@ -14,3 +14,7 @@ Family = Enum("Family", {k: k for k in FAMILIES.keys()}, type=str)
 Target = Enum("Target", {k: k for k in EXPORTERS.keys()}, type=str)
 Dataset = Enum("Dataset", {k: k for k in DATASETS.keys()}, type=str)
 RuntimeName = Enum("RuntimeName", {k: k for k in RUNTIMES.keys()}, type=str)
+
+from edgeseq.quant import SCHEMES  # noqa: E402
+
+SchemeName = Enum("SchemeName", {k: k for k in SCHEMES.keys()}, type=str)

@@ -11,6 +11,8 @@ from edgeseq._version import __version__
 from edgeseq.cli import convert as _convert
 from edgeseq.cli import export as _export
 from edgeseq.cli import inspect as _inspect
+from edgeseq.cli import prune as _prune
+from edgeseq.cli import quantize as _quantize
 from edgeseq.cli import quickstart as _quickstart
 from edgeseq.cli import stream as _stream
 from edgeseq.cli import train as _train
@@ -53,6 +55,8 @@ def root(
 app.command("train")(_train.train)
 app.command("convert")(_convert.convert)
 app.command("export")(_export.export)
+app.command("quantize")(_quantize.quantize)
+app.command("prune")(_prune.prune)
 app.command("stream")(_stream.stream)
 app.command("inspect")(_inspect.inspect)
 app.command("quickstart")(_quickstart.quickstart)

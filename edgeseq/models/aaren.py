@@ -204,7 +204,7 @@ class AarenStep(StepModule):
         self.info = StepInfo(family="aaren", config=config_to_dict(c), task=c.task,
                              train_length=getattr(model, "train_length", None))
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         h = self.embed(x)  # (B, D)
         new: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):

@@ -718,7 +718,7 @@ class ContinualStep(StepModule):
         self.state_spec = StateSpec(tensors, delay=delay, receptive_field=receptive, output_stride=timing.rate)
         self.info = info
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         x = x.reshape(x.shape[0], *self.frame_shape)
         if not self.counted:
             y, new = self.chain.step(x, tuple(state), None)

@@ -165,7 +165,7 @@ class MambaStep(StepModule):
         self.info = StepInfo(family="mamba", config=config_to_dict(c), task=c.task,
                              train_length=getattr(model, "train_length", None))
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.vocab_size:
             h = self.embed(x).view(x.shape[0], -1)  # (B, 1) ids -> (B, D)
         else:

@@ -233,7 +233,7 @@ class RNNStep(StepModule):
 
         self.info = StepInfo(family="rnn", config=config_to_dict(c), task=c.task, train_length=train_length)
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         new: list[torch.Tensor] = []
         inp = x  # (B, d_in)
         per = 2 if self.is_lstm else 1

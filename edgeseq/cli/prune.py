@@ -1,0 +1,66 @@
+"""``edgeseq prune``: prune a model directory, optionally fine-tune on real data, write a new model directory."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edgeseq.cli.choices import Dataset
+from edgeseq.cli.common import handle_errors, out, progress_bar, status
+
+
+class Method(str, Enum):
+    structured = "structured"
+    unstructured = "unstructured"
+    nm = "n:m"
+
+
+@handle_errors
+def prune(
+    model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + model.safetensors).", exists=True, file_okay=False)],
+    method: Annotated[Method, typer.Option(help="structured: remove hidden units (smaller, faster); unstructured: zero the smallest weights (smaller download only); n:m: keep N of every M weights (2:4 for TensorRT sparse tensor cores).")] = Method.structured,
+    amount: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of hidden units (structured) or weights (unstructured) to remove.")] = 0.5,
+    scope: Annotated[str, typer.Option(help="unstructured: 'global' (one threshold) or 'layer' (the same fraction per matrix).")] = "global",
+    n: Annotated[int, typer.Option(help="n:m: weights kept per group.")] = 2,
+    m: Annotated[int, typer.Option(help="n:m: group size along the input dimension.")] = 4,
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="Epochs of fine-tuning on --data after pruning (pruned weights stay zero).")] = 0,
+    data: Annotated[Optional[Dataset], typer.Option(help="Data set for fine-tuning and the before/after metric.")] = Dataset("japanese-vowels"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Output model directory.")] = Path("out/model-pruned"),
+) -> None:
+    """Prune MODEL_DIR with METHOD, fine-tune, and write the pruned model directory to OUT.
+
+    Convert and export the result as any model directory (edgeseq export / quantize); the pruning record goes
+    into its config.json and into every manifest exported from it.
+    """
+    import edgeseq
+    from edgeseq.data import load_dataset
+    from edgeseq.errors import ConfigError
+    from edgeseq.quant import NMConfig, StructuredConfig, UnstructuredConfig, prune_
+    from edgeseq.train import evaluate
+
+    config = {"structured": lambda: StructuredConfig(amount), "unstructured": lambda: UnstructuredConfig(amount, scope),
+              "n:m": lambda: NMConfig(n=n, m=m)}[method.value]()
+    model = edgeseq.load(model_dir)
+    before = sum(p.numel() for p in model.parameters())
+    ds = load_dataset(data.value) if data else None
+    if ds is not None and ds.d_in != model.config.d_in:
+        raise ConfigError(f"--data {data.value} has {ds.d_in} features per frame; this model takes {model.config.d_in}")
+    metric0 = evaluate(model, ds.task, ds.test) if ds else {}
+    if finetune_epochs:
+        with progress_bar() as bar:
+            task = bar.add_task(f"pruning ({method.value}) and fine-tuning on {data.value}", total=finetune_epochs)
+            prune_(model, config, data=data.value, finetune_epochs=finetune_epochs,
+                   progress=lambda e, _n, loss: bar.update(task, completed=e, description=f"fine-tuning, loss {loss:.4f}"))
+    else:
+        with status(f"pruning ({method.value})"):
+            prune_(model, config)
+    metric1 = evaluate(model, ds.task, ds.test) if ds else {}
+    edgeseq.save(model.eval(), out_dir)
+    rec = model.pruning
+    after = rec["params"]
+    fmt = ", ".join(f"{k} {metric0[k]:.4f} -> {metric1[k]:.4f}" for k in metric0)
+    out.print(f"wrote {out_dir}: parameters {before:,} -> {after:,}; zeros in weight matrices {rec['sparsity']:.1%}"
+              + (f"; {fmt} on {data.value} test" if fmt else ""))

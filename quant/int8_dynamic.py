@@ -1,0 +1,41 @@
+"""Scheme ``int8-dynamic``: int8 per-channel weights, activations quantized per call (per tensor, int8 affine).
+
+No calibration. ExecuTorch: the traced step is PT2E's dynamic-quantization graph, which XNNPACK lowers to its
+``qd8`` fully-connected kernels. ONNX: ``onnxruntime.quantization.quantize_dynamic`` on the float graph, limited to
+``MatMul``/``Gemm`` with constant weights (``MatMulConstBOnly``): DynamicQuantizeLinear + MatMulInteger; nothing
+else in the graph (gates, state updates) is touched. Recurrent state stays float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeseq.quant.config import QuantConfig, Scheme, register_scheme
+from edgeseq.quant.qlinear import QuantLinear, check_onnx_range, swap_linears
+
+
+@dataclass(frozen=True)
+class Int8DynamicConfig(QuantConfig):
+    scheme = "int8-dynamic"
+    reduce_range: bool = False  # weights in -64..64 instead of -127..127: required by the onnx target (see below)
+
+
+def _apply(step, config: Int8DynamicConfig, cal) -> int:
+    return swap_linears(step, lambda lin: QuantLinear(lin, "dynamic", config.reduce_range))
+
+
+def _lower_onnx(float_path: Path, out_path: Path, config: Int8DynamicConfig, step) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(float_path), str(out_path), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
+        weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
+    )
+
+
+register_scheme(Scheme(
+    name="int8-dynamic", config=Int8DynamicConfig, targets=("executorch", "onnx"),
+    summary="int8 per-channel weights, int8 activations quantized per call; no calibration",
+    apply=_apply, lower_onnx=_lower_onnx, check=check_onnx_range, tolerance=2e-2,
+))

@@ -1,0 +1,127 @@
+"""Scheme ``int8-static``: int8 per-channel weights; each linear layer's input and output quantized with a scale
+and zero point calibrated on real sequences (rollouts with the state fed back).
+
+ExecuTorch: the traced step is PT2E's static graph (q/dq around every linear), lowered to XNNPACK's ``qs8``
+kernels. ONNX: ``onnxruntime.quantization.quantize_static`` in QDQ format on the float graph, limited to
+``MatMul``/``Gemm`` with constant weights, calibrated (MinMax) on the same rollout frames and states. Only the
+linear layers' activations are quantized: gates, state updates and the state itself stay float unless the state
+policy opts a tensor in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeseq.quant.calibrate import rollout
+from edgeseq.quant.config import QuantConfig, Scheme, register_scheme
+from edgeseq.quant.qlinear import QuantLinear, check_onnx_range, swap_linears
+
+
+@dataclass(frozen=True)
+class Int8StaticConfig(QuantConfig):
+    scheme = "int8-static"
+    reduce_range: bool = False  # weights in -64..64 instead of -127..127: required by the onnx target (see below)
+
+
+def _apply(step, config: Int8StaticConfig, cal) -> int:
+    layers: list[QuantLinear] = []
+
+    def make(lin):
+        q = QuantLinear(lin, "static", config.reduce_range)
+        layers.append(q)
+        return q
+
+    n = swap_linears(step, make)
+    for q in layers:
+        q.start_calibration()
+    rollout(step, cal, use_step=False)
+    for q in layers:
+        q.finish_calibration()
+    return n
+
+
+class _Reader:
+    """onnxruntime ``CalibrationDataReader``: each step's frame and incoming state from the same float rollouts that
+    calibrated the eager step (states in their stored dtype when a precision policy is installed)."""
+
+    def __init__(self, step, cal, names):
+        import torch
+
+        from edgeseq.quant.qlinear import dequantized_copy
+
+        fstep = dequantized_copy(step)  # the float math calibration ran (observers see the dequantized weights)
+        prec = getattr(step, "precision", None)
+        spec = prec.float_spec if prec is not None else step.state_spec
+        feeds = []
+        with torch.no_grad():
+            for s in cal.series:
+                state = spec.init(s.shape[1])
+                for t in range(s.shape[0]):
+                    stored = [prec.store(i, v) if prec is not None else v for i, v in enumerate(state)]
+                    feeds.append({names[0]: s[t].numpy().copy(), **{n: v.numpy().copy() for n, v in zip(names[1:], stored)}})
+                    _, state = fstep._step(s[t], state)
+        self._it = iter(feeds)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def _lower_onnx(float_path: Path, out_path: Path, config: Int8StaticConfig, step) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgeseq.manifest import io_names
+
+    in_names, _ = io_names(step.state_spec)
+    reader = _Reader(step, step.quant_calibration, in_names)
+    quantize_static(
+        str(float_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "MatMulConstBOnly": True},
+    )
+    _, out_names = io_names(step.state_spec)
+    float_state_outputs(out_path, out_names[1:])
+
+
+def float_state_outputs(path: Path, names: list[str]) -> None:
+    """onnxruntime's QDQ pass quantizes a state output that also feeds a quantized MatMul (LSTM's h feeds the
+    head) and makes the graph output the DequantizeLinear's result: the state would round-trip through int8.
+    Rewire each such output to the float tensor the QuantizeLinear reads; the MatMul keeps its Q/DQ input."""
+    import onnx
+
+    model = onnx.load(str(path))
+    nodes = model.graph.node
+    producer = {o: n for n in nodes for o in n.output}
+    changed = False
+    for name in names:
+        dq = producer.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        src = q.input[0]  # the float tensor
+        inner = name + "_dequantized"
+        for n in nodes:  # consumers of the graph output now read the DQ result under a new name
+            for i, inp in enumerate(n.input):
+                if inp == name:
+                    n.input[i] = inner
+        dq.output[0] = inner
+        for n in nodes:  # the float tensor takes the graph output's name
+            for i, out in enumerate(n.output):
+                if out == src:
+                    n.output[i] = name
+            for i, inp in enumerate(n.input):
+                if inp == src:
+                    n.input[i] = name
+        changed = True
+    if changed:
+        onnx.save(model, str(path))
+
+
+register_scheme(Scheme(
+    name="int8-static", config=Int8StaticConfig, targets=("executorch", "onnx"),
+    summary="int8 per-channel weights, linear inputs/outputs int8 with scales calibrated on real rollouts",
+    apply=_apply, lower_onnx=_lower_onnx, check=check_onnx_range, needs_calibration=True, tolerance=5e-2,
+))

@@ -1,0 +1,96 @@
+"""Pruning: structured rewrites against a zero-masked original (exact), N:M and magnitude masks, fine-tuning keeps
+zeros, refusals, and the CLI."""
+
+import copy
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import edgeseq
+from edgeseq.cli.main import app
+from edgeseq.errors import ConfigError
+from edgeseq.quant import NMConfig, StructuredConfig, UnstructuredConfig, prune_, sparsity
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_structured_equals_zeroed_units(cell):
+    """Removing units == keeping them with every incoming weight and bias zeroed (their state then stays 0)."""
+    model = edgeseq.build("rnn", d_in=6, d_out=3, cell=cell, d_hidden=12, num_layers=2).eval()
+    ref = copy.deepcopy(model)
+    prune_(model, StructuredConfig(0.5))
+    assert model.config.d_hidden == 6 and model.rnn.hidden_size == 6
+    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
+    # recover which units were kept: the pruned layer-0 hidden matrix is a sub-matrix of the original
+    kept = []
+    for layer in range(2):
+        w_new = getattr(model.rnn, f"weight_ih_l{layer}")[:6]  # first gate's rows
+        w_old = getattr(ref.rnn, f"weight_ih_l{layer}")[:12]
+        if layer:
+            w_old = w_old[:, kept[0]]
+        idx = [int((w_old - r).abs().sum(1).argmin()) for r in w_new]
+        kept.append(torch.tensor(idx))
+    with torch.no_grad():
+        for layer, keep in enumerate(kept):
+            drop = torch.tensor([j for j in range(12) if j not in set(keep.tolist())])
+            rows = torch.cat([g * 12 + drop for g in range(gates)])
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(ref.rnn, f"{name}_l{layer}")[rows] = 0
+    x = torch.randn(2, 40, 6)
+    torch.testing.assert_close(model.forward_steps(x), ref.forward_steps(x), atol=1e-5, rtol=1e-5)
+    step = edgeseq.convert(model)
+    assert edgeseq.check_parity(model, step, torch.randn(1, 2000, 6)).max_abs_error < 1e-4
+
+
+def test_nm_and_unstructured_masks():
+    model = edgeseq.build("rnn", d_in=8, d_out=4, d_hidden=16)
+    prune_(model, NMConfig(n=2, m=4))
+    for name, w in model.named_parameters():
+        if w.dim() == 2:
+            assert ((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all(), name
+    assert sparsity(model) == pytest.approx(0.5, abs=0.01)
+    m2 = edgeseq.build("rnn", d_in=8, d_out=4, d_hidden=16)
+    prune_(m2, UnstructuredConfig(0.7, scope="layer"))
+    for w in (m2.rnn.weight_ih_l0, m2.rnn.weight_hh_l0, m2.head.weight):
+        assert float((w == 0).float().mean()) == pytest.approx(0.7, abs=0.02)
+    m3 = edgeseq.build("rnn", d_in=8, d_out=4, d_hidden=16)
+    prune_(m3, UnstructuredConfig(0.6))
+    assert sparsity(m3) == pytest.approx(0.6, abs=0.01)
+
+
+def test_finetune_keeps_zeros_and_records():
+    model = edgeseq.build("rnn", d_in=12, d_out=9, d_hidden=16, task="classify")
+    prune_(model, UnstructuredConfig(0.5), data="japanese-vowels", finetune_epochs=1)
+    assert sparsity(model) >= 0.5 - 1e-3
+    assert model.pruning["finetune"]["epochs"] == 1 and model.pruning["config"]["method"] == "unstructured"
+
+
+def test_refusals():
+    with pytest.raises(ConfigError, match="no rewriter for AarenModel; it supports: RNNModel"):
+        prune_(edgeseq.build("aaren", d_in=4, d_out=2, d_model=16, n_layers=1), StructuredConfig(0.5))
+    with pytest.raises(ConfigError, match="amount must be in"):
+        StructuredConfig(1.5)
+    with pytest.raises(ConfigError, match="not multiples of 4"):
+        prune_(edgeseq.build("rnn", d_in=6, d_out=2, d_hidden=8), NMConfig())
+
+
+def test_cli_prune_then_quantize(tmp_path):
+    torch.manual_seed(0)
+    model = edgeseq.build("rnn", d_in=12, d_out=9, d_hidden=16, task="classify")
+    edgeseq.save(model, tmp_path / "m")
+    r = CliRunner().invoke(app, ["prune", str(tmp_path / "m"), "--method", "structured", "--amount", "0.5",
+                                 "--finetune-epochs", "1", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert "parameters" in r.output and edgeseq.load(tmp_path / "p").config.d_hidden == 8
+    r = CliRunner().invoke(app, ["quantize", str(tmp_path / "p"), "--scheme", "int8-dynamic", "--target", "onnx",
+                                 "--eval", "--eval-steps", "300", "--steps", "300", "--out", str(tmp_path / "q")])
+    assert r.exit_code == 0, r.output
+    import json
+
+    man = json.loads((tmp_path / "q.onnx.edgeseq.json").read_text())
+    assert man["pruning"]["config"]["method"] == "structured"
+    assert man["quantization"]["config"]["reduce_range"] is True and man["quantization"]["drift"]["steps"] == 300
+    assert (tmp_path / "q.onnx.drift.svg").read_text().startswith("<svg")
+    r = CliRunner().invoke(app, ["quantize", str(tmp_path / "p"), "--scheme", "fp16", "--target", "onnx", "--out", str(tmp_path / "z")])
+    assert r.exit_code == 1 and "onnx runs: int8-dynamic, int8-static" in r.output
+    assert not list(tmp_path.glob("z*"))

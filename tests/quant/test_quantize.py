@@ -1,0 +1,213 @@
+"""Quantization: eager quantized steps against exact formulas, artifacts against the eager quantized step, the state
+precision policy checked on the exported graphs, refusals, and drift on real data."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import edgeseq
+from edgeseq.errors import ConfigError, ParityError, ShapeError
+from edgeseq.quant import Fp16Config, Int8DynamicConfig, Int8StaticConfig, StatePolicy, config_from_dict, quantize_
+from edgeseq.quant.qlinear import QuantLinear
+
+pytest.importorskip("executorch", reason="the executorch extra is not installed")
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A small LSTM trained briefly on JapaneseVowels (real data; the drift test needs a real task metric)."""
+    from edgeseq.data import load_dataset
+    from edgeseq.train import TrainConfig, fit
+
+    ds = load_dataset("japanese-vowels")
+    torch.manual_seed(0)
+    model = edgeseq.build("rnn", d_in=ds.d_in, d_out=ds.d_out, task="classify", d_hidden=32)
+    fit(model, ds, TrainConfig(epochs=8, seed=0))
+    return model, ds
+
+
+def _stream(ds, steps):
+    from edgeseq.pipeline import real_stream
+
+    return real_stream(ds.test, steps)[:, None, :]
+
+
+def test_dynamic_linear_matches_formula():
+    """QuantLinear(dynamic) == the int8 formula written out in numpy: per-channel symmetric weights, per-tensor
+    affine activations (scale = (max - min) / 255 over a range that includes 0)."""
+    lin = nn.Linear(20, 7)
+    q = QuantLinear(lin, "dynamic")
+    x = torch.randn(3, 20) * 2 + 0.5
+    w = lin.weight.detach().numpy()
+    ws = np.abs(w).max(1) / 127
+    wq = np.clip(np.round(w / ws[:, None]), -127, 127)
+    xa = x.numpy()
+    lo, hi = min(xa.min(), 0), max(xa.max(), 0)
+    s = (hi - lo) / 255
+    zp = np.clip(-128 - np.round(lo / s), -128, 127)
+    xq = np.clip(np.round(xa / s) + zp, -128, 127)
+    ref = ((xq - zp) * s) @ (wq * ws[:, None]).T + lin.bias.detach().numpy()
+    with torch.no_grad():
+        got = q(x).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    # and it is a real quantization: not the float layer
+    assert np.abs(got - lin(x).detach().numpy()).max() > 1e-4
+
+
+@pytest.mark.parametrize("target", ["executorch", "onnx"])
+@pytest.mark.parametrize("scheme", ["int8-dynamic", "int8-static"])
+def test_int8_artifacts_match_eager_quantized(trained, tmp_path, scheme, target):
+    model, ds = trained
+    cfg = (Int8DynamicConfig if scheme == "int8-dynamic" else Int8StaticConfig)(reduce_range=target == "onnx")
+    step = quantize_(edgeseq.convert(model), cfg, calib="japanese-vowels", target=target)
+    float_step = edgeseq.convert(model)
+    x = _stream(ds, 2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "m", target=target, inputs=x)
+    q = art.manifest["quantization"]
+    assert art.parity["steps"] == 2000 and art.parity["max_scaled_error"] <= (2e-2 if scheme == "int8-dynamic" else 5e-2)
+    assert q["config"] == cfg.to_dict() and config_from_dict(q["config"]) == cfg
+    assert q["quantized_layers"] == 2 and all(r["ok"] and r["dtype"] == "float32" for r in q["state_check"])
+    # the artifact really is quantized: it differs from the float step, by a small amount
+    sess = edgeseq.open(art.path)
+    fsess = edgeseq.open(float_step)
+    got, ref = sess.run(x[:500]), fsess.run(x[:500])
+    rel = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert 1e-4 < rel < 0.1, rel
+    if target == "onnx":
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(art.path)).graph.node}
+        assert ({"MatMulInteger", "DynamicQuantizeLinear"} if scheme == "int8-dynamic" else {"QuantizeLinear", "DequantizeLinear"}) <= ops
+    else:
+        assert art.manifest["graph"]["non_delegated_ops"] == 0
+
+
+def test_onnx_full_range_refused_before_work(trained):
+    model, _ = trained
+    step = edgeseq.convert(model)
+    with pytest.raises(ConfigError, match="reduce_range"):
+        quantize_(step, Int8DynamicConfig(), target="onnx")
+    assert getattr(step, "quantization", None) is None
+
+
+def test_scheme_target_refused_naming_what_runs(trained, tmp_path):
+    model, _ = trained
+    step = quantize_(edgeseq.convert(model), Fp16Config())
+    with pytest.raises(ConfigError, match="onnx runs: int8-dynamic, int8-static"):
+        edgeseq.export(step, tmp_path / "m", target="onnx")
+    assert not list(tmp_path.iterdir())
+
+
+def test_calibration_shape_and_need(trained):
+    model, _ = trained
+    with pytest.raises(ShapeError, match=r"expected \(T, 12\).*got shape \(100, 1, 7\)"):
+        quantize_(edgeseq.convert(model), Int8StaticConfig(), calib=np.zeros((100, 7), np.float32))
+    with pytest.raises(ConfigError, match="needs calibration data"):
+        quantize_(edgeseq.convert(model), Int8StaticConfig())
+    with pytest.raises(ConfigError, match="not state tensors of this step; its state: h0, c0"):
+        quantize_(edgeseq.convert(model), Int8DynamicConfig(state=StatePolicy({"h9": "float16"})))
+
+
+def test_state_policy_storage_in_graph_and_bytes(trained, tmp_path):
+    model, ds = trained
+    float_step = edgeseq.convert(model)
+    policy = StatePolicy({"c0": "float16", "h0": "int8"})
+    step = quantize_(edgeseq.convert(model), Int8DynamicConfig(reduce_range=True, state=policy), calib="japanese-vowels")
+    assert [t.dtype for t in step.state_spec.tensors] == ["int8", "float16"]
+    assert step.state_spec.bytes_per_stream == float_step.state_spec.bytes_per_stream * 3 // 8  # 1/4 + 1/2 of the two halves
+    for target in ("onnx", "executorch"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            art = edgeseq.export(step, tmp_path / target, target=target, inputs=_stream(ds, 1000))
+        checks = {r["name"]: r for r in art.manifest["quantization"]["state_check"]}
+        assert checks["h0"]["dtype"] == "int8" and checks["c0"]["dtype"] == "float16" and all(r["ok"] for r in checks.values())
+        assert [t["dtype"] for t in art.manifest["state_spec"]["tensors"]] == ["int8", "float16"]
+        sess = edgeseq.open(art.path)
+        sess.push(_stream(ds, 1)[0])
+        assert [t.dtype for t in sess.state.tensors] == [np.int8, np.float16]
+
+
+def test_state_policy_refuses_unrepresentable_fill():
+    aaren = edgeseq.build("aaren", d_in=4, d_out=2, d_model=16, n_layers=1)
+    with pytest.raises(ConfigError, match="m0.*int8 storage cannot hold it"):
+        quantize_(edgeseq.convert(aaren), Int8DynamicConfig(state=StatePolicy({"m0": "int8"})), calib=np.zeros((10, 4), np.float32))
+
+
+def test_onnx_static_state_output_rewired_and_check_catches_it(trained, tmp_path):
+    """onnxruntime's QDQ pass makes LSTM's h output come out of a DequantizeLinear (h also feeds the head's
+    MatMul); the verifier flags that graph, and our rewiring gives the float tensor back."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgeseq.manifest import io_names
+    from edgeseq.quant import int8_static
+    from edgeseq.quant.verify import check_onnx, enforce
+
+    model, _ = trained
+    step = quantize_(edgeseq.convert(model), Int8StaticConfig(reduce_range=True), calib="japanese-vowels")
+    from edgeseq.exporters.onnx import _export_graph
+    from edgeseq.quant.qlinear import dequantized_copy
+
+    _export_graph(dequantized_copy(step), tmp_path / "f.onnx")
+    in_names, out_names = io_names(step.state_spec)
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), int8_static._Reader(step, step.quant_calibration, in_names),
+                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
+    storage = {"h0": "float32", "c0": "float32"}
+    raw = check_onnx(tmp_path / "q.onnx", ["h0", "c0"], out_names[1:], storage)
+    assert raw[0]["producer"] == "DequantizeLinear" and not raw[0]["ok"]
+    with pytest.raises(ParityError, match="'h0' leaves the graph as float32 from DequantizeLinear"):
+        enforce(raw, "onnx")
+    int8_static.float_state_outputs(tmp_path / "q.onnx", out_names[1:])
+    fixed = check_onnx(tmp_path / "q.onnx", ["h0", "c0"], out_names[1:], storage)
+    assert all(r["ok"] for r in fixed) and fixed[0]["producer"] == "Mul"
+    onnx.checker.check_model(str(tmp_path / "q.onnx"))
+
+
+@pytest.mark.parametrize("family,kw", [("aaren", dict(d_model=16, n_layers=2)), ("mamba", dict(d_model=16, n_layers=1))])
+def test_families_quantize_and_export(family, kw, tmp_path):
+    model = edgeseq.build(family, d_in=12, d_out=9, **kw)
+    step = quantize_(edgeseq.convert(model), Int8DynamicConfig())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "m", target="executorch", steps=1000)
+    assert art.parity["max_scaled_error"] <= 2e-2
+    assert all(r["ok"] for r in art.manifest["quantization"]["state_check"])
+
+
+def test_fp16_executorch(trained, tmp_path):
+    model, ds = trained
+    step = quantize_(edgeseq.convert(model), Fp16Config())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "m", target="executorch", inputs=_stream(ds, 1000))
+    assert art.parity["max_scaled_error"] <= 1e-2
+    assert json.loads(art.manifest_path.read_text())["quantization"]["compute_dtype"] == "float16"
+
+
+def test_drift_bounded_over_10000_steps(trained):
+    """10,000-step rollout on real data: int8-dynamic output error stays small and does not grow; an int8 cell
+    state (opt-in) drifts more than the float one."""
+    from edgeseq.quant.drift import evaluate
+
+    model, _ = trained
+    f = edgeseq.convert(model)
+    q = quantize_(edgeseq.convert(model), Int8DynamicConfig())
+    rep = evaluate(f, q, "japanese-vowels", steps=10_000, budget=0.2)
+    s = rep.summary()
+    assert s["steps"] == 10_000 and rep.bounded and rep.within_budget, s
+    assert 0 < s["output_rel_error_mean"] < 0.05
+    assert abs(s["metric"]["accuracy_change_points"]) <= 5
+    svg = rep.plot_svg()
+    assert svg.startswith("<svg") and svg.count("<polyline") == 2
+    q8 = quantize_(edgeseq.convert(model), Int8DynamicConfig(state=StatePolicy({"c0": "int8"})), calib="japanese-vowels")
+    rep8 = evaluate(f, q8, "japanese-vowels", steps=2_000)
+    assert rep8.summary()["state_rel_error_max"] > s["state_rel_error_max"]
