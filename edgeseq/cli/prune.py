@@ -16,16 +16,19 @@ class Method(str, Enum):
     structured = "structured"
     unstructured = "unstructured"
     nm = "n:m"
+    random_graph = "random-graph"
 
 
 @handle_errors
 def prune(
     model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + model.safetensors).", exists=True, file_okay=False)],
-    method: Annotated[Method, typer.Option(help="structured: remove hidden units (smaller, faster); unstructured: zero the smallest weights (smaller download only); n:m: keep N of every M weights (2:4 for TensorRT sparse tensor cores).")] = Method.structured,
+    method: Annotated[Method, typer.Option(help="structured: remove hidden units (smaller, faster); unstructured: zero the smallest weights (smaller download only); n:m: keep N of every M weights (2:4 for TensorRT sparse tensor cores); random-graph: connectivity from a fixed random graph (sparse-RNN thesis).")] = Method.structured,
     amount: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of hidden units (structured) or weights (unstructured) to remove.")] = 0.5,
     scope: Annotated[str, typer.Option(help="unstructured: 'global' (one threshold) or 'layer' (the same fraction per matrix).")] = "global",
     n: Annotated[int, typer.Option(help="n:m: weights kept per group.")] = 2,
     m: Annotated[int, typer.Option(help="n:m: group size along the input dimension.")] = 4,
+    graph: Annotated[str, typer.Option(help="random-graph: 'watts-strogatz' (small world) or 'erdos-renyi'.")] = "watts-strogatz",
+    seed: Annotated[int, typer.Option(help="random-graph: seed of the graph.")] = 0,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Epochs of fine-tuning on --data after pruning (pruned weights stay zero).")] = 0,
     data: Annotated[Optional[Dataset], typer.Option(help="Data set for fine-tuning and the before/after metric.")] = Dataset("japanese-vowels"),
     out_dir: Annotated[Path, typer.Option("--out", help="Output model directory.")] = Path("out/model-pruned"),
@@ -38,11 +41,12 @@ def prune(
     import edgeseq
     from edgeseq.data import load_dataset
     from edgeseq.errors import ConfigError
-    from edgeseq.quant import NMConfig, StructuredConfig, UnstructuredConfig, prune_
+    from edgeseq.quant import NMConfig, RandomGraphConfig, StructuredConfig, UnstructuredConfig, prune_
     from edgeseq.train import evaluate
 
     config = {"structured": lambda: StructuredConfig(amount), "unstructured": lambda: UnstructuredConfig(amount, scope),
-              "n:m": lambda: NMConfig(n=n, m=m)}[method.value]()
+              "n:m": lambda: NMConfig(n=n, m=m),
+              "random-graph": lambda: RandomGraphConfig(amount, graph=graph, seed=seed)}[method.value]()
     model = edgeseq.load(model_dir)
     before = sum(p.numel() for p in model.parameters())
     ds = load_dataset(data.value) if data else None

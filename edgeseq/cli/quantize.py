@@ -33,6 +33,7 @@ def quantize(
     out_path: Annotated[Path, typer.Option("--out", help="Output path stem, file or folder (OUT -> OUT.pte + OUT.pte.edgeseq.json).")] = Path("out/model-quant"),
     state: Annotated[Optional[list[str]], typer.Option(help="Store a state tensor in another precision: NAME=float16|int8 (repeatable). Default: all state float32.")] = None,
     reduce_range: Annotated[Optional[bool], typer.Option("--reduce-range/--full-range", help="int8 weights in -64..64 (default for onnx, whose x86 int8 kernels saturate otherwise) or -127..127 (default elsewhere).")] = None,
+    block_size: Annotated[int, typer.Option(help="int8/int4-weight-only: input values per scale (a power of two >= 16).")] = 32,
     eval_: Annotated[bool, typer.Option("--eval", help="Roll fp32 and quantized over --eval-steps real frames; write OUT.drift.json and OUT.drift.svg.")] = False,
     eval_steps: Annotated[int, typer.Option(min=100, help="Length of the drift rollout.")] = 10_000,
     data: Annotated[Dataset, typer.Option(help="Real data for the drift rollout, the task metric and the validation rollout.")] = Dataset("japanese-vowels"),
@@ -57,6 +58,8 @@ def quantize(
     kwargs = {"state": StatePolicy(parse_state_policy(state or []))}
     if "reduce_range" in {f.name for f in dataclasses.fields(sch.config)}:
         kwargs["reduce_range"] = (target.value == "onnx") if reduce_range is None else reduce_range
+    if "block_size" in {f.name for f in dataclasses.fields(sch.config)}:
+        kwargs["block_size"] = block_size
     config = sch.config(**kwargs)
     check_target(config, target.value)
     model = edgeseq.load(model_dir)

@@ -55,3 +55,23 @@ def test_runtime_that_disagrees_fails_export_and_writes_nothing(tmp_path, tiny_l
     with pytest.raises(ParityError, match="nothing written"):
         edgeseq.export(edgeseq.convert(tiny_lstm), tmp_path / "bad", target="onnx", steps=1000)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_chaotic_model_failure_says_why(tmp_path):
+    """An Elman RNN with a recurrent gain of 4 is chaotic: rounding differences grow until trajectories part. The
+    export refuses, and says the eager step itself disagrees with its float64 run (no runtime could match it)."""
+    from edgeseq.exporters.base import float64_sensitivity
+
+    torch.manual_seed(0)
+    rnn = torch.nn.RNN(4, 64, nonlinearity="tanh")
+    with torch.no_grad():
+        rnn.weight_hh_l0.copy_(torch.randn(64, 64) * 4 / 8)
+    step = edgeseq.convert(rnn)
+    x = torch.randn(600, 1, 4)
+    assert float64_sensitivity(step, x) > 1e-2
+    with pytest.raises(ParityError, match="float32 and float64 eager runs differ by"):
+        edgeseq.export(step, tmp_path / "m", target="onnx", inputs=x)
+    assert not list(tmp_path.iterdir())
+    # a stable model: the sensitivity is rounding-sized
+    calm = edgeseq.convert(torch.nn.RNN(4, 64, nonlinearity="tanh"))
+    assert float64_sensitivity(calm, x) < 1e-5

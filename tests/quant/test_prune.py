@@ -94,3 +94,21 @@ def test_cli_prune_then_quantize(tmp_path):
     r = CliRunner().invoke(app, ["quantize", str(tmp_path / "p"), "--scheme", "fp16", "--target", "onnx", "--out", str(tmp_path / "z")])
     assert r.exit_code == 1 and "onnx runs: int8-dynamic, int8-static" in r.output
     assert not list(tmp_path.glob("z*"))
+
+
+@pytest.mark.parametrize("graph", ["erdos-renyi", "watts-strogatz"])
+def test_random_graph_masks(graph):
+    """Density as asked; the recurrent matrix masks every gate with the same unit-to-unit graph; a Watts-Strogatz
+    graph without rewiring is the ring lattice (each unit links to its k nearest units)."""
+    from edgeseq.quant import RandomGraphConfig
+    from edgeseq.quant.prune_random_graph import graph_mask
+
+    model = edgeseq.build("rnn", d_in=8, d_out=4, d_hidden=40)
+    prune_(model, RandomGraphConfig(0.75, graph=graph))
+    whh = model.rnn.weight_hh_l0
+    nz = (whh != 0).float().reshape(4, 40, 40)
+    assert (nz == nz[0]).all()
+    assert float(nz[0].mean()) == pytest.approx(0.25, abs=0.05)
+    ring = graph_mask(10, 10, 0.3, "watts-strogatz", 0.0, torch.Generator().manual_seed(0))
+    for i in range(10):
+        assert sorted(ring[i].nonzero().flatten().tolist()) == sorted({(i + j - 1) % 10 for j in range(3)})

