@@ -68,7 +68,7 @@ def inspect(
             out.print(f"  planned memory arena: {g['planned_arena_bytes']:,} bytes")
     elif "nodes" in g:
         out.print(f"operators: {g['nodes']} ONNX nodes (" + ", ".join(f"{k} x{v}" for k, v in g["op_types"].items()) + ")")
-    out.print(f"quantization: {m.get('quantization') or 'none (float32)'}; pruning: {m.get('pruning') or 'none'}")
+    out.print(f"quantization: {_quant_line(m.get('quantization'))}; pruning: {_prune_line(m.get('pruning'))}")
 
 
 def _flops(n: int) -> str:
@@ -76,3 +76,23 @@ def _flops(n: int) -> str:
         if n >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n} FLOP"
+
+
+def _quant_line(q) -> str:
+    if not q:
+        return "none (float32)"
+    cfg = q.get("config", {})
+    checks = q.get("state_check") or []
+    state = ", ".join(f"{c['name']}={c['dtype']}" for c in checks) or "unchecked"
+    ok = "checked on the graph" if checks and all(c.get("ok") for c in checks) else "CHECK FAILED"
+    line = f"{cfg.get('scheme', '?')} (state: {state}, {ok})"
+    d = q.get("drift")
+    if d:
+        line += f"; drift over {d['steps']:,} steps: mean rel {d['output_rel_error_mean']:.3g}, {'bounded' if d['bounded'] else 'growing'}"
+    return line
+
+
+def _prune_line(p) -> str:
+    if not p:
+        return "none"
+    return f"{p['config'].get('method', '?')} {p['config'].get('amount', 0):.0%} ({p.get('params', '?'):,} parameters)"
