@@ -91,6 +91,9 @@ def test_cli_prune_then_quantize(tmp_path):
     assert man["pruning"]["config"]["method"] == "structured"
     assert man["quantization"]["config"]["reduce_range"] is True and man["quantization"]["drift"]["steps"] == 300
     assert (tmp_path / "q.onnx.drift.svg").read_text().startswith("<svg")
+    r = CliRunner().invoke(app, ["inspect", str(tmp_path / "q.onnx")])
+    assert r.exit_code == 0 and "int8-dynamic (state: h0=float32, c0=float32, checked on the graph)" in " ".join(r.output.split())
+    assert "structured 50%" in r.output
     r = CliRunner().invoke(app, ["quantize", str(tmp_path / "p"), "--scheme", "fp16", "--target", "onnx", "--out", str(tmp_path / "z")])
     assert r.exit_code == 1 and "onnx runs: int8-dynamic, int8-static" in r.output
     assert not list(tmp_path.glob("z*"))
