@@ -38,12 +38,10 @@ class ExecuTorchExporter(Exporter):
             ep = torch.export.export(flat, args, strict=False)
         info: dict[str, Any] = {}
         if getattr(step, "quantization", None) is not None:
+            from edgeseq.quant.precision import state_storage
             from edgeseq.quant.verify import check_exported_program
 
-            prec = getattr(step, "precision", None)
-            names = list(step.state_spec.names)
-            storage = dict(zip(names, prec.storage)) if prec is not None else {n: "float32" for n in names}
-            info["state_check"] = check_exported_program(ep, names, storage)
+            info["state_check"] = check_exported_program(ep, list(step.state_spec.names), state_storage(step))
         edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
         graph = delegation_stats(edge.exported_program())
         program = edge.to_executorch()

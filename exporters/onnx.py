@@ -34,6 +34,7 @@ class OnnxExporter(Exporter):
         else:
             # the float graph (int8-rounded weights, dequantized), then onnxruntime.quantization rewrites it
             from edgeseq.quant.config import scheme_of
+            from edgeseq.quant.precision import state_storage
             from edgeseq.quant.qlinear import dequantized_copy
             from edgeseq.quant.verify import check_onnx
 
@@ -42,10 +43,8 @@ class OnnxExporter(Exporter):
             scheme_of(quant).lower_onnx(float_path, path, quant, step)
             float_path.unlink()
             _check(onnx, path)
-            prec = getattr(step, "precision", None)
-            storage = dict(zip(step.state_spec.names, prec.storage)) if prec is not None else {n: "float32" for n in step.state_spec.names}
             _, out_names = io_names(step.state_spec)
-            info["state_check"] = check_onnx(path, list(step.state_spec.names), out_names[1:], storage)
+            info["state_check"] = check_onnx(path, list(step.state_spec.names), out_names[1:], state_storage(step))
         model = onnx.load(str(path))
         ops = Counter(n.op_type for n in model.graph.node)
         return {

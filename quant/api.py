@@ -15,7 +15,7 @@ from edgeseq.checkpoint import check_finite
 from edgeseq.errors import ConfigError
 from edgeseq.quant.calibrate import Calibration, calibration_data, rollout
 from edgeseq.quant.config import QuantConfig, check_target, scheme_of
-from edgeseq.quant.precision import Precision
+from edgeseq.quant.precision import Precision, state_storage
 from edgeseq.step import StepModule, torch_dtype
 
 
@@ -69,7 +69,7 @@ def _state_scales(step: StepModule, cal: Calibration, names: list[str]) -> dict[
         for n in names:
             amax[n] = max(amax[n], float(state[idx[n]].abs().max()))
 
-    rollout(step, cal, see, use_step=False)
+    rollout(step, cal, see)
     return {n: max(a, 1e-8) / 127.0 for n, a in amax.items()}
 
 
@@ -81,14 +81,13 @@ def quant_manifest(step: StepModule) -> dict[str, Any] | None:
     scheme = scheme_of(config)
     cal = getattr(step, "quant_calibration", None)
     prec = getattr(step, "precision", None)
-    storage = dict(zip(prec.float_spec.names, prec.storage)) if prec is not None else {n: "float32" for n in step.state_spec.names}
     return {
         "config": config.to_dict(),
         "summary": scheme.summary,
         "quantized_layers": getattr(step, "quant_layers", None),
         "compute_dtype": scheme.compute_dtype,
         "calibration": cal.summary() if cal is not None else None,
-        "state_storage": storage,
+        "state_storage": state_storage(step),
         "state_scales": dict(zip(prec.float_spec.names, prec.scales)) if prec is not None else {},
         "state_check": None,
         "drift": getattr(step, "quant_drift", None),

@@ -80,17 +80,13 @@ def _as_frames(x: Any, d_in: int, want: str) -> torch.Tensor:
     return t
 
 
-def rollout(step: StepModule, cal: Calibration, on_step: Callable[[torch.Tensor, tuple], None] | None = None,
-            use_step: bool = True) -> None:
-    """Run every calibration series through ``step`` from a fresh state, feeding the state back.
-
-    ``on_step(y, new_state)`` sees each step's results (float state). ``use_step=False`` calls ``_step`` (the
-    float computation, bypassing any precision boundary)."""
-    fn = step.step if use_step else step._step
+def rollout(step: StepModule, cal: Calibration, on_step: Callable[[torch.Tensor, tuple], None] | None = None) -> None:
+    """Run every calibration series through the step's float computation (``_step``, before any precision boundary
+    is installed) from a fresh state, feeding the state back; ``on_step(y, new_state)`` sees each step's results."""
     with torch.no_grad():
         for s in cal.series:
-            state = step.init_state(s.shape[1]) if use_step else step.state_spec.init(s.shape[1])
+            state = step.state_spec.init(s.shape[1])
             for t in range(s.shape[0]):
-                y, state = fn(s[t], state)
+                y, state = step._step(s[t], state)
                 if on_step is not None:
                     on_step(y, state)

@@ -35,7 +35,7 @@ def _apply(step, config: Int8StaticConfig, cal) -> int:
     n = swap_linears(step, make)
     for q in layers:
         q.start_calibration()
-    rollout(step, cal, use_step=False)
+    rollout(step, cal)
     for q in layers:
         q.finish_calibration()
     return n

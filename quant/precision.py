@@ -66,3 +66,11 @@ class Precision(nn.Module):
     def extra_repr(self) -> str:
         kinds = ", ".join(f"{t.name}={k}" for t, k in zip(self.float_spec.tensors, self.storage) if k != "float32")
         return f"compute={dtype_name(self.compute_dtype)}, state: {kinds or 'float32'}"
+
+
+def state_storage(step) -> dict[str, str]:
+    """How each state tensor of ``step`` is stored: its ``Precision`` module's policy, or float32 throughout."""
+    prec = getattr(step, "precision", None)
+    if prec is None:
+        return {n: "float32" for n in step.state_spec.names}
+    return dict(zip(prec.float_spec.names, prec.storage))
