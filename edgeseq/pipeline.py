@@ -1,4 +1,4 @@
-"""The main job end to end: train on bundled data, convert, export, stream the test split, compare.
+"""The main job end to end: train on bundled data, convert, export, stream the test split, compare, profile.
 
 Used by ``edgeseq quickstart``; returns a summary dict and prints nothing.
 """
@@ -23,6 +23,7 @@ class QuickstartConfig:
     targets: tuple[str, ...] = ("onnx", "executorch")
     parity_steps: int = 10_000  # step-vs-parallel check on the real test stream, repeated to this length
     export_steps: int = 2_000  # validation rollout of each artifact, on real test frames
+    profile_steps: int = 5_000  # timed steps per artifact in the profile report (0: no report)
     seed: int = 0
 
 
@@ -92,5 +93,20 @@ def run_quickstart(
             "us_per_step": secs / int(ds.test.lengths.sum()) * 1e6,
         })
     summary["runtimes"] = rows
+
+    if config.profile_steps:
+        from edgeseq.devices.profiler import ProfileConfig
+        from edgeseq.devices.report import run, write
+
+        stage("profile the artifacts here, estimate them on the catalog devices")
+        cfg = ProfileConfig(steps=config.profile_steps, streams=2, op_steps=100, data=config.data)
+        rep = run([a.path for a in arts.values()], None, cfg, reference=out_dir / "model")
+        paths = write(rep, out_dir / "report")
+        summary["report"] = {
+            "html": str(paths["report.html"]),
+            "measured": [{k: c[k] for k in ("label", "p50_us", "p99_us", "cv", "memory_flat", "parity_max_abs_error")}
+                         for c in rep["comparison"]],
+            "estimates": sum(1 for e in rep["estimates"] if e["available"]),
+        }
     return summary
 

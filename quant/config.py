@@ -87,6 +87,7 @@ class Scheme:
     tolerance: float = 1e-3  # default artifact-vs-eager-quantized scaled error for this scheme
     compute_dtype: str = "float32"  # what the step computes in (fp16 scheme: float16)
     check: Callable[[QuantConfig, str], None] | None = None  # extra per-target refusals, raising ConfigError
+    peak_precision: str = "fp32"  # which device peak (catalog flops_per_cycle / peak_tflops) bounds its matmuls
 
 
 SCHEMES: Registry[Scheme] = Registry("quantization scheme")

@@ -28,5 +28,5 @@ def _apply(step, config: Fp16Config, cal) -> int:
 register_scheme(Scheme(
     name="fp16", config=Fp16Config, targets=("executorch",),
     summary="float16 weights and arithmetic; input, output and (by default) state float32",
-    apply=_apply, tolerance=5e-2, compute_dtype="float16",
+    apply=_apply, tolerance=5e-2, compute_dtype="float16", peak_precision="fp16",
 ))

@@ -38,4 +38,5 @@ register_scheme(Scheme(
     name="int8-dynamic", config=Int8DynamicConfig, targets=("executorch", "onnx"),
     summary="int8 per-channel weights, int8 activations quantized per call; no calibration",
     apply=_apply, lower_onnx=_lower_onnx, check=check_onnx_range, tolerance=2e-2,
+    peak_precision="int8",
 ))

@@ -124,4 +124,5 @@ register_scheme(Scheme(
     name="int8-static", config=Int8StaticConfig, targets=("executorch", "onnx"),
     summary="int8 per-channel weights, linear inputs/outputs int8 with scales calibrated on real rollouts",
     apply=_apply, lower_onnx=_lower_onnx, check=check_onnx_range, needs_calibration=True, tolerance=0.15,
+    peak_precision="int8",
 ))

@@ -11,6 +11,7 @@ from edgeseq.step import StateSpec
 
 class Runtime:
     name: str = ""
+    python_module: str = ""  # the Python package that loads this runtime (its import is timed apart by profiles)
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None) -> StreamSession:
         raise NotImplementedError

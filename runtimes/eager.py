@@ -25,6 +25,7 @@ class TorchBackend:
 @register_runtime
 class TorchRuntime(Runtime):
     name = "torch"
+    python_module = "torch"
 
     def open_model(self, model, batch: int | None = None) -> StreamSession:
         from edgeseq.checkpoint import load

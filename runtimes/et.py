@@ -74,6 +74,7 @@ def set_threads(n: int) -> None:
 @register_runtime
 class ExecuTorchRuntime(Runtime):
     name = "executorch"
+    python_module = "executorch.runtime"
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int | None = 1):
         return self.session(ExecuTorchBackend(path, threads), manifest, path, batch)

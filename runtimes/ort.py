@@ -34,6 +34,7 @@ class OrtBackend:
 @register_runtime
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
+    python_module = "onnxruntime"
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int = 1):
         backend = OrtBackend(path, StateSpec.from_dict(manifest["state_spec"]), threads=threads)

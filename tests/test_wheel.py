@@ -26,6 +26,7 @@ def test_wheel_imports_every_subpackage_outside_the_source_tree(tmp_path):
     (whl,) = wheels.glob("edgeseq-*.whl")
     names = zipfile.ZipFile(whl).namelist()
     assert "edgeseq/data/japanese_vowels.npz" in names
+    assert "edgeseq/devices/catalog/jetson-orin-nano.toml" in names and "edgeseq/devices/report.schema.json" in names
     assert "edgeseq/exporters/onnx.py" in names and "edgeseq/runtimes/session.py" in names
     assert not any(n.startswith(("exporters/", "runtimes/", "tests/")) for n in names)
     target = tmp_path / "site"
@@ -36,6 +37,8 @@ def test_wheel_imports_every_subpackage_outside_the_source_tree(tmp_path):
         f"assert pathlib.Path(edgeseq.__file__).is_relative_to({str(target)!r}), edgeseq.__file__;"
         f"assert pathlib.Path(edgeseq.exporters.__file__).is_relative_to({str(target)!r});"
         "from edgeseq.data import load_dataset; assert len(load_dataset('japanese-vowels').train) == 270;"
+        "from edgeseq.devices.catalog import load_catalog; assert 'raspberry-pi-5' in load_catalog();"
+        "from edgeseq.devices.report import schema; assert schema()['title'];"
         "print(sorted(edgeseq.exporters.EXPORTERS.keys()), sorted(edgeseq.runtimes.RUNTIMES.keys()))"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}

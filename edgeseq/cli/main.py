@@ -11,6 +11,7 @@ from edgeseq._version import __version__
 from edgeseq.cli import convert as _convert
 from edgeseq.cli import export as _export
 from edgeseq.cli import inspect as _inspect
+from edgeseq.cli import profile as _profile
 from edgeseq.cli import prune as _prune
 from edgeseq.cli import quantize as _quantize
 from edgeseq.cli import quickstart as _quickstart
@@ -59,6 +60,8 @@ app.command("quantize")(_quantize.quantize)
 app.command("prune")(_prune.prune)
 app.command("stream")(_stream.stream)
 app.command("inspect")(_inspect.inspect)
+app.command("profile")(_profile.profile)
+app.command("devices")(_profile.devices)
 app.command("quickstart")(_quickstart.quickstart)
 
 

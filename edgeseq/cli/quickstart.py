@@ -17,7 +17,8 @@ def quickstart(
     parity_steps: Annotated[int, typer.Option(min=1, help="Length of the step-vs-parallel parity stream.")] = 10_000,
 ) -> None:
     """Train a small LSTM classifier on the bundled JapaneseVowels data, convert it to a step function,
-    export it to ONNX and ExecuTorch, stream the test split through every runtime, and print accuracy and parity.
+    export it to ONNX and ExecuTorch, stream the test split through every runtime, print accuracy and parity, and
+    write a profile report (measured here, estimated for every catalog device) to OUT/report/report.html.
     """
     from rich.table import Table
 
@@ -58,4 +59,10 @@ def quickstart(
         p_ = a["parity"]
         out.print(f"{t}: {a['path']} ({a['bytes']:,} bytes), export parity over {p_['steps']:,} steps "
                   f"max abs error {p_['max_abs_error']:.3g}")
+    rep = s.get("report")
+    if rep:
+        for c in rep["measured"]:
+            out.print(f"profile {c['label']}: p50 {c['p50_us']:.1f} µs, p99 {c['p99_us']:.1f} µs, jitter {c['cv']:.2f}, "
+                      f"memory {'flat' if c['memory_flat'] else 'GROWS'}, parity vs eager {c['parity_max_abs_error']:.3g}")
+        out.print(f"report (measured here + {rep['estimates']} device estimates): {rep['html']}")
     out.print(f"summary: {out_dir / 'summary.json'}")

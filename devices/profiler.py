@@ -1,0 +1,271 @@
+"""The measured streaming profile of one artifact on the machine it runs on.
+
+:func:`profile` opens the artifact through the same :class:`~edgeseq.runtimes.session.StreamSession` users
+stream with and measures, in this order:
+
+1. **load**: the first open in this process (manifest, checksum, runtime load) and the first step, apart from
+   a warm second open;
+2. **latency**: ``warmup`` steps (not recorded), then ``steps`` steps, each timed with ``time.perf_counter_ns``
+   (one read per step, samples between consecutive reads: :func:`timed_stream`; raw samples kept);
+   p50/p90/p99/max and jitter (coefficient of variation);
+3. **memory along the stream**: VmRSS read at ``memory_points`` step counts of the same stream (between timed
+   steps, so the reads are not in the samples), the process peak (VmHWM, reset before loading), the state
+   bytes per stream and the runtime's planned arena;
+4. **throughput**: batch 1 (1 / mean step) and ``streams`` independent sessions pushed round-robin;
+5. **operators**: a separate traced pass (:mod:`edgeseq.devices.opprof`);
+6. **parity**: with a reference model directory, the same inputs through the eager step and the artifact.
+
+Inputs are real frames from a data set (``data``) or seeded N(0, 1) frames (token ids uniform over the
+vocabulary for language models); the report says which.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeseq.devices import memory as mem
+from edgeseq.errors import ConfigError, ShapeError
+from edgeseq.runtimes import RUNTIMES
+
+FLAT_THRESHOLD_BYTES = 256 * 1024  # RSS growth allowed between 10% of the stream and its end
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    steps: int = 10_000  # timed steps after warm-up (the memory-vs-length stream too)
+    warmup: int = 200  # steps run before timing (not recorded)
+    streams: int = 4  # independent sessions for the N-stream throughput
+    stream_steps: int = 500  # steps per stream in the throughput pass
+    op_steps: int = 200  # steps in the per-operator pass (0: skip it)
+    memory_points: int = 20  # RSS reads along the stream
+    parity_steps: int = 2_000  # steps compared with the reference
+    data: str | None = None  # data set name for real inputs; None: seeded N(0, 1)
+    seed: int = 0
+
+    def __post_init__(self):
+        for k in ("steps", "streams", "stream_steps", "memory_points", "parity_steps"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"profile: {k} must be >= 1, got {getattr(self, k)}")
+        for k in ("warmup", "op_steps"):
+            if getattr(self, k) < 0:
+                raise ConfigError(f"profile: {k} must be >= 0, got {getattr(self, k)}")
+
+
+def make_inputs(manifest: dict, cfg: ProfileConfig, n: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """``n`` input frames (n, d_in) for the artifact, and a description for the report."""
+    d_in = int(manifest["inputs"][0]["shape"][1])
+    vocab = int(manifest.get("vocab_size") or 0)
+    rng = np.random.default_rng(cfg.seed)
+    if vocab:
+        return rng.integers(0, vocab, size=(n, d_in), dtype=np.int64), {"kind": "synthetic", "what": f"token ids uniform in 0..{vocab - 1}, seed {cfg.seed}"}
+    if cfg.data:
+        from edgeseq.data import load_dataset
+        from edgeseq.pipeline import real_stream
+
+        ds = load_dataset(cfg.data)
+        if ds.d_in != d_in:
+            raise ShapeError(f"data set {cfg.data} has {ds.d_in} features per frame; the artifact takes {d_in}")
+        return real_stream(ds.test, n), {"kind": "data set", "what": f"{cfg.data} test split, series concatenated"}
+    x = rng.standard_normal((n, d_in)).astype(np.float32)
+    return x, {"kind": "synthetic", "what": f"N(0, 1) frames, seed {cfg.seed}"}
+
+
+def _stats(us: np.ndarray) -> dict[str, float]:
+    mean = float(us.mean())
+    return {"p50_us": float(np.percentile(us, 50)), "p90_us": float(np.percentile(us, 90)),
+            "p99_us": float(np.percentile(us, 99)), "max_us": float(us.max()), "min_us": float(us.min()),
+            "mean_us": mean, "std_us": float(us.std()), "cv": float(us.std() / mean) if mean else 0.0}
+
+
+def _flat(points: list[tuple[int, int]]) -> dict[str, Any]:
+    """RSS growth from the first point at or past 10% of the stream to the end."""
+    if len(points) < 2:
+        return {"flat": None, "growth_bytes": None, "statement": "too few memory points to judge"}
+    last = points[-1][0]
+    start = next(p for p in points if p[0] >= 0.1 * last)
+    growth = points[-1][1] - start[1]
+    flat = growth <= FLAT_THRESHOLD_BYTES
+    kib = growth / 1024
+    words = (f"Memory is flat along the stream: resident memory changed by {kib:+,.0f} KiB from step {start[0]:,} to "
+             f"step {last:,} (threshold {FLAT_THRESHOLD_BYTES // 1024} KiB): the step keeps constant memory."
+             if flat else
+             f"Memory GROWS along the stream: resident memory rose by {kib:+,.0f} KiB from step {start[0]:,} to step "
+             f"{last:,} (threshold {FLAT_THRESHOLD_BYTES // 1024} KiB).")
+    return {"flat": flat, "growth_bytes": int(growth), "from_step": int(start[0]), "to_step": int(last),
+            "threshold_bytes": FLAT_THRESHOLD_BYTES, "statement": words}
+
+
+def timed_stream(push: Callable, xs: np.ndarray, memory_points: int,
+                 on_mark: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Push every frame of ``xs``, timing each push (ns): ``time.perf_counter_ns`` is read once per step into a
+    list and a sample is the difference of consecutive reads, taken after the loop (the push plus the loop's own
+    few hundred nanoseconds; this costs the loop least: see benchmarks/profiling.py). VmRSS is read at
+    ``memory_points`` evenly spaced step counts, outside the samples. Returns (samples in ns, [(steps, RSS
+    bytes)] from step 0)."""
+    n = len(xs)
+    ts = [0] * (n + 1)  # raw timestamps; differences are taken after the loop, which costs the loop least
+    restart: dict[int, int] = {}  # step -> its start, where a memory read came between two steps
+    marks = sorted({int(m) - 1 for m in np.linspace(0, n, memory_points + 1)[1:]} - {-1}) + [-1]  # -1: no more
+    k, next_mark = 0, marks[0]
+    rss_points: list[tuple[int, int]] = [(0, mem.rss_bytes() or 0)]
+    clock = time.perf_counter_ns
+    ts[0] = clock()
+    for i in range(n):
+        push(xs[i])
+        ts[i + 1] = clock()
+        if i == next_mark:
+            rss_points.append((i + 1, mem.rss_bytes() or 0))
+            if on_mark:
+                on_mark(i + 1)
+            k += 1
+            next_mark = marks[k]
+            restart[i + 1] = clock()  # the memory read is not part of the next sample
+    t = np.asarray(ts, dtype=np.int64)
+    starts = t[:-1].copy()
+    for i, v in restart.items():
+        if i < n:
+            starts[i] = v
+    return t[1:] - starts, rss_points
+
+
+def profile(
+    artifact: str | Path, cfg: ProfileConfig = ProfileConfig(), *, reference: str | Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Measure one artifact; returns the report's ``profiles[i]`` entry (see ``docs/profiling.md``)."""
+    with warnings.catch_warnings():  # streams run past the training length on purpose
+        warnings.simplefilter("ignore")
+        return _profile(artifact, cfg, reference, progress)
+
+
+def _profile(artifact, cfg: ProfileConfig, reference, progress) -> dict[str, Any]:
+    import edgeseq
+    from edgeseq import manifest as man
+    from edgeseq.devices.opprof import profile_ops
+
+    def tick(stage: str, i: int = 0, n: int = 0) -> None:
+        if progress:
+            progress(stage, i, n)
+
+    model_file, man_path, m = man.resolve_artifact(artifact)
+    man.check_file(model_file, m)
+    runtime = m["runtime"]["name"]
+    total = cfg.warmup + cfg.steps
+    xs, inputs = make_inputs(m, cfg, max(total, cfg.parity_steps))
+    peak_reset = mem.reset_peak()
+
+    tick("load")
+    t0 = time.perf_counter()
+    importlib.import_module(RUNTIMES.get(runtime).python_module)
+    t_import = time.perf_counter() - t0
+    rss0 = mem.rss_bytes()
+    t0 = time.perf_counter()
+    sess = edgeseq.open(model_file)
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sess.push(xs[0])
+    t_first = time.perf_counter() - t0
+    rss_loaded = mem.rss_bytes()
+    t0 = time.perf_counter()
+    warm = edgeseq.open(model_file)
+    t_warm = time.perf_counter() - t0
+    del warm
+    sess.reset()
+
+    for t in range(cfg.warmup):
+        sess.push(xs[t])
+    tick("stream", 0, cfg.steps)
+    samples, rss_points = timed_stream(sess.push, xs[cfg.warmup: total], cfg.memory_points,
+                                       lambda i: tick("stream", i, cfg.steps))
+    us = samples / 1e3
+    stats = _stats(us)
+    peak = mem.peak_rss_bytes()
+
+    tick("streams")
+    sessions = [edgeseq.open(model_file) for _ in range(cfg.streams)]
+    t0 = time.perf_counter()
+    for t in range(cfg.stream_steps):
+        x = xs[t]
+        for s in sessions:
+            s.push(x)
+    t_streams = time.perf_counter() - t0
+    del sessions
+
+    ops: dict[str, Any]
+    if cfg.op_steps:
+        tick("operators")
+        ops = profile_ops(runtime, model_file, m, xs, cfg.op_steps)
+    else:
+        ops = {"available": False, "reason": "per-operator pass switched off (op_steps = 0)"}
+
+    tick("parity")
+    parity = _parity(model_file, m, reference, xs[: cfg.parity_steps])
+
+    g = m.get("graph") or {}
+    arena = g.get("planned_arena_bytes") or ops.get("arena_held_bytes")
+    arena_src = ("ExecuTorch memory plan (program non_const_buffer_sizes, from the manifest)" if g.get("planned_arena_bytes")
+                 else "onnxruntime CPU arena held (profiling events)" if ops.get("arena_held_bytes") else None)
+    ss = m["state_spec"]
+    q, p = m.get("quantization"), m.get("pruning")
+    return {
+        "artifact": {
+            "path": str(model_file), "manifest": str(man_path), "file": model_file.name,
+            "bytes": model_file.stat().st_size, "target": m["target"], "runtime": runtime,
+            "runtime_version": m["runtime"].get("version"), "backend": m["runtime"].get("backend"),
+            "family": m["family"], "config": m["config"], "fingerprint": m["fingerprint"],
+            "quantization": (q or {}).get("config", {}).get("scheme") if q else None,
+            "pruning": (p or {}).get("config") if p else None, "export_parity": m["parity"],
+            "cost": m.get("cost"), "delay": ss.get("delay", 0),
+        },
+        "inputs": inputs,
+        "config": asdict(cfg),
+        "load": {"runtime_import_ms": t_import * 1e3, "first_load_ms": t_load * 1e3, "first_step_ms": t_first * 1e3, "warm_load_ms": t_warm * 1e3,
+                 "rss_load_delta_bytes": (rss_loaded - rss0) if rss0 and rss_loaded else None,
+                 "what": "runtime import: importing the runtime's Python package (0 when already imported); first "
+                         "load: the first open of the artifact in this process (manifest, checksum, runtime load); warm "
+                         "load: a second open of the same file"},
+        "latency": {**stats, "steps": cfg.steps, "warmup": cfg.warmup, "samples_us": [round(float(v), 3) for v in us],
+                    "timer": "time.perf_counter_ns between consecutive StreamSession.push calls (input checks, runtime call, state kept)"},
+        "throughput": {"batch1_steps_per_s": 1e6 / stats["mean_us"], "streams": cfg.streams,
+                       "streams_steps_per_s": cfg.streams * cfg.stream_steps / t_streams,
+                       "what": f"{cfg.streams} independent sessions pushed round-robin in one thread"},
+        "memory": {
+            "peak_rss_bytes": peak, "peak_covers": "this profile (peak reset before loading)" if peak_reset else "the whole process",
+            "rss_along_stream": [[int(s), int(b)] for s, b in rss_points], **_flat(rss_points[1:]),
+            "state_bytes_per_stream": int(ss["bytes_per_stream"]), "planned_arena_bytes": arena, "arena_source": arena_src,
+            "file_bytes": model_file.stat().st_size,
+        },
+        "operators": ops,
+        "parity": parity,
+    }
+
+
+def _parity(model_file: Path, m: dict, reference: str | Path | None, xs: np.ndarray) -> dict[str, Any]:
+    exp = m["parity"]
+    if reference is None:
+        return {"available": False, "export_time": exp,
+                "reason": f"no reference model given (--reference MODEL_DIR); at export: {exp['steps']:,} steps, max abs "
+                          f"error {exp['max_abs_error']:.3g} vs {exp.get('what', 'eager')}"}
+    import edgeseq
+
+    ref = edgeseq.open(Path(reference))
+    art = edgeseq.open(model_file)
+    if ref.d_in != art.d_in or ref.d_out != art.d_out:
+        raise ShapeError(f"reference {reference} maps {ref.d_in} -> {ref.d_out} features; the artifact {art.d_in} -> {art.d_out}")
+    ya, yr = art.run(xs), ref.run(xs)
+    delay = art.delay
+    err = np.abs(ya[delay:] - yr[delay:])
+    scale = float(np.abs(yr[delay:]).max()) or 1.0
+    return {"available": True, "reference": str(reference), "steps": len(xs), "compared_from_step": delay,
+            "max_abs_error": float(err.max()), "max_rel_error": float(err.max()) / scale,
+            "same_model": ref.fingerprint == art.fingerprint, "export_time": exp,
+            "what": "artifact vs the reference's eager step, same inputs, state fed back"
+                    + ("" if ref.fingerprint == art.fingerprint else
+                       " (fingerprints differ: a quantized or pruned artifact against its float model, so this is drift)")}
