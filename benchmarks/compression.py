@@ -48,12 +48,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--drift-steps", type=int, default=10_000)
+    ap.add_argument("--only", action="append", default=[], metavar="MODEL",
+                    help=f"re-run only these models (repeatable; {', '.join(MODELS)}) and merge their rows into the "
+                         "existing docs/compression-results.json (each row keeps the per-call floor of its own run)")
     args = ap.parse_args()
+    unknown = [m for m in args.only if m not in MODELS]
+    if unknown:
+        ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
     warnings.simplefilter("ignore")
     torch.set_num_threads(1)
     from edgeseq.data import load_dataset
     from edgeseq.pipeline import real_stream
     from edgeseq.quant import SCHEMES as REG, StructuredConfig, prune_
+    from edgeseq.quant.prune_structured import REWRITERS
     from edgeseq.quant.drift import evaluate
     from edgeseq.train import TrainConfig, fit, stream_outputs
 
@@ -72,7 +79,8 @@ def main() -> None:
         x0 = val[0]
         floor[target] = interleaved({"f": lambda b=backend, s=st: s.__setitem__("s", b.run(x0, s["s"])[1])}, n, rounds)["f"]
         print(f"per-call floor on {target}: {floor[target]:.1f} us", file=sys.stderr)
-    for label, (family, kw, epochs, lr) in (QUICK if args.quick else MODELS).items():
+    todo = QUICK if args.quick else {k: v for k, v in MODELS.items() if not args.only or k in args.only}
+    for label, (family, kw, epochs, lr) in todo.items():
         torch.manual_seed(0)
         model = edgeseq.build(family, d_in=ds.d_in, d_out=ds.d_out, task="classify", **kw)
         t0 = time.perf_counter()
@@ -81,7 +89,7 @@ def main() -> None:
         variants = [("fp32", model, None)]
         for scheme, calib in SCHEMES:
             variants.append((scheme, model, (scheme, calib)))
-        if family == "rnn":
+        if REWRITERS.find(lambda k, _v: isinstance(model, k)) is not None:  # families with a structured rewriter
             pruned = copy.deepcopy(model)
             prune_(pruned, StructuredConfig(0.5), data="japanese-vowels", finetune_epochs=FINETUNE)
             variants.append((f"structured 50% + {FINETUNE} ep", pruned, None))
@@ -121,15 +129,25 @@ def main() -> None:
                     "size_ratio": art.manifest["file_bytes"] / fp_bytes, "us": lat[name], "speedup": lat["fp32"] / lat[name],
                     "acc": acc, "acc_change": 100 * (acc - fp_acc), "parity": art.parity["max_abs_error"],
                     "drift_mean": s["output_rel_error_mean"], "drift_growth": s["growth_late_over_early"], "bounded": s["bounded"],
+                    "floor_us": floor[target],
                 })
                 r = rows[-1]
                 print(f"{label:11s} {target:10s} {name:22s} {r['bytes']:>9,} B ({r['size_ratio']:.2f}x)  {r['us']:8.1f} us "
                       f"({r['speedup']:.2f}x)  acc {acc:.4f} ({r['acc_change']:+.1f})  drift {r['drift_mean']:.2e} "
                       f"growth {r['drift_growth']:.2f}", file=sys.stderr)
-    md = render(rows, args.quick, drift_steps, floor, refused)
-    if not args.quick:
-        import json
+    import json
 
+    results = ROOT / "docs" / "compression-results.json"
+    if args.only and results.is_file():  # merge: keep the other models' rows from their own run
+        old = json.loads(results.read_text())
+        for r in old["rows"]:
+            r.setdefault("floor_us", old["floor_us"][r["target"]])
+        rows = [r for r in old["rows"] if r["model"] not in args.only] + rows
+        refused = [r for r in old.get("refused", []) if r["model"] not in args.only] + refused
+        order = list(MODELS)
+        rows.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
+    md = render(rows, args.quick, drift_steps, floor, refused, rerun=args.only)
+    if not args.quick:
         (ROOT / "docs" / "compression-results.json").write_text(json.dumps({"floor_us": floor, "rows": rows, "refused": refused}, indent=1) + "\n")
     print(md)
     if not args.quick:
@@ -137,7 +155,7 @@ def main() -> None:
         write_section(ROOT / "docs" / "benchmarks.md", "compression", md)
 
 
-def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list) -> str:
+def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, rerun: list | None = None) -> str:
     import platform
 
     lines = [
@@ -150,7 +168,9 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list) -> s
         "float eager step, mean relative output error; growth = mean error of the last third / of the third after step "
         f"{drift_steps // 10:,} (bounded: <= 1.5).",
         "",
-        "Per-call floor (a 2-unit Elman RNN, same measurement): " + ", ".join(f"{k} {v:.1f} µs" for k, v in floor.items()) + ".",
+        "Per-call floor (a 2-unit Elman RNN, same measurement): " + ", ".join(f"{k} {v:.1f} µs" for k, v in floor.items()) + "."
+        + (f" Rows of {', '.join(rerun)} come from a later run (`--only`) than the others; every ratio is within one "
+           "run, and each row's 'above the floor' uses its own run's floor." if rerun else ""),
         "",
         "| model | runtime | variant | file bytes | size vs fp32 | µs/step | speed-up | above the floor | accuracy | Δ points | artifact vs eager | drift (mean rel) | growth |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -170,7 +190,7 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list) -> s
 def _above(r, rows, floor) -> str:
     """Speed-up of the time above the runtime's per-call floor (what the kernels do)."""
     fp = next(x for x in rows if x["model"] == r["model"] and x["target"] == r["target"] and x["variant"] == "fp32")
-    f = floor.get(r["target"], 0.0)
+    f = r.get("floor_us", floor.get(r["target"], 0.0))
     if r["us"] - f <= 0.05 * f:
         return "n/a"
     return f"{(fp['us'] - f) / (r['us'] - f):.2f}x"

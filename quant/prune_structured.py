@@ -3,8 +3,9 @@
 A unit's importance is the L2 norm of every weight that touches it: its rows in the input and hidden matrices
 (all gates), its column in the hidden matrix, and its column in whatever reads the layer (the next layer's input
 matrix or the head). Each layer keeps its ``(1 - amount) * H`` most important units (the same count per layer:
-the family's config has one width). Rewriters are registered per model type; this version has the ``rnn``
-family (LSTM, GRU, Elman). Aaren and Mamba would need head/channel rewriters of their own: refused by name.
+the family's config has one width). Rewriters are registered per model type: the ``rnn`` family (LSTM, GRU,
+Elman: hidden units) and ``aaren`` (attention heads and feed-forward units). Mamba (inner channels) and the
+continual family have none yet: refused by name.
 """
 
 from __future__ import annotations
@@ -79,10 +80,53 @@ def _rnn_units(model, amount: float) -> None:
     model.rnn, model.head, model.config = new.rnn, new.head, new.config
 
 
+def _keep(score: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.sort(score.topk(n).indices).values
+
+
+def _aaren_heads_ff(model, amount: float) -> None:
+    """Aaren: remove attention heads and feed-forward units. A head's importance is the squared norm of its query,
+    its key and value rows and its columns in the output projection; an FF unit's, its row in the first FF matrix
+    (and bias) and its column in the second. The residual width d_model stays: LayerNorm and the residual stream
+    see every channel. Each layer keeps the same counts (the config has one n_heads and one d_ff)."""
+    from edgeseq.models.aaren import AarenModel
+
+    c = model.config
+    dh = c.d_head
+    keep_h, keep_f = max(1, round(c.n_heads * (1 - amount))), max(1, round(c.d_ff * (1 - amount)))
+    new = AarenModel(dataclasses.replace(c, n_heads=keep_h, head_width=dh, d_ff=keep_f))
+    with torch.no_grad():
+        for old_b, new_b in zip(model.blocks, new.blocks):
+            a, f0, f2 = old_b.attn, old_b.ff[0], old_b.ff[2]
+            per_head = lambda w: w.reshape(c.n_heads, dh, -1).pow(2).sum((1, 2))  # noqa: E731 - rows grouped by head
+            score = (a.query.pow(2).sum(1) + per_head(a.key.weight) + a.key.bias.reshape(c.n_heads, dh).pow(2).sum(1)
+                     + per_head(a.value.weight) + a.value.bias.reshape(c.n_heads, dh).pow(2).sum(1)
+                     + per_head(a.out.weight.t()))
+            heads = _keep(score, keep_h)
+            rows = (heads[:, None] * dh + torch.arange(dh)).reshape(-1)  # the kept heads' channels
+            na = new_b.attn
+            na.query.copy_(a.query[heads])
+            for lin in ("key", "value"):
+                getattr(na, lin).weight.copy_(getattr(a, lin).weight[rows])
+                getattr(na, lin).bias.copy_(getattr(a, lin).bias[rows])
+            na.out.weight.copy_(a.out.weight[:, rows])
+            na.out.bias.copy_(a.out.bias)
+            units = _keep(f0.weight.pow(2).sum(1) + f0.bias.pow(2) + f2.weight.pow(2).sum(0), keep_f)
+            new_b.ff[0].weight.copy_(f0.weight[units])
+            new_b.ff[0].bias.copy_(f0.bias[units])
+            new_b.ff[2].weight.copy_(f2.weight[:, units])
+            new_b.ff[2].bias.copy_(f2.bias)
+            new_b.norm1.load_state_dict(old_b.norm1.state_dict())
+            new_b.norm2.load_state_dict(old_b.norm2.state_dict())
+    model.blocks, model.config = new.blocks, new.config
+
+
 def _register() -> None:
+    from edgeseq.models.aaren import AarenModel
     from edgeseq.models.rnn import RNNModel
 
     REWRITERS.register(RNNModel, _rnn_units)
+    REWRITERS.register(AarenModel, _aaren_heads_ff)
 
 
 _register()

@@ -14,7 +14,8 @@ Module tree of the parallel form (:class:`AarenModel`)::
     AarenModel
       embed   nn.Linear(d_in, d_model)                              (B, T, d_in)    -> (B, T, D)
       blocks  n_layers x AarenBlock (pre-LayerNorm, as a Transformer block with Aaren in place of self-attention)
-        norm1, attn: AarenAttention (q: (H, dh); k, v, out: nn.Linear(D, D))
+        norm1, attn: AarenAttention (q: (H, dh); k, v: nn.Linear(D, H*dh); out: nn.Linear(H*dh, D); H*dh = D
+                     unless structured pruning removed heads)
         norm2, ff: Linear(D, d_ff) -> GELU -> Linear(d_ff, D)
       norm    nn.LayerNorm(D)
       head    nn.Linear(D, d_out)                                   (B, T, D)       -> (B, T, d_out)
@@ -47,20 +48,28 @@ class AarenConfig:
     d_in: int  # input features per step
     d_out: int  # head outputs per step (classes for task="classify")
     d_model: int = 64  # width D of the residual stream
-    n_heads: int = 4  # attention heads H (D must divide by H)
+    n_heads: int = 4  # attention heads H (D must divide by H unless head_width is set)
     n_layers: int = 2  # stacked Aaren blocks
     d_ff: int = 128  # feed-forward hidden width
     dropout: float = 0.0  # residual dropout while training
     task: str = "sequence"  # sequence: an output every step; classify: the output at the last step
+    head_width: int = 0  # width per head dh; 0: d_model // n_heads (set by structured pruning, which removes heads)
 
     def __post_init__(self):
         check_fields(self, "aaren", choices={"task": TASKS}, positive=("d_in", "d_out", "d_model", "n_heads", "n_layers", "d_ff"))
-        if self.d_model % self.n_heads:
+        if self.head_width < 0:
+            raise ConfigError(f"aaren config: head_width must be >= 0 (0: d_model // n_heads), got {self.head_width}")
+        if not self.head_width and self.d_model % self.n_heads:
             raise ConfigError(f"aaren config: d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
 
     @property
     def d_head(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_width or self.d_model // self.n_heads
+
+    @property
+    def d_attn(self) -> int:
+        """Width of the heads together (d_model unless heads were pruned)."""
+        return self.n_heads * self.d_head
 
 
 # ------------------------------------------------------------------------------------------------ the scan
@@ -123,9 +132,9 @@ class AarenAttention(nn.Module):
         super().__init__()
         self.n_heads, self.d_head = c.n_heads, c.d_head
         self.query = nn.Parameter(torch.randn(c.n_heads, c.d_head) * c.d_head**-0.5)  # learned query token q
-        self.key = nn.Linear(c.d_model, c.d_model)
-        self.value = nn.Linear(c.d_model, c.d_model)
-        self.out = nn.Linear(c.d_model, c.d_model)
+        self.key = nn.Linear(c.d_model, c.d_attn)
+        self.value = nn.Linear(c.d_model, c.d_attn)
+        self.out = nn.Linear(c.d_attn, c.d_model)
 
     def scores_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, T, D) -> s: (B, H, T), v: (B, H, T, dh)."""
@@ -136,10 +145,10 @@ class AarenAttention(nn.Module):
         return s, v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, D = x.shape
+        B, T, _ = x.shape
         s, v = self.scores_values(x)
         o = prefix_scan(s, v)  # (B, H, T, dh)
-        return self.out(o.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
+        return self.out(o.transpose(1, 2).reshape(B, T, self.n_heads * self.d_head))  # (B, T, D)
 
 
 class AarenBlock(nn.Module):
@@ -220,7 +229,7 @@ class AarenStep(StepModule):
             e_new = torch.exp(s - m_new)
             u_new = u * e_old + e_new  # (B, H)
             w_new = w * e_old.unsqueeze(-1) + v * e_new.unsqueeze(-1)  # (B, H, dh)
-            o = (w_new / u_new.unsqueeze(-1)).reshape(B, -1)  # (B, D)
+            o = (w_new / u_new.unsqueeze(-1)).reshape(B, -1)  # (B, H * dh)
             h = h + a.out(o)
             h = h + block.ff(block.norm2(h))
             new += [m_new, u_new, w_new]

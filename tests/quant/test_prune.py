@@ -42,6 +42,33 @@ def test_structured_equals_zeroed_units(cell):
     assert edgeseq.check_parity(model, step, torch.randn(1, 2000, 6)).max_abs_error < 1e-4
 
 
+def test_aaren_structured_equals_zeroed_heads_and_units(tmp_path):
+    """Removing heads and FF units == zeroing their columns in the output projection and the second FF matrix
+    (what they write into the residual stream); the step form of the smaller model keeps parity, with a smaller state."""
+    model = edgeseq.build("aaren", d_in=5, d_out=3, d_model=16, n_heads=4, n_layers=2, d_ff=24).eval()
+    ref = copy.deepcopy(model)
+    prune_(model, StructuredConfig(0.5))
+    c = model.config
+    assert (c.n_heads, c.head_width, c.d_ff, c.d_model) == (2, 4, 12, 16)
+    with torch.no_grad():
+        for old, new in zip(ref.blocks, model.blocks):
+            heads = [int((old.attn.query - q).abs().sum(1).argmin()) for q in new.attn.query]  # kept heads, in order
+            units = [int((old.ff[0].weight - r).abs().sum(1).argmin()) for r in new.ff[0].weight]
+            assert len(set(heads)) == 2 and len(set(units)) == 12
+            for h in set(range(4)) - set(heads):
+                old.attn.out.weight[:, h * 4:(h + 1) * 4] = 0
+            old.ff[2].weight[:, sorted(set(range(24)) - set(units))] = 0
+    x = torch.randn(2, 30, 5)
+    torch.testing.assert_close(model.forward_steps(x), ref.forward_steps(x), atol=1e-5, rtol=1e-5)
+    step = edgeseq.convert(model)
+    assert step.state_spec.bytes_per_stream == edgeseq.convert(ref).state_spec.bytes_per_stream // 2
+    assert edgeseq.check_parity(model, step, torch.randn(1, 2000, 5)).max_abs_error < 1e-4
+    edgeseq.save(model, tmp_path / "a")  # the pruned shape (head_width) survives a save and load
+    back = edgeseq.load(tmp_path / "a")
+    assert back.config == model.config
+    torch.testing.assert_close(back.eval().forward_steps(x), model.forward_steps(x))
+
+
 def test_nm_and_unstructured_masks():
     model = edgeseq.build("rnn", d_in=8, d_out=4, d_hidden=16)
     prune_(model, NMConfig(n=2, m=4))
@@ -66,8 +93,8 @@ def test_finetune_keeps_zeros_and_records():
 
 
 def test_refusals():
-    with pytest.raises(ConfigError, match="no rewriter for AarenModel; it supports: RNNModel"):
-        prune_(edgeseq.build("aaren", d_in=4, d_out=2, d_model=16, n_layers=1), StructuredConfig(0.5))
+    with pytest.raises(ConfigError, match="no rewriter for MambaModel; it supports: RNNModel, AarenModel"):
+        prune_(edgeseq.build("mamba", d_in=4, d_out=2, d_model=16, n_layers=1), StructuredConfig(0.5))
     with pytest.raises(ConfigError, match="amount must be in"):
         StructuredConfig(1.5)
     with pytest.raises(ConfigError, match="not multiples of 4"):
