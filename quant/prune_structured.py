@@ -4,8 +4,8 @@ A unit's importance is the L2 norm of every weight that touches it: its rows in 
 (all gates), its column in the hidden matrix, and its column in whatever reads the layer (the next layer's input
 matrix or the head). Each layer keeps its ``(1 - amount) * H`` most important units (the same count per layer:
 the family's config has one width). Rewriters are registered per model type: the ``rnn`` family (LSTM, GRU,
-Elman: hidden units) and ``aaren`` (attention heads and feed-forward units). Mamba (inner channels) and the
-continual family have none yet: refused by name.
+Elman: hidden units), ``aaren`` (attention heads and feed-forward units) and ``mamba`` variant mamba1 (inner
+channels). Mamba-2 and the continual family have none yet: refused by name.
 """
 
 from __future__ import annotations
@@ -121,12 +121,55 @@ def _aaren_heads_ff(model, amount: float) -> None:
     model.blocks, model.config = new.blocks, new.config
 
 
+def _mamba1_channels(model, amount: float) -> None:
+    """Mamba-1: remove inner channels. A channel's importance is the squared norm of its x and z rows in in_proj,
+    its convolution taps, its column in x_proj (dt, B and C read every channel), its dt_proj row, A and D entries,
+    and its column in out_proj. The residual width stays; the config records the pruned width as ``inner_width``.
+    Mamba-2's channels come in heads that share dt and A: refused (no rewriter yet)."""
+    from edgeseq.models.mamba import MambaModel
+
+    c = model.config
+    if c.variant != "mamba1":
+        raise ConfigError(f"structured pruning of mamba variant {c.variant!r} is not supported (its channels come in "
+                          "heads sharing dt and A); mamba1 is")
+    E = c.d_inner
+    keep_n = max(1, round(E * (1 - amount)))
+    new = MambaModel(dataclasses.replace(c, inner_width=keep_n))
+    with torch.no_grad():
+        for old_l, new_l in zip(model.layers, new.layers):
+            a, b = old_l.mixer, new_l.mixer
+            w = a.in_proj.weight
+            score = (w[:E].pow(2).sum(1) + w[E:].pow(2).sum(1) + a.conv1d.weight.pow(2).sum((1, 2))
+                     + a.x_proj.weight.pow(2).sum(0) + a.dt_proj.weight.pow(2).sum(1) + a.A_log.pow(2).sum(1)
+                     + a.D.pow(2) + a.out_proj.weight.pow(2).sum(0))
+            keep = _keep(score, keep_n)
+            both = torch.cat([keep, E + keep])  # x and z halves of in_proj
+            b.in_proj.weight.copy_(w[both])
+            if a.in_proj.bias is not None:
+                b.in_proj.bias.copy_(a.in_proj.bias[both])
+            b.conv1d.weight.copy_(a.conv1d.weight[keep])
+            if a.conv1d.bias is not None:
+                b.conv1d.bias.copy_(a.conv1d.bias[keep])
+            b.x_proj.weight.copy_(a.x_proj.weight[:, keep])
+            b.dt_proj.weight.copy_(a.dt_proj.weight[keep])
+            b.dt_proj.bias.copy_(a.dt_proj.bias[keep])
+            b.A_log.copy_(a.A_log[keep])
+            b.D.copy_(a.D[keep])
+            b.out_proj.weight.copy_(a.out_proj.weight[:, keep])
+            if a.out_proj.bias is not None:
+                b.out_proj.bias.copy_(a.out_proj.bias)
+            new_l.norm.load_state_dict(old_l.norm.state_dict())
+    model.layers, model.config = new.layers, new.config
+
+
 def _register() -> None:
     from edgeseq.models.aaren import AarenModel
+    from edgeseq.models.mamba import MambaModel
     from edgeseq.models.rnn import RNNModel
 
     REWRITERS.register(RNNModel, _rnn_units)
     REWRITERS.register(AarenModel, _aaren_heads_ff)
+    REWRITERS.register(MambaModel, _mamba1_channels)
 
 
 _register()

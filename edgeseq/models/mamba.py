@@ -71,6 +71,7 @@ class MambaConfig:
     head: str = "linear"  # linear: RMSNorm + Linear(D, d_out); norm: RMSNorm only; none: the raw stream (d_out = D)
     bias: bool = False  # bias in in_proj and out_proj
     conv_bias: bool = True  # bias in the causal convolution
+    inner_width: int = 0  # inner width E; 0: expand * d_model (set by structured pruning, which removes channels)
 
     def __post_init__(self):
         def bad(msg):
@@ -80,8 +81,8 @@ class MambaConfig:
                      positive=("d_in", "d_out", "d_model", "n_layers", "d_state", "expand", "head_dim", "n_groups", "chunk_size"))
         if self.d_conv < 2:
             bad(f"d_conv must be >= 2, got {self.d_conv}")
-        if self.dt_rank < 0 or self.vocab_size < 0:
-            bad("dt_rank and vocab_size must be >= 0")
+        if self.dt_rank < 0 or self.vocab_size < 0 or self.inner_width < 0:
+            bad("dt_rank, vocab_size and inner_width must be >= 0")
         if self.vocab_size and self.d_in != 1:
             bad(f"a language model (vocab_size={self.vocab_size}) takes one token id per step: d_in must be 1, got {self.d_in}")
         if not self.vocab_size and not self.embed and self.d_in != self.d_model:
@@ -96,7 +97,7 @@ class MambaConfig:
 
     @property
     def d_inner(self) -> int:
-        return self.expand * self.d_model
+        return self.inner_width or self.expand * self.d_model
 
     @property
     def rank(self) -> int:

@@ -69,6 +69,30 @@ def test_aaren_structured_equals_zeroed_heads_and_units(tmp_path):
     torch.testing.assert_close(back.eval().forward_steps(x), model.forward_steps(x))
 
 
+def test_mamba1_structured_equals_zeroed_channels(tmp_path):
+    """Removing inner channels == zeroing their columns in out_proj (their output) and in x_proj (their share of dt,
+    B and C); the smaller model's step keeps parity, with a smaller state."""
+    model = edgeseq.build("mamba", d_in=5, d_out=3, d_model=16, n_layers=2, d_state=4).eval()
+    ref = copy.deepcopy(model)
+    prune_(model, StructuredConfig(0.5))
+    assert model.config.d_inner == 16 and model.config.inner_width == 16 and model.config.d_model == 16
+    with torch.no_grad():
+        for old, new in zip(ref.layers, model.layers):
+            # the kept channels: the pruned x-half rows of in_proj are rows of the original's
+            kept = [int((old.mixer.in_proj.weight[:32] - w).abs().sum(1).argmin()) for w in new.mixer.in_proj.weight[:16]]
+            assert len(set(kept)) == 16
+            drop = sorted(set(range(32)) - set(kept))
+            old.mixer.out_proj.weight[:, drop] = 0
+            old.mixer.x_proj.weight[:, drop] = 0
+    x = torch.randn(2, 30, 5)
+    torch.testing.assert_close(model.forward_steps(x), ref.forward_steps(x), atol=1e-5, rtol=1e-5)
+    step = edgeseq.convert(model)
+    assert step.state_spec.bytes_per_stream < edgeseq.convert(ref).state_spec.bytes_per_stream
+    assert edgeseq.check_parity(model, step, torch.randn(1, 2000, 5)).max_abs_error < 1e-4
+    edgeseq.save(model, tmp_path / "m")
+    assert edgeseq.load(tmp_path / "m").config == model.config
+
+
 def test_nm_and_unstructured_masks():
     model = edgeseq.build("rnn", d_in=8, d_out=4, d_hidden=16)
     prune_(model, NMConfig(n=2, m=4))
@@ -93,8 +117,10 @@ def test_finetune_keeps_zeros_and_records():
 
 
 def test_refusals():
-    with pytest.raises(ConfigError, match="no rewriter for MambaModel; it supports: RNNModel, AarenModel"):
-        prune_(edgeseq.build("mamba", d_in=4, d_out=2, d_model=16, n_layers=1), StructuredConfig(0.5))
+    with pytest.raises(ConfigError, match="mamba variant 'mamba2' is not supported"):
+        prune_(edgeseq.build("mamba", d_in=4, d_out=2, d_model=16, n_layers=1, variant="mamba2", head_dim=8), StructuredConfig(0.5))
+    with pytest.raises(ConfigError, match="no rewriter for TemporalCNN; it supports: RNNModel, AarenModel, MambaModel"):
+        prune_(edgeseq.build("continual", d_in=4, d_out=2), StructuredConfig(0.5))
     with pytest.raises(ConfigError, match="amount must be in"):
         StructuredConfig(1.5)
     with pytest.raises(ConfigError, match="not multiples of 4"):
