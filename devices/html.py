@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from edgeseq.devices.report import _bytes, _cost_text, _label, _us
+from edgeseq.devices.report import _bytes, _cost_text, _delay_text, _label, _us
 from edgeseq.svgplot import bar_chart, histogram, line_plot
 
 _CSS = """
@@ -50,7 +50,8 @@ def _profile_section(p: dict[str, Any]) -> str:
              _table(["load", "value"], [["runtime import (ms)", f"{ld['runtime_import_ms']:.1f}"],
                                         ["first load (ms)", f"{ld['first_load_ms']:.1f}"], ["first step (ms)", f"{ld['first_step_ms']:.2f}"],
                                         ["warm load (ms)", f"{ld['warm_load_ms']:.1f}"]]),
-             f"<p>Compute: {_e(_cost_text(a['cost']))}.</p>",
+             f"<p>Compute: {_e(_cost_text(a['cost']))}. State: {mem['state_bytes_per_stream']:,} bytes per stream"
+             f"{_e(_delay_text(a['delay']))}.</p>",
              f'<p class="{"ok" if mem["flat"] else "bad"}">{_e(mem["statement"])}</p>',
              f"<p>Parity: {_e(_parity_text(par))}</p>",
              '<div class="plots">',

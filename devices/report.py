@@ -101,6 +101,10 @@ def _bytes(v: int | None) -> str:
     return f"{v:,} B"
 
 
+def _delay_text(delay: int) -> str:
+    return f"; delay {delay} steps (a stream's first {delay} outputs are not ready)" if delay else "; no delay"
+
+
 def _cost_text(cost: dict | None) -> str:
     """FLOPs per step from the manifest, and for continual networks the offline model's cost per output."""
     if not cost:
@@ -140,6 +144,7 @@ def render_md(r: dict[str, Any]) -> str:
                   f"- load: runtime import {ld['runtime_import_ms']:.1f} ms, first load {ld['first_load_ms']:.1f} ms, "
                   f"first step {ld['first_step_ms']:.2f} ms, warm load {ld['warm_load_ms']:.1f} ms",
                   f"- compute: {_cost_text(p['artifact']['cost'])}",
+                  f"- state: {mem['state_bytes_per_stream']:,} bytes per stream" + _delay_text(p["artifact"]["delay"]),
                   f"- memory: {mem['statement']} Peak RSS {_bytes(mem['peak_rss_bytes'])} ({mem['peak_covers']}); "
                   f"planned arena {_bytes(mem['planned_arena_bytes'])}"
                   + (f" ({mem['arena_source']})" if mem["arena_source"] else ""),
