@@ -10,7 +10,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from edgeseq.devices.report import _bytes, _cost_text, _delay_text, _label, _us
+from edgeseq.devices.report import (ESTIMATE_HEAD, _bytes, _cost_text, _delay_text, _label, _us, estimate_cells,
+                                    estimate_notes)
 from edgeseq.svgplot import bar_chart, histogram, line_plot
 
 _CSS = """
@@ -113,16 +114,11 @@ def render_html(r: dict[str, Any]) -> str:
             if e["available"]:
                 items.append((f"{e['artifact']} · {e['device']} (estimate)", e["p50_us"]))
                 colors.append(5)
-                rows.append([e["label_artifact"], e["title"], e["unit"], e["precision"], f"~{_us(e['p50_us'])} (estimate)",
-                             e["limited_by"], f"{e['ratio_to_host']:.2f}x", "yes" if e["fits_in_memory"] else "no"])
-            else:
-                rows.append([e["label_artifact"], e["title"], "-", "-", "not estimated", e["reason"], "-", "-"])
+            rows.append(estimate_cells(e))
     if items:
         body.append('<div class="plots">' + bar_chart(items, title="p50 µs per step: host measured (blue), devices estimated (brown)",
                                                       xlabel="µs per step", logx=True, colors=colors) + "</div>")
-    body.append(_table(["artifact", "device", "unit", "precision", "p50 µs", "limited by", "ratio to host", "fits in memory"],
-                       rows, est_col=4))
-    notes = sorted({n for e in r["estimates"] if e["available"] for n in e["notes"]})
-    body += [f"<p class=note>{_e(n)}</p>" for n in notes]
+    body.append(_table(ESTIMATE_HEAD, rows, est_col=4))
+    body += [f"<p class=note>{_e(n)}</p>" for n in estimate_notes(r)]
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>edgeseq profile</title>"
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

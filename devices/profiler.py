@@ -254,17 +254,16 @@ def _parity(model_file: Path, m: dict, reference: str | Path | None, xs: np.ndar
                 "reason": f"no reference model given (--reference MODEL_DIR); at export: {exp['steps']:,} steps, max abs "
                           f"error {exp['max_abs_error']:.3g} vs {exp.get('what', 'eager')}"}
     import edgeseq
+    from edgeseq.parity import compare
 
     ref = edgeseq.open(Path(reference))
     art = edgeseq.open(model_file)
     if ref.d_in != art.d_in or ref.d_out != art.d_out:
         raise ShapeError(f"reference {reference} maps {ref.d_in} -> {ref.d_out} features; the artifact {art.d_in} -> {art.d_out}")
-    ya, yr = art.run(xs), ref.run(xs)
-    delay = art.delay
-    err = np.abs(ya[delay:] - yr[delay:])
-    scale = float(np.abs(yr[delay:]).max()) or 1.0
-    return {"available": True, "reference": str(reference), "steps": len(xs), "compared_from_step": delay,
-            "max_abs_error": float(err.max()), "max_rel_error": float(err.max()) / scale,
+    rep = compare(ref.run(xs)[:, None], art.run(xs)[:, None], what="profile parity", delay=art.delay)  # (T, 1, d_out)
+    return {"available": True, "reference": str(reference), "steps": len(xs), "compared_from_step": art.delay,
+            "max_abs_error": rep.max_abs_error, "max_rel_error": rep.max_rel_error,
+            "max_scaled_error": rep.max_scaled_error,
             "same_model": ref.fingerprint == art.fingerprint, "export_time": exp,
             "what": "artifact vs the reference's eager step, same inputs, state fed back"
                     + ("" if ref.fingerprint == art.fingerprint else

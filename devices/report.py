@@ -45,9 +45,11 @@ def run(
     catalog = load_catalog(catalog_dirs)
     names = [n for n in (devices if devices is not None else sorted(catalog)) if n != "host"]
     targets: list[Device] = [get_device(n, catalog) for n in names]
+    manifests = []
     for a in artifacts:  # refuse bad artifacts before measuring anything
         f, _, m = man.resolve_artifact(a)
         man.check_file(f, m)
+        manifests.append(m)
     if progress:
         progress("measuring the host", 0, 0)
     host, host_raw = measured_host(get_device("host", catalog))
@@ -59,8 +61,7 @@ def run(
 
         profiles.append(profile(a, cfg, reference=reference, progress=tick))
     estimates = []
-    for p in profiles:
-        f, _, m = man.resolve_artifact(p["artifact"]["manifest"])
+    for p, m in zip(profiles, manifests):
         w = workload_of(m, p["artifact"]["bytes"])
         resident = p["artifact"]["bytes"] + (p["memory"]["planned_arena_bytes"] or 0) + p["memory"]["state_bytes_per_stream"]
         for d in targets:
@@ -99,6 +100,22 @@ def _bytes(v: int | None) -> str:
         if abs(v) >= s:
             return f"{v / s:,.1f} {unit}"
     return f"{v:,} B"
+
+
+ESTIMATE_HEAD = ["artifact", "device", "unit", "precision", "estimate p50 µs", "limited by", "ratio to host", "fits in memory"]
+
+
+def estimate_cells(e: dict[str, Any]) -> list[str]:
+    """One estimate as table cells (``ESTIMATE_HEAD``), for the Markdown and the HTML report alike."""
+    if not e["available"]:
+        return [e["label_artifact"], e["title"], "-", "-", "not estimated", e["reason"], "-", "-"]
+    return [e["label_artifact"], e["title"], e["unit"], e["precision"], f"~{_us(e['p50_us'])} (estimate)",
+            e["limited_by"], f"{e['ratio_to_host']:.2f}x", "yes" if e["fits_in_memory"] else "no"]
+
+
+def estimate_notes(r: dict[str, Any]) -> list[str]:
+    """The caveats of every available estimate, once each."""
+    return sorted({n for e in r["estimates"] if e["available"] for n in e["notes"]})
 
 
 def _delay_text(delay: int) -> str:
@@ -166,15 +183,9 @@ def render_md(r: dict[str, Any]) -> str:
     lines += ["", "## Estimates for other devices (estimate: not measured)", "",
               "Roofline-style bound from bytes moved per step and FLOPs per step, calibrated against the host "
               "measured above; see the notes.", "",
-              "| artifact | device | unit | precision | estimate p50 µs | limited by | ratio to host | fits in memory |",
-              "|---|---|---|---|---|---|---|---|"]
-    for e in r["estimates"]:
-        if e["available"]:
-            lines.append(f"| {e['label_artifact']} | {e['title']} | {e['unit']} | {e['precision']} | ~{_us(e['p50_us'])} (estimate) "
-                         f"| {e['limited_by']} | {e['ratio_to_host']:.2f}x | {'yes' if e['fits_in_memory'] else 'no'} |")
-        else:
-            lines.append(f"| {e['label_artifact']} | {e['title']} | - | - | not estimated | {e['reason']} | - | - |")
-    notes = sorted({n for e in r["estimates"] if e["available"] for n in e["notes"]})
+              "| " + " | ".join(ESTIMATE_HEAD) + " |", "|---" * len(ESTIMATE_HEAD) + "|"]
+    lines += ["| " + " | ".join(estimate_cells(e)) + " |" for e in r["estimates"]]
+    notes = estimate_notes(r)
     if notes:
         lines += ["", "Notes on the estimates:", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
