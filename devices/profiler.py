@@ -6,7 +6,7 @@ stream with and measures, in this order:
 1. **load**: the first open in this process (manifest, checksum, runtime load) and the first step, apart from
    a warm second open;
 2. **latency**: ``warmup`` steps (not recorded), then ``steps`` steps, each timed with ``time.perf_counter_ns``
-   (one read per step, samples between consecutive reads: :func:`timed_stream`; raw samples kept);
+   (one read per step, samples between consecutive reads: :func:`timed_segment`; raw samples kept);
    p50/p90/p99/max and jitter (coefficient of variation);
 3. **memory along the stream**: VmRSS read at ``memory_points`` step counts of the same stream (between timed
    steps, so the reads are not in the samples), the process peak (VmHWM, reset before loading), the state
@@ -102,37 +102,40 @@ def _flat(points: list[tuple[int, int]]) -> dict[str, Any]:
             "threshold_bytes": FLAT_THRESHOLD_BYTES, "statement": words}
 
 
+def timed_segment(push: Callable, frames: list, stamps: list) -> int:
+    """The profiler's innermost loop: push each frame and append ``time.perf_counter_ns()`` to ``stamps`` after
+    it; returns the clock read before the first push. A sample is the difference of consecutive reads, so each
+    covers one push plus this loop's own iteration (one clock read and one list append: see
+    benchmarks/profiling.py for what that costs against a bare ``for x in frames: push(x)``)."""
+    clock = time.perf_counter_ns
+    stamp = stamps.append
+    t0 = clock()
+    for x in frames:
+        push(x)
+        stamp(clock())
+    return t0
+
+
 def timed_stream(push: Callable, xs: np.ndarray, memory_points: int,
                  on_mark: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Push every frame of ``xs``, timing each push (ns): ``time.perf_counter_ns`` is read once per step into a
-    list and a sample is the difference of consecutive reads, taken after the loop (the push plus the loop's own
-    few hundred nanoseconds; this costs the loop least: see benchmarks/profiling.py). VmRSS is read at
-    ``memory_points`` evenly spaced step counts, outside the samples. Returns (samples in ns, [(steps, RSS
-    bytes)] from step 0)."""
+    """Push every frame of ``xs``, timing each push (ns) with :func:`timed_segment`. VmRSS is read at
+    ``memory_points`` evenly spaced step counts, between segments, so the reads are in no sample. Returns
+    (samples in ns, [(steps, RSS bytes)] from step 0)."""
     n = len(xs)
-    ts = [0] * (n + 1)  # raw timestamps; differences are taken after the loop, which costs the loop least
-    restart: dict[int, int] = {}  # step -> its start, where a memory read came between two steps
-    marks = sorted({int(m) - 1 for m in np.linspace(0, n, memory_points + 1)[1:]} - {-1}) + [-1]  # -1: no more
-    k, next_mark = 0, marks[0]
+    frames = list(xs)  # per-frame views, made before any timing
+    bounds = sorted(({int(m) for m in np.linspace(0, n, memory_points + 1)[1:]} | {n}) - {0})
     rss_points: list[tuple[int, int]] = [(0, mem.rss_bytes() or 0)]
-    clock = time.perf_counter_ns
-    ts[0] = clock()
-    for i in range(n):
-        push(xs[i])
-        ts[i + 1] = clock()
-        if i == next_mark:
-            rss_points.append((i + 1, mem.rss_bytes() or 0))
-            if on_mark:
-                on_mark(i + 1)
-            k += 1
-            next_mark = marks[k]
-            restart[i + 1] = clock()  # the memory read is not part of the next sample
-    t = np.asarray(ts, dtype=np.int64)
-    starts = t[:-1].copy()
-    for i, v in restart.items():
-        if i < n:
-            starts[i] = v
-    return t[1:] - starts, rss_points
+    parts: list[np.ndarray] = []
+    lo = 0
+    for hi in bounds:
+        segment, stamps = frames[lo:hi], []
+        t0 = timed_segment(push, segment, stamps)
+        parts.append(np.diff(np.asarray([t0] + stamps, dtype=np.int64)))
+        rss_points.append((hi, mem.rss_bytes() or 0))
+        if on_mark:
+            on_mark(hi)
+        lo = hi
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)), rss_points
 
 
 def profile(

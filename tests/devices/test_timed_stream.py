@@ -44,3 +44,8 @@ def test_peak_rss_sees_a_64_mib_buffer_and_resets():
 def test_more_memory_points_than_steps():
     samples, points = profiler.timed_stream(lambda x: None, np.zeros((5, 1), dtype=np.float32), memory_points=20)
     assert len(samples) == 5 and [p[0] for p in points] == [0, 1, 2, 3, 4, 5]
+
+
+def test_no_memory_points_still_times_every_step():
+    samples, points = profiler.timed_stream(lambda x: busy(50), np.zeros((30, 1), dtype=np.float32), memory_points=0)
+    assert len(samples) == 30 and samples.min() >= 50_000 and [p[0] for p in points] == [0, 30]
