@@ -2,8 +2,8 @@
 
 No calibration. ExecuTorch: the traced step is PT2E's dynamic-quantization graph, which XNNPACK lowers to its
 ``qd8`` fully-connected kernels. ONNX: ``onnxruntime.quantization.quantize_dynamic`` on the float graph, limited to
-``MatMul``/``Gemm`` with constant weights (``MatMulConstBOnly``): DynamicQuantizeLinear + MatMulInteger; nothing
-else in the graph (gates, state updates) is touched. Recurrent state stays float.
+the ``MatMul``/``Gemm`` nodes of the step's own linear layers (``onnx_select.py``): DynamicQuantizeLinear +
+MatMulInteger; nothing else in the graph (gates, state updates, a Mamba conv's sum, a norm's mean) is touched. Recurrent state stays float.
 """
 
 from __future__ import annotations
@@ -28,10 +28,15 @@ def _apply(step, config: Int8DynamicConfig, cal) -> int:
 def _lower_onnx(float_path: Path, out_path: Path, config: Int8DynamicConfig, step) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from edgeseq.quant.onnx_select import expect_quantized, gemm_to_matmul, quantized_layer_paths, select_nodes
+
+    gemm_to_matmul(float_path)  # onnxruntime's dynamic pass rewrites Gemm itself, renaming the nodes we select
+    nodes = select_nodes(float_path, quantized_layer_paths(step, (QuantLinear,)), suffixes=("", "_kn"))
     quantize_dynamic(
-        str(float_path), str(out_path), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
-        weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
+        str(float_path), str(out_path), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
+        per_channel=True, reduce_range=True, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
     )
+    expect_quantized(out_path, len(nodes), "MatMulInteger")
 
 
 register_scheme(Scheme(

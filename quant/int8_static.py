@@ -3,7 +3,7 @@ and zero point calibrated on real sequences (rollouts with the state fed back).
 
 ExecuTorch: the traced step is PT2E's static graph (q/dq around every linear), lowered to XNNPACK's ``qs8``
 kernels. ONNX: ``onnxruntime.quantization.quantize_static`` in QDQ format on the float graph, limited to
-``MatMul``/``Gemm`` with constant weights, calibrated (MinMax) on the same rollout frames and states. Only the
+the ``MatMul``/``Gemm`` nodes of the step's own linear layers (``onnx_select.py``), calibrated (MinMax) on the same rollout frames and states. Only the
 linear layers' activations are quantized: gates, state updates and the state itself stay float unless the state
 policy opts a tensor in.
 """
@@ -72,14 +72,18 @@ def _lower_onnx(float_path: Path, out_path: Path, config: Int8StaticConfig, step
 
     from edgeseq.manifest import io_names
 
+    from edgeseq.quant.onnx_select import expect_quantized, quantized_layer_paths, select_nodes
+
+    nodes = select_nodes(float_path, quantized_layer_paths(step, (QuantLinear,)))
     in_names, _ = io_names(step.state_spec)
     reader = _Reader(step, step.quant_calibration, in_names)
     quantize_static(
         str(float_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
+        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=nodes, per_channel=True, reduce_range=True,
         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "MatMulConstBOnly": True},
     )
+    expect_quantized(out_path, len(nodes), "QDQ")
     _, out_names = io_names(step.state_spec)
     float_state_outputs(out_path, out_names[1:])
 

@@ -77,51 +77,29 @@ def _apply(step, config, cal) -> int:
     return swap_linears(step, lambda lin: WeightOnlyLinear(lin, _bits(config), b))
 
 
-def gemm_to_matmul(path: Path) -> None:
-    """MatMulNBits' quantizer rewrites MatMul nodes only; torch exports ``linear`` on 2-D inputs as Gemm
-    (transB=1, constant B). Rewrite those as MatMul (B transposed, stored) + Add (bias)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(path))
-    inits = {i.name: i for i in model.graph.initializer}
-    nodes = []
-    for n in model.graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        if (n.op_type != "Gemm" or n.input[1] not in inits or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0
-                or attrs.get("beta", 1.0) != 1.0):
-            nodes.append(n)
-            continue
-        b = numpy_helper.to_array(inits[n.input[1]])
-        if attrs.get("transB", 0):
-            b = b.T.copy()
-        bname = n.input[1] + "_kn"
-        model.graph.initializer.append(numpy_helper.from_array(b, bname))
-        mm_out = n.output[0] + "_mm" if len(n.input) > 2 else n.output[0]
-        nodes.append(helper.make_node("MatMul", [n.input[0], bname], [mm_out], name=n.name + "_matmul"))
-        if len(n.input) > 2:
-            nodes.append(helper.make_node("Add", [mm_out, n.input[2]], [n.output[0]], name=n.name + "_bias"))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    used = {i for n in model.graph.node for i in n.input}
-    keep = [i for i in model.graph.initializer if i.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(keep)
-    onnx.save(model, str(path))
-
-
 def _lower_onnx(float_path: Path, out_path: Path, config, step) -> None:
     import logging
 
     import onnx
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    root.setLevel(level)  # importing that module calls logging.basicConfig(level=INFO): every library's INFO
+    root.handlers[:] = handlers  # lines (onnxscript's optimizer passes, ...) would reach the user's terminal
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # INFO per node
-    gemm_to_matmul(float_path)
+    from edgeseq.quant.onnx_select import expect_quantized, gemm_to_matmul, quantized_layer_paths, select_nodes
+
+    gemm_to_matmul(float_path)  # MatMulNBits' quantizer rewrites MatMul nodes only
+    nodes = select_nodes(float_path, quantized_layer_paths(step, (WeightOnlyLinear,)), suffixes=("", "_kn"))
+    # this quantizer does not limit itself to nodes_to_include; excluding every other MatMul does
+    others = [n.name for n in onnx.load(str(float_path)).graph.node if n.op_type == "MatMul" and n.name not in nodes]
     q = MatMulNBitsQuantizer(onnx.load(str(float_path)), bits=_bits(config), block_size=config.block_size,
-                             is_symmetric=True, op_types_to_quantize=("MatMul",))
+                             is_symmetric=True, nodes_to_exclude=others, op_types_to_quantize=("MatMul",))
     q.process()
     q.model.save_model_to_file(str(out_path), use_external_data_format=False)
+    expect_quantized(out_path, len(nodes), "MatMulNBits")
 
 
 for _cfg, _bits_n in ((Int8WeightOnlyConfig, 8), (Int4WeightOnlyConfig, 4)):
