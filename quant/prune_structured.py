@@ -4,8 +4,8 @@ A unit's importance is the L2 norm of every weight that touches it: its rows in 
 (all gates), its column in the hidden matrix, and its column in whatever reads the layer (the next layer's input
 matrix or the head). Each layer keeps its ``(1 - amount) * H`` most important units (the same count per layer:
 the family's config has one width). Rewriters are registered per model type: the ``rnn`` family (LSTM, GRU,
-Elman: hidden units), ``aaren`` (attention heads and feed-forward units) and ``mamba`` variant mamba1 (inner
-channels). Mamba-2 and the continual family have none yet: refused by name.
+Elman: hidden units), ``aaren`` (attention heads and feed-forward units) and ``mamba`` (mamba1: inner channels; mamba2:
+heads, evenly per group). The continual family has none yet: refused by name.
 """
 
 from __future__ import annotations
@@ -125,13 +125,10 @@ def _mamba1_channels(model, amount: float) -> None:
     """Mamba-1: remove inner channels. A channel's importance is the squared norm of its x and z rows in in_proj,
     its convolution taps, its column in x_proj (dt, B and C read every channel), its dt_proj row, A and D entries,
     and its column in out_proj. The residual width stays; the config records the pruned width as ``inner_width``.
-    Mamba-2's channels come in heads that share dt and A: refused (no rewriter yet)."""
+    """
     from edgeseq.models.mamba import MambaModel
 
     c = model.config
-    if c.variant != "mamba1":
-        raise ConfigError(f"structured pruning of mamba variant {c.variant!r} is not supported (its channels come in "
-                          "heads sharing dt and A); mamba1 is")
     E = c.d_inner
     keep_n = max(1, round(E * (1 - amount)))
     new = MambaModel(dataclasses.replace(c, inner_width=keep_n))
@@ -162,6 +159,63 @@ def _mamba1_channels(model, amount: float) -> None:
     model.layers, model.config = new.layers, new.config
 
 
+def _mamba2_heads(model, amount: float) -> None:
+    """Mamba-2: remove whole heads (a head's P channels share dt, A and D), the same number from every group, so
+    the groups stay equal slices (B, C and the gated norm are per group) and n_groups stays. A head's importance is
+    the squared norm of its channels' z and x rows in in_proj, their convolution taps, their gated-norm gains and
+    out_proj columns, plus its dt row, dt bias, A and D. B and C are kept whole. The gated RMSNorm then averages over
+    the kept channels of each group. The config records the pruned width as ``inner_width`` (heads = width / P)."""
+    from edgeseq.models.mamba import MambaModel
+
+    c = model.config
+    E, H, G, P, N = c.d_inner, c.n_heads, c.n_groups, c.head_dim, c.d_state
+    per_group = H // G
+    if per_group < 2:
+        raise ConfigError(f"structured pruning of mamba2 removes heads within groups; this model has {H} heads in "
+                          f"{G} groups (one per group): nothing to remove")
+    keep_k = max(1, round(per_group * (1 - amount)))
+    new = MambaModel(dataclasses.replace(c, inner_width=G * keep_k * P))
+    conv_dim = c.conv_dim
+    with torch.no_grad():
+        for old_l, new_l in zip(model.layers, new.layers):
+            a, b = old_l.mixer, new_l.mixer
+            w = a.in_proj.weight
+            by_head = lambda t: t.reshape(H, -1).pow(2).sum(1)  # noqa: E731 - channel-major rows/values per head
+            score = (by_head(w[:E]) + by_head(w[E: 2 * E]) + w[E + conv_dim:].pow(2).sum(1)
+                     + by_head(a.conv1d.weight[:E]) + by_head(a.out_proj.weight.t()) + by_head(a.norm.weight)
+                     + a.dt_bias.pow(2) + a.A_log.pow(2) + a.D.pow(2))
+            if a.conv1d.bias is not None:
+                score = score + by_head(a.conv1d.bias[:E])
+            heads = torch.cat([g * per_group + _keep(score[g * per_group: (g + 1) * per_group], keep_k)
+                               for g in range(G)])
+            ch = (heads[:, None] * P + torch.arange(P)).reshape(-1)  # the kept heads' channels
+            bc = E + torch.arange(2 * G * N)  # B and C channels of the convolution input, all kept
+            rows = torch.cat([ch, E + ch, E + bc, E + conv_dim + heads])  # z, x, B and C, dt
+            b.in_proj.weight.copy_(w[rows])
+            if a.in_proj.bias is not None:
+                b.in_proj.bias.copy_(a.in_proj.bias[rows])
+            conv_ch = torch.cat([ch, bc])
+            b.conv1d.weight.copy_(a.conv1d.weight[conv_ch])
+            if a.conv1d.bias is not None:
+                b.conv1d.bias.copy_(a.conv1d.bias[conv_ch])
+            b.dt_bias.copy_(a.dt_bias[heads])
+            b.A_log.copy_(a.A_log[heads])
+            b.D.copy_(a.D[heads])
+            b.norm.weight.copy_(a.norm.weight[ch])
+            b.out_proj.weight.copy_(a.out_proj.weight[:, ch])
+            if a.out_proj.bias is not None:
+                b.out_proj.bias.copy_(a.out_proj.bias)
+            new_l.norm.load_state_dict(old_l.norm.state_dict())
+    model.layers, model.config = new.layers, new.config
+
+
+MAMBA_REWRITERS = {"mamba1": _mamba1_channels, "mamba2": _mamba2_heads}
+
+
+def _mamba(model, amount: float) -> None:
+    MAMBA_REWRITERS[model.config.variant](model, amount)
+
+
 def _register() -> None:
     from edgeseq.models.aaren import AarenModel
     from edgeseq.models.mamba import MambaModel
@@ -169,7 +223,7 @@ def _register() -> None:
 
     REWRITERS.register(RNNModel, _rnn_units)
     REWRITERS.register(AarenModel, _aaren_heads_ff)
-    REWRITERS.register(MambaModel, _mamba1_channels)
+    REWRITERS.register(MambaModel, _mamba)
 
 
 _register()

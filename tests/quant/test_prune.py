@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 from typer.testing import CliRunner
 
 import edgeseq
@@ -93,6 +94,58 @@ def test_mamba1_structured_equals_zeroed_channels(tmp_path):
     assert edgeseq.load(tmp_path / "m").config == model.config
 
 
+class _KeptGroupNorm(nn.Module):
+    """The test's reference for a pruned Mamba-2 norm: the original gated RMSNorm, but each group's mean taken over
+    the kept channels only and the dropped channels' outputs set to 0."""
+
+    def __init__(self, norm, keep_mask):
+        super().__init__()
+        self.norm, self.mask = norm, keep_mask.float()
+
+    def forward(self, y, z):
+        G = self.norm.groups
+        g = (y * nn.functional.silu(z) * self.mask).unflatten(-1, (G, -1))
+        m = self.mask.unflatten(-1, (G, -1))
+        ms = g.pow(2).sum(-1, keepdim=True) / m.sum(-1, keepdim=True)
+        return (g * torch.rsqrt(ms + self.norm.eps)).flatten(-2) * self.norm.weight
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_mamba2_structured_equals_original_on_kept_heads(tmp_path, groups):
+    """Removing Mamba-2 heads (the same number per group) == the original model whose gated norm averages over the
+    kept heads' channels only and outputs 0 on the dropped ones (heads interact nowhere else: B and C are kept
+    whole); the step keeps parity with a smaller state, and the shape survives save/load."""
+    torch.manual_seed(0)
+    model = edgeseq.build("mamba", d_in=5, d_out=3, d_model=16, n_layers=2, d_state=4, variant="mamba2", head_dim=4,
+                          n_groups=groups).eval()  # E = 32: 8 heads of 4 channels
+    ref = copy.deepcopy(model)
+    prune_(model, StructuredConfig(0.5))
+    c = model.config
+    assert (c.d_inner, c.n_heads, c.n_groups, c.inner_width) == (16, 4, groups, 16)
+    for old, new in zip(ref.layers, model.layers):
+        E, cd = 32, ref.config.conv_dim
+        dt_rows = old.mixer.in_proj.weight[E + cd:]
+        heads = [int((dt_rows - w).abs().sum(1).argmin()) for w in new.mixer.in_proj.weight[16 + c.conv_dim:]]
+        assert len(set(heads)) == 4
+        per_group = 8 // groups
+        assert all(sum(1 for h in heads if h // per_group == g) == 4 // groups for g in range(groups))
+        mask = torch.zeros(E, dtype=torch.bool)
+        for h in heads:
+            mask[h * 4: (h + 1) * 4] = True
+        old.mixer.norm = _KeptGroupNorm(old.mixer.norm, mask)
+    x = torch.randn(2, 40, 5)
+    torch.testing.assert_close(model.forward_steps(x), ref.forward_steps(x), atol=1e-5, rtol=1e-5)
+    step = edgeseq.convert(model)
+    assert step.state_spec.bytes_per_stream < edgeseq.convert(edgeseq.build(
+        "mamba", d_in=5, d_out=3, d_model=16, n_layers=2, d_state=4, variant="mamba2", head_dim=4,
+        n_groups=groups)).state_spec.bytes_per_stream
+    assert edgeseq.check_parity(model, step, torch.randn(1, 2000, 5)).max_abs_error < 1e-4
+    edgeseq.save(model, tmp_path / "m")
+    back = edgeseq.load(tmp_path / "m")
+    assert back.config == model.config
+    torch.testing.assert_close(back.eval().forward_steps(x), model.forward_steps(x))
+
+
 def test_nm_and_unstructured_masks():
     model = edgeseq.build("rnn", d_in=8, d_out=4, d_hidden=16)
     prune_(model, NMConfig(n=2, m=4))
@@ -117,8 +170,9 @@ def test_finetune_keeps_zeros_and_records():
 
 
 def test_refusals():
-    with pytest.raises(ConfigError, match="mamba variant 'mamba2' is not supported"):
-        prune_(edgeseq.build("mamba", d_in=4, d_out=2, d_model=16, n_layers=1, variant="mamba2", head_dim=8), StructuredConfig(0.5))
+    with pytest.raises(ConfigError, match="4 heads in 4 groups"):
+        prune_(edgeseq.build("mamba", d_in=4, d_out=2, d_model=16, n_layers=1, variant="mamba2", head_dim=8, n_groups=4),
+               StructuredConfig(0.5))
     with pytest.raises(ConfigError, match="no rewriter for TemporalCNN; it supports: RNNModel, AarenModel, MambaModel"):
         prune_(edgeseq.build("continual", d_in=4, d_out=2), StructuredConfig(0.5))
     with pytest.raises(ConfigError, match="amount must be in"):
