@@ -5,7 +5,8 @@ A unit's importance is the L2 norm of every weight that touches it: its rows in 
 matrix or the head). Each layer keeps its ``(1 - amount) * H`` most important units (the same count per layer:
 the family's config has one width). Rewriters are registered per model type: the ``rnn`` family (LSTM, GRU,
 Elman: hidden units), ``aaren`` (attention heads and feed-forward units) and ``mamba`` (mamba1: inner channels; mamba2:
-heads, evenly per group). The continual family has none yet: refused by name.
+heads, evenly per group) and ``continual`` (the temporal CNN's convolution channels). Other models (a
+continual network converted from plain modules, say) are refused by name.
 """
 
 from __future__ import annotations
@@ -209,6 +210,53 @@ def _mamba2_heads(model, amount: float) -> None:
     model.layers, model.config = new.layers, new.config
 
 
+def _continual_channels(model, amount: float) -> None:
+    """Continual temporal CNN (the family's ``TemporalCNN``): remove output channels of every convolution level. A
+    residual level adds its input to its output, so the levels joined by residuals share one kept set (chosen by
+    their summed importance); a channel's importance is the squared norm of its output row (and bias) in every
+    level of its set and its input column in every convolution that reads it (the next level or the head).
+    Pooling is per channel. The config's ``channels`` records the pruned widths; a level must stay residual exactly
+    when it was, so a non-residual level whose pruned width would equal its input's keeps one channel more."""
+    from edgeseq.models.continual import Residual, TemporalCNN
+
+    c = model.config
+    n = len(c.channels)
+    residual = [c.residual and c.channels[i] == ([c.d_in] + list(c.channels))[i] for i in range(n)]
+    levels = list(model.net)[:n]
+    conv = lambda level: (level.body if isinstance(level, Residual) else level)[0][1]  # noqa: E731 - (pad, conv), ReLU
+    readers = [conv(levels[i + 1]) for i in range(n - 1)] + [model.net[-1]]  # what reads level i's output
+    group = []
+    for i in range(n):
+        group.append(group[-1] if (i and residual[i]) else len(set(group)))
+    members = {g: [i for i in range(n) if group[i] == g] for g in set(group)}
+    keep_n = {g: max(1, round(c.channels[m[0]] * (1 - amount))) for g, m in members.items()}
+    for _ in range(n + 1):  # keep residual levels residual, and the others not
+        widths = [c.d_in] + [keep_n[group[i]] for i in range(n)]
+        clash = [i for i in range(n) if not residual[i] and c.residual and widths[i + 1] == widths[i]]
+        if not clash:
+            break
+        g = group[clash[0]]
+        keep_n[g] += 1 if keep_n[g] < c.channels[clash[0]] else -1
+    with torch.no_grad():
+        kept = {}
+        for g, m in members.items():
+            score = sum(conv(levels[i]).weight.pow(2).sum((1, 2)) + conv(levels[i]).bias.pow(2)
+                        + readers[i].weight.pow(2).sum((0, 2)) for i in m)
+            kept[g] = _keep(score, keep_n[g])
+        new = TemporalCNN(dataclasses.replace(c, channels=tuple(keep_n[group[i]] for i in range(n))))
+        new_levels = list(new.net)[:n]
+        prev = torch.arange(c.d_in)
+        for i in range(n):
+            out = kept[group[i]]
+            a, b = conv(levels[i]), conv(new_levels[i])
+            b.weight.copy_(a.weight[out][:, prev])
+            b.bias.copy_(a.bias[out])
+            prev = out
+        new.net[-1].weight.copy_(model.net[-1].weight[:, prev])
+        new.net[-1].bias.copy_(model.net[-1].bias)
+    model.net, model.config = new.net, new.config
+
+
 MAMBA_REWRITERS = {"mamba1": _mamba1_channels, "mamba2": _mamba2_heads}
 
 
@@ -218,12 +266,14 @@ def _mamba(model, amount: float) -> None:
 
 def _register() -> None:
     from edgeseq.models.aaren import AarenModel
+    from edgeseq.models.continual import TemporalCNN
     from edgeseq.models.mamba import MambaModel
     from edgeseq.models.rnn import RNNModel
 
     REWRITERS.register(RNNModel, _rnn_units)
     REWRITERS.register(AarenModel, _aaren_heads_ff)
     REWRITERS.register(MambaModel, _mamba)
+    REWRITERS.register(TemporalCNN, _continual_channels)
 
 
 _register()

@@ -22,7 +22,7 @@ class Method(str, Enum):
 @handle_errors
 def prune(
     model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + model.safetensors).", exists=True, file_okay=False)],
-    method: Annotated[Method, typer.Option(help="structured: remove whole hidden units (rnn), attention heads and FF units (aaren), inner channels (mamba1) or heads (mamba2), rewriting smaller matrices (smaller, faster); unstructured: zero the smallest weights (smaller download only); n:m: keep N of every M weights (2:4 for TensorRT sparse tensor cores); random-graph: connectivity from a fixed random graph (sparse-RNN thesis).")] = Method.structured,
+    method: Annotated[Method, typer.Option(help="structured: remove whole hidden units (rnn), attention heads and FF units (aaren), inner channels (mamba1), heads (mamba2) or convolution channels (continual), rewriting smaller matrices (smaller, faster); unstructured: zero the smallest weights (smaller download only); n:m: keep N of every M weights (2:4 for TensorRT sparse tensor cores); random-graph: connectivity from a fixed random graph (sparse-RNN thesis).")] = Method.structured,
     amount: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of hidden units, heads or channels (structured) or of weights (the other methods) to remove.")] = 0.5,
     scope: Annotated[str, typer.Option(help="unstructured: 'global' (one threshold) or 'layer' (the same fraction per matrix).")] = "global",
     n: Annotated[int, typer.Option(help="n:m: weights kept per group.")] = 2,

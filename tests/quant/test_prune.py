@@ -146,6 +146,51 @@ def test_mamba2_structured_equals_original_on_kept_heads(tmp_path, groups):
     torch.testing.assert_close(back.eval().forward_steps(x), model.forward_steps(x))
 
 
+@pytest.mark.parametrize("kw,widths", [
+    (dict(channels=(24, 24, 48), pool="max", padding="same"), (12, 12, 24)),  # a residual pair shares one kept set
+    (dict(d_in=12, channels=(24, 32)), (13, 16)),  # 12 would equal d_in and make level 0 residual: 13
+    (dict(residual=False, pool="avg"), (16, 16, 16)),
+])
+def test_continual_structured_equals_zeroed_channels(tmp_path, kw, widths):
+    """Removing a temporal CNN's channels == zeroing their output rows and biases in the original (a removed
+    channel is then relu(0) = 0 everywhere: in residual sums, pooling and every reader); residual levels stay
+    residual; the converted continual step keeps parity with the pruned offline model over 2,000 frames."""
+    torch.manual_seed(0)
+    kw = {"d_in": 4, "d_out": 3, **kw}
+    model = edgeseq.build("continual", **kw).eval()
+    ref = copy.deepcopy(model)
+    prune_(model, StructuredConfig(0.5))
+    assert model.config.channels == widths
+
+    def convs(m):
+        return [mod for mod in m.net.modules() if isinstance(mod, nn.Conv1d)][:-1]
+
+    with torch.no_grad():
+        for old, new in zip(convs(ref), convs(model)):  # kept channels found by their (distinct) biases
+            kept = {int((old.bias - b).abs().argmin()) for b in new.bias}
+            assert len(kept) == len(new.bias)
+            drop = sorted(set(range(len(old.bias))) - kept)
+            old.weight[drop] = 0
+            old.bias[drop] = 0
+    n_res = lambda m: sum(type(mod).__name__ == "Residual" for mod in m.net)  # noqa: E731
+    assert n_res(model) == n_res(ref)
+    x = torch.randn(2, 60, kw["d_in"])
+    torch.testing.assert_close(model.forward_steps(x), ref.forward_steps(x), atol=1e-5, rtol=1e-5)
+    step = edgeseq.convert(model)
+    assert edgeseq.check_parity(model, step, torch.randn(1, 2000, kw["d_in"])).max_abs_error < 1e-4
+    edgeseq.save(model, tmp_path / "c")
+    back = edgeseq.load(tmp_path / "c")
+    assert back.config == model.config
+    torch.testing.assert_close(back.eval().forward_steps(x), model.forward_steps(x))
+
+
+def test_continual_structured_finetunes_on_real_data():
+    torch.manual_seed(0)
+    model = edgeseq.build("continual", d_in=12, d_out=9, channels=(16, 16), task="classify")
+    prune_(model, StructuredConfig(0.5), data="japanese-vowels", finetune_epochs=1)
+    assert model.config.channels == (8, 8) and model.pruning["finetune"]["epochs"] == 1
+
+
 def test_nm_and_unstructured_masks():
     model = edgeseq.build("rnn", d_in=8, d_out=4, d_hidden=16)
     prune_(model, NMConfig(n=2, m=4))
@@ -173,8 +218,11 @@ def test_refusals():
     with pytest.raises(ConfigError, match="4 heads in 4 groups"):
         prune_(edgeseq.build("mamba", d_in=4, d_out=2, d_model=16, n_layers=1, variant="mamba2", head_dim=8, n_groups=4),
                StructuredConfig(0.5))
-    with pytest.raises(ConfigError, match="no rewriter for TemporalCNN; it supports: RNNModel, AarenModel, MambaModel"):
-        prune_(edgeseq.build("continual", d_in=4, d_out=2), StructuredConfig(0.5))
+    from edgeseq.models.continual import OfflineModel
+
+    with pytest.raises(ConfigError, match="no rewriter for OfflineModel; it supports: RNNModel, AarenModel, MambaModel, "
+                                          "TemporalCNN"):
+        prune_(OfflineModel(nn.Sequential(nn.Conv1d(4, 4, 3)), 4), StructuredConfig(0.5))
     with pytest.raises(ConfigError, match="amount must be in"):
         StructuredConfig(1.5)
     with pytest.raises(ConfigError, match="not multiples of 4"):
