@@ -37,6 +37,7 @@ MODELS = {
     "LSTM 2x512": ("rnn", dict(cell="lstm", d_hidden=512, num_layers=2), 10, 2e-3),  # 1e-2 diverged (accuracy 0.22)
     "Aaren 2x64": ("aaren", dict(d_model=64, n_layers=2), 15, 1e-2),
     "Mamba 2x64": ("mamba", dict(d_model=64, n_layers=2), 15, 1e-2),
+    "TCN 3x64": ("continual", dict(channels=(64, 64, 64), kernel_size=3), 15, 1e-2),  # convolutions only
 }
 QUICK = {"LSTM 1x64": ("rnn", dict(cell="lstm", d_hidden=64), 5, 1e-2)}
 FINETUNE = 10  # epochs of fine-tuning after structured pruning
@@ -68,6 +69,7 @@ def main() -> None:
     val = real_stream(ds.test, 2000)[:, None, :]
     rows = []
     refused: list[dict] = []
+    skipped: list[dict] = []  # schemes with nothing to quantize in a model
     n, rounds = (300, 5) if args.quick else (1000, 9)
     drift_steps = 1000 if args.quick else args.drift_steps
     tmp = Path(tempfile.mkdtemp())
@@ -99,6 +101,10 @@ def main() -> None:
                 if q is not None and target not in REG.get(q[0]).targets:
                     continue
                 step = edgeseq.convert(mdl)
+                if q is not None and not any(isinstance(m, torch.nn.Linear) for m in step.modules()):
+                    skipped.append({"model": label, "target": target, "variant": name,
+                                    "reason": "no linear layers (quantized convolutions are not built)"})
+                    continue
                 if q is not None:
                     cfg_cls = REG.get(q[0]).config
                     cfg = cfg_cls(reduce_range=True) if target == "onnx" and "reduce_range" in cfg_cls.__dataclass_fields__ else cfg_cls()
@@ -144,18 +150,20 @@ def main() -> None:
             r.setdefault("floor_us", old["floor_us"][r["target"]])
         rows = [r for r in old["rows"] if r["model"] not in args.only] + rows
         refused = [r for r in old.get("refused", []) if r["model"] not in args.only] + refused
+        skipped = [r for r in old.get("skipped", []) if r["model"] not in args.only] + skipped
         order = list(MODELS)
         rows.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
-    md = render(rows, args.quick, drift_steps, floor, refused, rerun=args.only)
+    md = render(rows, args.quick, drift_steps, floor, refused, skipped, rerun=args.only)
     if not args.quick:
-        (ROOT / "docs" / "compression-results.json").write_text(json.dumps({"floor_us": floor, "rows": rows, "refused": refused}, indent=1) + "\n")
+        (ROOT / "docs" / "compression-results.json").write_text(json.dumps({"floor_us": floor, "rows": rows, "refused": refused, "skipped": skipped}, indent=1) + "\n")
     print(md)
     if not args.quick:
         (ROOT / "docs" / "compression-results.md").write_text(md + "\n")
         write_section(ROOT / "docs" / "benchmarks.md", "compression", md)
 
 
-def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, rerun: list | None = None) -> str:
+def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skipped: list | None = None,
+           rerun: list | None = None) -> str:
     import platform
 
     lines = [
@@ -184,6 +192,11 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, reru
     if refused:
         lines += ["", "Exports that refused to write (the validation against the eager step failed):", ""]
         lines += [f"- {r['model']}, {r['target']}, {r['variant']}: {r['reason']}" for r in refused]
+    if skipped:
+        by_model: dict[str, list[str]] = {}
+        for r in skipped:
+            by_model.setdefault(f"{r['model']} ({r['reason']})", []).append(f"{r['variant']} on {r['target']}")
+        lines += ["", "Not applicable: " + "; ".join(f"{m}: {', '.join(v)}" for m, v in by_model.items()) + "."]
     return "\n".join(lines)
 
 
