@@ -3,7 +3,8 @@
 No calibration. ExecuTorch: the traced step is PT2E's dynamic-quantization graph, which XNNPACK lowers to its
 ``qd8`` fully-connected kernels. ONNX: ``onnxruntime.quantization.quantize_dynamic`` on the float graph, limited to
 the ``MatMul``/``Gemm`` nodes of the step's own linear layers (``onnx_select.py``): DynamicQuantizeLinear +
-MatMulInteger; nothing else in the graph (gates, state updates, a Mamba conv's sum, a norm's mean) is touched. Recurrent state stays float.
+MatMulInteger; nothing else in the graph (gates, state updates, a Mamba conv's sum, a norm's mean) is touched.
+Recurrent state stays float.
 """
 
 from __future__ import annotations

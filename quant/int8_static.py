@@ -3,9 +3,9 @@ and zero point calibrated on real sequences (rollouts with the state fed back).
 
 ExecuTorch: the traced step is PT2E's static graph (q/dq around every linear), lowered to XNNPACK's ``qs8``
 kernels. ONNX: ``onnxruntime.quantization.quantize_static`` in QDQ format on the float graph, limited to
-the ``MatMul``/``Gemm`` nodes of the step's own linear layers (``onnx_select.py``), calibrated (MinMax) on the same rollout frames and states. Only the
-linear layers' activations are quantized: gates, state updates and the state itself stay float unless the state
-policy opts a tensor in.
+the ``MatMul``/``Gemm`` nodes of the step's own linear layers (``onnx_select.py``), calibrated (MinMax) on the
+same rollout frames and states. Only the linear layers' activations are quantized: gates, state updates and the
+state itself stay float unless the state policy opts a tensor in.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def select_nodes(model_path: Path, layer_paths: list[str], suffixes: tuple[str, 
     missing = [p for p, nodes in found.items() if not nodes]
     if missing:
         raise ArtifactError(f"could not find the ONNX node of quantized layer(s) {', '.join(missing)} in the exported "
-                          "graph (weight initializer renamed?); refusing to leave them float")
+                            "graph (weight initializer renamed?); refusing to leave them float")
     return [n for nodes in found.values() for n in nodes]
 
 

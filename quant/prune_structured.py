@@ -122,6 +122,22 @@ def _aaren_heads_ff(model, amount: float) -> None:
     model.blocks, model.config = new.blocks, new.config
 
 
+def _copy_mixer_io(old_layer, new_layer, in_rows, conv_ch, out_cols) -> None:
+    """What every Mamba mixer variant has, copied into the smaller layer: the kept in_proj rows, depthwise
+    convolution channels and out_proj columns (biases where present), and the residual block's RMSNorm whole."""
+    a, b = old_layer.mixer, new_layer.mixer
+    b.in_proj.weight.copy_(a.in_proj.weight[in_rows])
+    if a.in_proj.bias is not None:
+        b.in_proj.bias.copy_(a.in_proj.bias[in_rows])
+    b.conv1d.weight.copy_(a.conv1d.weight[conv_ch])
+    if a.conv1d.bias is not None:
+        b.conv1d.bias.copy_(a.conv1d.bias[conv_ch])
+    b.out_proj.weight.copy_(a.out_proj.weight[:, out_cols])
+    if a.out_proj.bias is not None:
+        b.out_proj.bias.copy_(a.out_proj.bias)
+    new_layer.norm.load_state_dict(old_layer.norm.state_dict())
+
+
 def _mamba1_channels(model, amount: float) -> None:
     """Mamba-1: remove inner channels. A channel's importance is the squared norm of its x and z rows in in_proj,
     its convolution taps, its column in x_proj (dt, B and C read every channel), its dt_proj row, A and D entries,
@@ -141,22 +157,12 @@ def _mamba1_channels(model, amount: float) -> None:
                      + a.x_proj.weight.pow(2).sum(0) + a.dt_proj.weight.pow(2).sum(1) + a.A_log.pow(2).sum(1)
                      + a.D.pow(2) + a.out_proj.weight.pow(2).sum(0))
             keep = _keep(score, keep_n)
-            both = torch.cat([keep, E + keep])  # x and z halves of in_proj
-            b.in_proj.weight.copy_(w[both])
-            if a.in_proj.bias is not None:
-                b.in_proj.bias.copy_(a.in_proj.bias[both])
-            b.conv1d.weight.copy_(a.conv1d.weight[keep])
-            if a.conv1d.bias is not None:
-                b.conv1d.bias.copy_(a.conv1d.bias[keep])
+            _copy_mixer_io(old_l, new_l, in_rows=torch.cat([keep, E + keep]), conv_ch=keep, out_cols=keep)  # x, z
             b.x_proj.weight.copy_(a.x_proj.weight[:, keep])
             b.dt_proj.weight.copy_(a.dt_proj.weight[keep])
             b.dt_proj.bias.copy_(a.dt_proj.bias[keep])
             b.A_log.copy_(a.A_log[keep])
             b.D.copy_(a.D[keep])
-            b.out_proj.weight.copy_(a.out_proj.weight[:, keep])
-            if a.out_proj.bias is not None:
-                b.out_proj.bias.copy_(a.out_proj.bias)
-            new_l.norm.load_state_dict(old_l.norm.state_dict())
     model.layers, model.config = new.layers, new.config
 
 
@@ -191,22 +197,12 @@ def _mamba2_heads(model, amount: float) -> None:
                                for g in range(G)])
             ch = (heads[:, None] * P + torch.arange(P)).reshape(-1)  # the kept heads' channels
             bc = E + torch.arange(2 * G * N)  # B and C channels of the convolution input, all kept
-            rows = torch.cat([ch, E + ch, E + bc, E + conv_dim + heads])  # z, x, B and C, dt
-            b.in_proj.weight.copy_(w[rows])
-            if a.in_proj.bias is not None:
-                b.in_proj.bias.copy_(a.in_proj.bias[rows])
-            conv_ch = torch.cat([ch, bc])
-            b.conv1d.weight.copy_(a.conv1d.weight[conv_ch])
-            if a.conv1d.bias is not None:
-                b.conv1d.bias.copy_(a.conv1d.bias[conv_ch])
+            _copy_mixer_io(old_l, new_l, in_rows=torch.cat([ch, E + ch, E + bc, E + conv_dim + heads]),  # z, x, B C, dt
+                           conv_ch=torch.cat([ch, bc]), out_cols=ch)
             b.dt_bias.copy_(a.dt_bias[heads])
             b.A_log.copy_(a.A_log[heads])
             b.D.copy_(a.D[heads])
             b.norm.weight.copy_(a.norm.weight[ch])
-            b.out_proj.weight.copy_(a.out_proj.weight[:, ch])
-            if a.out_proj.bias is not None:
-                b.out_proj.bias.copy_(a.out_proj.bias)
-            new_l.norm.load_state_dict(old_l.norm.state_dict())
     model.layers, model.config = new.layers, new.config
 
 

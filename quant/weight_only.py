@@ -94,8 +94,9 @@ def _lower_onnx(float_path: Path, out_path: Path, config, step) -> None:
     gemm_to_matmul(float_path)  # MatMulNBits' quantizer rewrites MatMul nodes only
     nodes = select_nodes(float_path, quantized_layer_paths(step, (WeightOnlyLinear,)), suffixes=("", "_kn"))
     # this quantizer does not limit itself to nodes_to_include; excluding every other MatMul does
-    others = [n.name for n in onnx.load(str(float_path)).graph.node if n.op_type == "MatMul" and n.name not in nodes]
-    q = MatMulNBitsQuantizer(onnx.load(str(float_path)), bits=_bits(config), block_size=config.block_size,
+    graph = onnx.load(str(float_path))
+    others = [n.name for n in graph.graph.node if n.op_type == "MatMul" and n.name not in nodes]
+    q = MatMulNBitsQuantizer(graph, bits=_bits(config), block_size=config.block_size,
                              is_symmetric=True, nodes_to_exclude=others, op_types_to_quantize=("MatMul",))
     q.process()
     q.model.save_model_to_file(str(out_path), use_external_data_format=False)
