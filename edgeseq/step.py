@@ -174,6 +174,10 @@ class StepModule(nn.Module):
     state_spec: StateSpec
     info: StepInfo
     vocab_size: int = 0
+    # the dtype the state's own update arithmetic runs in when a scheme computes in another dtype (fp16): None
+    # means the compute dtype. A step whose state is an unbounded running sum sets float32 (Aaren's u and w grow
+    # with the stream: in float16 every increment below 2^-11 of the sum is lost, and 65,504 overflows)
+    state_math_dtype: torch.dtype | None = None
 
     @property
     def input_dtype(self) -> str:

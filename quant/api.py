@@ -16,7 +16,7 @@ from edgeseq.errors import ConfigError
 from edgeseq.quant.calibrate import Calibration, calibration_data, rollout
 from edgeseq.quant.config import QuantConfig, check_target, scheme_of
 from edgeseq.quant.precision import Precision, state_storage
-from edgeseq.step import StepModule, torch_dtype
+from edgeseq.step import StepModule, dtype_name, torch_dtype
 
 
 def quantize_(step: StepModule, config: QuantConfig, calib: Any = None, *, target: str | None = None) -> StepModule:
@@ -51,7 +51,7 @@ def quantize_(step: StepModule, config: QuantConfig, calib: Any = None, *, targe
         raise ConfigError(f"{scheme.name}: this step has no layers the scheme quantizes (nn.Linear); nothing to do")
     compute = torch_dtype(scheme.compute_dtype)
     if compute != torch.float32 or not config.state.is_default:
-        prec = Precision(float_spec, dict(config.state.overrides), scales, compute)
+        prec = Precision(float_spec, dict(config.state.overrides), scales, compute, step.state_math_dtype)
         step.precision = prec
         step.state_spec = prec.stored_spec()
     step.quantization = config
@@ -86,6 +86,7 @@ def quant_manifest(step: StepModule) -> dict[str, Any] | None:
         "summary": scheme.summary,
         "quantized_layers": getattr(step, "quant_layers", None),
         "compute_dtype": scheme.compute_dtype,
+        "state_math_dtype": dtype_name(prec.state_dtype) if prec is not None else scheme.compute_dtype,
         "calibration": cal.summary() if cal is not None else None,
         "state_storage": state_storage(step),
         "state_scales": dict(zip(prec.float_spec.names, prec.scales)) if prec is not None else {},

@@ -1,8 +1,8 @@
 """The precision boundary of a step: compute dtype, and how each state tensor is stored between steps.
 
 A :class:`Precision` module sits in ``StepModule.precision``; ``StepModule.step`` calls it with the family's
-``_step``. It casts the input and the stored state to what ``_step`` computes with, runs it, and stores the new
-state back: float32 (default, untouched), float16 (a cast: half the bytes), or int8 (symmetric, one scale per
+``_step``. It casts the input and the stored state to what ``_step`` computes with (the state to the step's
+``state_math_dtype`` where it has one), runs it, and stores the new state back: float32 (default, untouched), float16 (a cast: half the bytes), or int8 (symmetric, one scale per
 tensor calibrated on real rollouts: ``round(s / scale)`` clamped to -127..127). The arithmetic is plain casts,
 ``round`` and ``clamp``, so every runtime runs it; the stored dtype shows in the ``StateSpec`` and the manifest.
 """
@@ -23,10 +23,14 @@ FP16_MAX = 65504.0
 
 class Precision(nn.Module):
     def __init__(self, float_spec: StateSpec, storage: dict[str, str], scales: dict[str, float],
-                 compute_dtype: torch.dtype = torch.float32):
+                 compute_dtype: torch.dtype = torch.float32, state_math_dtype: torch.dtype | None = None):
         super().__init__()
         self.float_spec = float_spec
         self.compute_dtype = compute_dtype
+        # what the loaded state is cast to: the step's own state arithmetic dtype if it has one (StepModule.
+        # state_math_dtype: the step then casts its per-step contributions to it, and what it reads out of the
+        # state back to the compute dtype), else the compute dtype
+        self.state_dtype = state_math_dtype or compute_dtype
         self.storage = tuple(storage.get(t.name, "float32") for t in float_spec.tensors)
         self.scales = tuple(float(scales.get(t.name, 1.0)) for t in float_spec.tensors)
         for t, kind in zip(float_spec.tensors, self.storage):
@@ -48,7 +52,7 @@ class Precision(nn.Module):
         kind = self.storage[i]
         if kind == "int8":
             s = s.to(torch.float32) * self.scales[i]
-        return s.to(self.compute_dtype)
+        return s.to(self.state_dtype)
 
     def store(self, i: int, s: torch.Tensor) -> torch.Tensor:
         kind = self.storage[i]
@@ -65,7 +69,8 @@ class Precision(nn.Module):
 
     def extra_repr(self) -> str:
         kinds = ", ".join(f"{t.name}={k}" for t, k in zip(self.float_spec.tensors, self.storage) if k != "float32")
-        return f"compute={dtype_name(self.compute_dtype)}, state: {kinds or 'float32'}"
+        math = f", state math={dtype_name(self.state_dtype)}" if self.state_dtype != self.compute_dtype else ""
+        return f"compute={dtype_name(self.compute_dtype)}{math}, state: {kinds or 'float32'}"
 
 
 def state_storage(step) -> dict[str, str]:

@@ -151,13 +151,19 @@ def check_onnx_range(config, target: str) -> None:
 
 
 def swap_linears(module: nn.Module, make) -> int:
-    """Replace every ``nn.Linear`` below ``module`` by ``make(linear)``; return how many were replaced."""
+    """Replace every ``nn.Linear`` below ``module`` by ``make(linear)``; return how many were replaced.
+
+    A module with a ``use_linear()`` method (a continual network's dense temporal convolution, which at one
+    output frame is a matrix product with its taps) is asked to rewrite itself as an ``nn.Linear`` first."""
     n = 0
     for name, child in module.named_children():
         if type(child) is nn.Linear:
             setattr(module, name, make(child))
             n += 1
         else:
+            use_linear = getattr(child, "use_linear", None)
+            if callable(use_linear):
+                use_linear()
             n += swap_linears(child, make)
     return n
 

@@ -191,7 +191,13 @@ class AarenModel(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- step form
 class AarenStep(StepModule):
-    """One token per call; per layer the state (m, u, w) of every head: constant in the stream length."""
+    """One token per call; per layer the state (m, u, w) of every head: constant in the stream length.
+
+    u and w are running sums over the whole stream, so their update stays float32 under a float16 scheme
+    (``state_math_dtype``): the scores and values are cast up before they enter the sums, the read-out w / u
+    back down before the output projection."""
+
+    state_math_dtype = torch.float32
 
     def __init__(self, model: AarenModel):
         super().__init__()
@@ -223,13 +229,14 @@ class AarenStep(StepModule):
             B = z.shape[0]
             k = a.key(z).view(B, a.n_heads, a.d_head)  # (B, H, dh)
             v = a.value(z).view(B, a.n_heads, a.d_head)  # (B, H, dh)
-            s = (k * a.query).sum(-1) / math.sqrt(a.d_head)  # (B, H)
+            s = ((k * a.query).sum(-1) / math.sqrt(a.d_head)).to(m.dtype)  # (B, H), in the state's dtype
+            v = v.to(w.dtype)
             m_new = torch.maximum(m, s)
             e_old = torch.exp(m - m_new)  # rescales the running sums
             e_new = torch.exp(s - m_new)
             u_new = u * e_old + e_new  # (B, H)
             w_new = w * e_old.unsqueeze(-1) + v * e_new.unsqueeze(-1)  # (B, H, dh)
-            o = (w_new / u_new.unsqueeze(-1)).reshape(B, -1)  # (B, H * dh)
+            o = (w_new / u_new.unsqueeze(-1)).reshape(B, -1).to(h.dtype)  # (B, H * dh)
             h = h + a.out(o)
             h = h + block.ff(block.norm2(h))
             new += [m_new, u_new, w_new]

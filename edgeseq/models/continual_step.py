@@ -203,6 +203,7 @@ class ConvStep(Window):
         self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
         self.dilation, self.groups = tuple(conv.dilation), conv.groups
+        self.linear: nn.Linear | None = None  # set by use_linear()
         if len(conv.kernel_size) == 3:
             # the window's kt frames folded into the channels: one conv2d per frame, as runtimes (XNNPACK, the
             # ExecuTorch portable kernels) run 2D convolutions but not always 3D ones. Channel c, frame tau ->
@@ -213,7 +214,38 @@ class ConvStep(Window):
         self.channels_out = conv.out_channels
         self.finish()
 
+    def use_linear(self) -> bool:
+        """Rewrite a dense 1D convolution (groups 1) as the ``nn.Linear`` it is at one output frame: weight
+        (C_out, C_in, K) -> (C_out, C_in * K) against the kernel's taps (C_in, K) flattened the same way. The
+        int8 schemes call it (``quant.qlinear.swap_linears``), so that a temporal convolution quantizes like any
+        linear layer (per output channel = per filter). The float step keeps the convolution: one Conv op is
+        cheaper in onnxruntime than the taps' slices and a MatMul (measured: 88 vs 98 us on a 3x64 TCN step;
+        ExecuTorch the same either way). Returns whether it rewrote."""
+        if self.linear is not None or self.weight.dim() != 3 or self.groups != 1:
+            return self.linear is not None
+        co, ci, k = self.weight.shape
+        self.linear = nn.Linear(ci * k, co, bias=self.bias is not None).requires_grad_(False)
+        with torch.no_grad():
+            self.linear.weight.copy_(self.weight.reshape(co, ci * k))
+            if self.bias is not None:
+                self.linear.bias.copy_(self.bias)
+        self.weight = self.bias = None
+        return True
+
+    def taps(self, window: torch.Tensor) -> torch.Tensor:
+        """The K frames a dilated kernel reads, (B, C, K), from the window (B, C, (K - 1) * d + 1). Written as a
+        reshape and a contiguous slice rather than a strided one (``window[:, :, ::d]``), which XNNPACK does not
+        delegate and which would split the ExecuTorch program into several partitions."""
+        d = self.dilation[0]
+        if d == 1:
+            return window
+        B, C, n = window.shape
+        every = window[:, :, : n - 1].reshape(B, C, n // d, d)[:, :, :, :1].reshape(B, C, n // d)
+        return torch.cat([every, window[:, :, n - 1 :]], dim=2)
+
     def reduce(self, window):
+        if self.linear is not None:
+            return self.linear(self.taps(window).reshape(window.shape[0], -1))
         if window.dim() == 3:
             y = nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
             return y.reshape(y.shape[0], y.shape[1])

@@ -315,3 +315,101 @@ def test_onnx_node_selection_refuses_a_layer_it_cannot_find(tmp_path):
         select_nodes(path, ["1"])
     with pytest.raises(ArtifactError, match="quantized 0 linear layer"):
         expect_quantized(path, 1, "MatMulInteger")
+
+
+def test_continual_convolutions_quantize_per_filter():
+    """A continual network's dense temporal convolutions quantize like linear layers: int8-dynamic equals the
+    formula written out in numpy on a stream, per frame: the dilated kernel's taps (frames t-6, t-3, t, zeros
+    before the stream starts) fake-quantized per tensor, the weights per filter (one scale per output channel
+    over C_in x K)."""
+    from edgeseq.models.continual import OfflineModel
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.ConstantPad1d((6, 0), 0.0), nn.Conv1d(5, 8, 3, dilation=3), nn.ReLU(), nn.Conv1d(8, 3, 1))
+    step = quantize_(edgeseq.convert(OfflineModel(net, frame_shape=5)), Int8DynamicConfig())
+    assert step.quant_layers == 2
+    x = torch.randn(300, 1, 5) * 1.5 + 0.3
+
+    def fq_act(a):
+        lo, hi = min(a.min(), 0), max(a.max(), 0)
+        s = max((hi - lo) / 255, 2.0**-12)  # smallest scale: an all-zero ReLU output still quantizes
+        zp = np.clip(-128 - np.round(lo / s), -128, 127)
+        return (np.clip(np.round(a / s) + zp, -128, 127) - zp) * s
+
+    def fq_filters(w):
+        s = np.abs(w).reshape(len(w), -1).max(1) / 127
+        return np.clip(np.round(w / s.reshape(-1, *(1,) * (w.ndim - 1))), -127, 127) * s.reshape(-1, *(1,) * (w.ndim - 1))
+
+    w1, b1 = fq_filters(net[1].weight.detach().numpy()), net[1].bias.detach().numpy()
+    w2, b2 = fq_filters(net[3].weight.detach().numpy()[:, :, 0]), net[3].bias.detach().numpy()
+    xs = np.concatenate([np.zeros((6, 5), np.float32), x[:, 0].numpy()])
+    ref = []
+    for t in range(len(x)):
+        taps = fq_act(xs[[t, t + 3, t + 6]].T)  # (C_in, K), oldest tap first
+        h = np.maximum(np.einsum("ock,ck->o", w1, taps) + b1, 0)
+        ref.append(w2 @ fq_act(h) + b2)
+    got = edgeseq.open(step).run(x)[:, 0]
+    np.testing.assert_allclose(got, np.array(ref), rtol=1e-5, atol=1e-5)
+    # a real quantization: not the float network
+    with torch.no_grad():
+        float_out = net(x[:, 0].T[None])[0].T.numpy()
+    assert np.abs(got - float_out).max() > 1e-3
+
+
+@pytest.mark.parametrize("scheme,target", [("int8-dynamic", "executorch"), ("int8-static", "onnx"),
+                                           ("fp16", "executorch"), ("int4-weight-only", "onnx")])
+def test_continual_tcn_quantized_artifacts(tmp_path, scheme, target):
+    """The continual family's temporal CNN (residual levels, dilation 2, a 1x1 head) under each kind of scheme:
+    the artifact matches its eager quantized step over 2,000 steps, the ring buffers leave the graph as float,
+    ExecuTorch delegates every int8 op (one partition), and onnxruntime quantizes exactly the three
+    convolutions' weights."""
+    from edgeseq.quant import Int4WeightOnlyConfig
+
+    torch.manual_seed(0)
+    model = edgeseq.build("continual", d_in=12, d_out=9, task="classify", channels=(8, 8), kernel_size=3)
+    cfg = {"int8-dynamic": Int8DynamicConfig(), "int8-static": Int8StaticConfig(reduce_range=True),
+           "fp16": Fp16Config(), "int4-weight-only": Int4WeightOnlyConfig()}[scheme]
+    step = quantize_(edgeseq.convert(model), cfg, calib="japanese-vowels" if scheme == "int8-static" else None,
+                     target=target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "m", target=target, steps=2000)
+    assert art.parity["steps"] == 2000 and art.parity["max_scaled_error"] <= art.parity["tolerance"]
+    checks = art.manifest["quantization"]["state_check"]
+    assert len(checks) == 2 and all(r["ok"] and r["dtype"] == "float32" for r in checks)  # the two ring buffers
+    if target == "onnx":
+        got = _quantized_weights(art.path)
+        assert len(got) == 3 and all(".linear.weight" in w for w in got), got
+    elif scheme != "fp16":  # fp16 casts the float32 input and state at the boundary, outside the delegate
+        assert art.manifest["graph"]["non_delegated_ops"] == 0 and art.manifest["graph"]["partitions"] == 1
+
+
+def test_fp16_aaren_running_sums_stay_float32(tmp_path):
+    """Aaren's u (sum of exp-scores) and w (weighted sum of values) grow with the stream. Computed in float16 they
+    stop absorbing increments: with every score 0 (keys zeroed), u must count the steps, and a float16 sum
+    sticks at 2,048. Under the fp16 scheme the state arithmetic stays float32 (manifest: state_math_dtype), so u
+    is exactly 3,000 after 3,000 steps, the output still tracks the float step, and the ExecuTorch artifact
+    matches the eager fp16 step."""
+    torch.manual_seed(0)
+    model = edgeseq.build("aaren", d_in=4, d_out=3, d_model=8, n_heads=2, n_layers=1)
+    with torch.no_grad():
+        model.blocks[0].attn.key.weight.zero_()
+        model.blocks[0].attn.key.bias.zero_()
+    float_step = edgeseq.convert(model)
+    step = quantize_(edgeseq.convert(model), Fp16Config())
+    x = torch.randn(3000, 1, 4)
+    state, fstate = step.init_state(1), float_step.init_state(1)
+    with torch.no_grad():
+        for t in range(len(x)):
+            y, state = step(x[t], state)
+            fy, fstate = float_step(x[t], fstate)
+    u = state[step.state_spec.names.index("u0")]
+    assert u.dtype == torch.float32 and torch.equal(u, torch.full_like(u, 3000.0))
+    assert (torch.tensor(2048.0, dtype=torch.float16) + 1.0).item() == 2048.0  # what a float16 u would do
+    assert (y - fy).abs().max() <= 1e-2 * fy.abs().max()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "m", target="executorch", steps=2000)
+    assert art.parity["max_scaled_error"] <= art.parity["tolerance"]
+    assert art.manifest["quantization"]["state_math_dtype"] == "float32"
+    assert art.manifest["quantization"]["compute_dtype"] == "float16"
