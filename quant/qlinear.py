@@ -150,20 +150,23 @@ def check_onnx_range(config, target: str) -> None:
         )
 
 
-def swap_linears(module: nn.Module, make) -> int:
-    """Replace every ``nn.Linear`` below ``module`` by ``make(linear)``; return how many were replaced.
+def use_linear_forms(module: nn.Module) -> int:
+    """Ask every module below ``module`` with a ``use_linear()`` method (a continual network's dense temporal
+    convolution, which at one output frame is a matrix product with its taps) to rewrite itself as an
+    ``nn.Linear``; return how many did."""
+    return sum(1 for m in list(module.modules()) if callable(getattr(m, "use_linear", None)) and m.use_linear())
 
-    A module with a ``use_linear()`` method (a continual network's dense temporal convolution, which at one
-    output frame is a matrix product with its taps) is asked to rewrite itself as an ``nn.Linear`` first."""
+
+def swap_linears(module: nn.Module, make) -> int:
+    """Replace every ``nn.Linear`` below ``module`` (after :func:`use_linear_forms`) by ``make(linear)``; return
+    how many were replaced."""
+    use_linear_forms(module)
     n = 0
     for name, child in module.named_children():
         if type(child) is nn.Linear:
             setattr(module, name, make(child))
             n += 1
         else:
-            use_linear = getattr(child, "use_linear", None)
-            if callable(use_linear):
-                use_linear()
             n += swap_linears(child, make)
     return n
 
