@@ -153,7 +153,7 @@ def main() -> None:
         skipped = [r for r in old.get("skipped", []) if r["model"] not in args.only] + skipped
         order = list(MODELS)
         rows.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
-    md = render(rows, args.quick, drift_steps, floor, refused, skipped, rerun=args.only)
+    md = render(rows, args.quick, drift_steps, floor, refused, skipped)
     if not args.quick:
         (ROOT / "docs" / "compression-results.json").write_text(json.dumps({"floor_us": floor, "rows": rows, "refused": refused, "skipped": skipped}, indent=1) + "\n")
     print(md)
@@ -162,8 +162,7 @@ def main() -> None:
         write_section(ROOT / "docs" / "benchmarks.md", "compression", md)
 
 
-def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skipped: list | None = None,
-           rerun: list | None = None) -> str:
+def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skipped: list | None = None) -> str:
     import platform
 
     lines = [
@@ -177,8 +176,7 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skip
         f"{drift_steps // 10:,} (bounded: <= 1.5).",
         "",
         "Per-call floor (a 2-unit Elman RNN, same measurement): " + ", ".join(f"{k} {v:.1f} µs" for k, v in floor.items()) + "."
-        + (f" Rows of {', '.join(rerun)} come from a later run (`--only`) than the others; every ratio is within one "
-           "run, and each row's 'above the floor' uses its own run's floor." if rerun else ""),
+        + _runs(rows),
         "",
         "| model | runtime | variant | file bytes | size vs fp32 | µs/step | speed-up | above the floor | accuracy | Δ points | artifact vs eager | drift (mean rel) | growth |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -198,6 +196,21 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skip
             by_model.setdefault(f"{r['model']} ({r['reason']})", []).append(f"{r['variant']} on {r['target']}")
         lines += ["", "Not applicable: " + "; ".join(f"{m}: {', '.join(v)}" for m, v in by_model.items()) + "."]
     return "\n".join(lines)
+
+
+def _runs(rows) -> str:
+    """Which models were measured together: rows of one run share its measured per-call floors (``--only`` runs
+    merge their rows into the earlier results)."""
+    runs: dict[tuple, list[str]] = {}
+    for r in rows:
+        models = runs.setdefault(tuple(sorted({(x["target"], x["floor_us"]) for x in rows if x["model"] == r["model"]})), [])
+        if r["model"] not in models:
+            models.append(r["model"])
+    if len(runs) < 2:
+        return ""
+    groups = "; ".join(", ".join(m) for m in runs.values())
+    return (f" The rows come from {len(runs)} runs ({groups}: `--only` reruns merged into the results); every ratio "
+            "is within one run, and each row's 'above the floor' uses its own run's floor.")
 
 
 def _above(r, rows, floor) -> str:
