@@ -48,7 +48,8 @@ def quantize_(step: StepModule, config: QuantConfig, calib: Any = None, *, targe
     float_spec = step.state_spec
     n = scheme.apply(step, config, cal)
     if n == 0:
-        raise ConfigError(f"{scheme.name}: this step has no layers the scheme quantizes (nn.Linear); nothing to do")
+        raise ConfigError(f"{scheme.name}: this step has no layers the scheme quantizes (nn.Linear, or a continual "
+                          "network's dense temporal convolution); nothing to do")
     compute = torch_dtype(scheme.compute_dtype)
     if compute != torch.float32 or not config.state.is_default:
         prec = Precision(float_spec, dict(config.state.overrides), scales, compute, step.state_math_dtype)

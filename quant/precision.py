@@ -2,8 +2,9 @@
 
 A :class:`Precision` module sits in ``StepModule.precision``; ``StepModule.step`` calls it with the family's
 ``_step``. It casts the input and the stored state to what ``_step`` computes with (the state to the step's
-``state_math_dtype`` where it has one), runs it, and stores the new state back: float32 (default, untouched), float16 (a cast: half the bytes), or int8 (symmetric, one scale per
-tensor calibrated on real rollouts: ``round(s / scale)`` clamped to -127..127). The arithmetic is plain casts,
+``state_math_dtype`` where it has one), runs it, and stores the new state back: float32 (default, untouched),
+float16 (a cast: half the bytes), or int8 (symmetric, one scale per tensor calibrated on real rollouts:
+``round(s / scale)`` clamped to -127..127). The arithmetic is plain casts,
 ``round`` and ``clamp``, so every runtime runs it; the stored dtype shows in the ``StateSpec`` and the manifest.
 """
 

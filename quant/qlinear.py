@@ -161,13 +161,17 @@ def swap_linears(module: nn.Module, make) -> int:
     """Replace every ``nn.Linear`` below ``module`` (after :func:`use_linear_forms`) by ``make(linear)``; return
     how many were replaced."""
     use_linear_forms(module)
+    return _swap(module, make)
+
+
+def _swap(module: nn.Module, make) -> int:
     n = 0
     for name, child in module.named_children():
         if type(child) is nn.Linear:
             setattr(module, name, make(child))
             n += 1
         else:
-            n += swap_linears(child, make)
+            n += _swap(child, make)
     return n
 
 
