@@ -218,9 +218,9 @@ class ConvStep(Window):
         """Rewrite a dense 1D convolution (groups 1) as the ``nn.Linear`` it is at one output frame: weight
         (C_out, C_in, K) -> (C_out, C_in * K) against the kernel's taps (C_in, K) flattened the same way. The
         int8, weight-only and fp16 schemes call it (``quant.qlinear.use_linear_forms``), so that a temporal
-        convolution quantizes like any linear layer (per output channel = per filter). The float step keeps the convolution: one Conv op is
-        cheaper in onnxruntime than the taps' slices and a MatMul (measured: 88 vs 98 us on a 3x64 TCN step;
-        ExecuTorch the same either way). Returns whether it rewrote."""
+        convolution quantizes like any linear layer (per output channel = per filter). The float step keeps the
+        convolution: one Conv op is cheaper in onnxruntime than the taps' slices and a MatMul (measured: 88 vs 98 us
+        on a 3x64 TCN step; ExecuTorch the same either way). Returns whether it rewrote."""
         if self.linear is not None or self.weight.dim() != 3 or self.groups != 1:
             return self.linear is not None
         co, ci, k = self.weight.shape
