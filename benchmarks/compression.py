@@ -103,7 +103,7 @@ def main() -> None:
                 step = edgeseq.convert(mdl)
                 if q is not None:
                     cfg_cls = REG.get(q[0]).config
-                    cfg = cfg_cls(reduce_range=True) if target == "onnx" and "reduce_range" in cfg_cls.__dataclass_fields__ else cfg_cls()
+                    cfg = cfg_cls(weights="uint8") if target == "onnx" and "weights" in cfg_cls.__dataclass_fields__ else cfg_cls()
                     try:
                         edgeseq.quant.quantize_(step, cfg, calib=q[1], target=target)
                     except edgeseq.errors.ConfigError as exc:  # e.g. a step with no layer the scheme quantizes

@@ -29,6 +29,7 @@ _DTYPES = {
     "int64": torch.int64,
     "int32": torch.int32,
     "int8": torch.int8,
+    "uint8": torch.uint8,
 }
 
 

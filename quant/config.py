@@ -130,6 +130,8 @@ def config_from_dict(d: dict[str, Any]) -> QuantConfig:
     d.pop("version", None)
     state = StatePolicy(tuple(sorted((d.pop("state", None) or {}).items())))
     allowed = {f.name for f in dataclasses.fields(scheme.config)} - {"state"}
+    if "reduce_range" in d and "weights" in allowed and "weights" not in d:  # manifests written before `weights`
+        d["weights"] = "int8-reduced" if d.pop("reduce_range") else "int8"
     unknown = set(d) - allowed
     if unknown:
         raise ConfigError(f"{scheme.name} config: unknown fields {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")

@@ -13,17 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeseq.quant.config import QuantConfig, Scheme, register_scheme
-from edgeseq.quant.qlinear import QuantLinear, check_onnx_range, swap_linears
+from edgeseq.quant.qlinear import QuantLinear, check_weight_format, swap_linears
 
 
 @dataclass(frozen=True)
 class Int8DynamicConfig(QuantConfig):
     scheme = "int8-dynamic"
-    reduce_range: bool = False  # weights in -64..64 instead of -127..127: required by the onnx target (see below)
+    # 8-bit weight format (quant/qlinear.py): "int8" (-127..127, ExecuTorch), "uint8" (0..255 with a zero point
+    # per channel) or "int8-reduced" (-64..64); onnx refuses full-range int8 (its x86 kernels saturate)
+    weights: str = "int8"
 
 
 def _apply(step, config: Int8DynamicConfig, cal) -> int:
-    return swap_linears(step, lambda lin: QuantLinear(lin, "dynamic", config.reduce_range))
+    return swap_linears(step, lambda lin: QuantLinear(lin, "dynamic", config.weights))
 
 
 def _lower_onnx(float_path: Path, out_path: Path, config: Int8DynamicConfig, step) -> None:
@@ -35,7 +37,8 @@ def _lower_onnx(float_path: Path, out_path: Path, config: Int8DynamicConfig, ste
     nodes = select_nodes(float_path, quantized_layer_paths(step, (QuantLinear,)), suffixes=("", "_kn"))
     quantize_dynamic(
         str(float_path), str(out_path), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
-        per_channel=True, reduce_range=True, weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
+        per_channel=True, reduce_range=config.weights == "int8-reduced",
+        weight_type=QuantType.QUInt8 if config.weights == "uint8" else QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
     )
     expect_quantized(out_path, len(nodes), "MatMulInteger")
 
@@ -43,6 +46,6 @@ def _lower_onnx(float_path: Path, out_path: Path, config: Int8DynamicConfig, ste
 register_scheme(Scheme(
     name="int8-dynamic", config=Int8DynamicConfig, targets=("executorch", "onnx"),
     summary="int8 per-channel weights, int8 activations quantized per call; no calibration",
-    apply=_apply, lower_onnx=_lower_onnx, check=check_onnx_range, tolerance=2e-2,
+    apply=_apply, lower_onnx=_lower_onnx, check=check_weight_format, tolerance=2e-2,
     peak_precision="int8",
 ))

@@ -15,20 +15,22 @@ from pathlib import Path
 
 from edgeseq.quant.calibrate import rollout
 from edgeseq.quant.config import QuantConfig, Scheme, register_scheme
-from edgeseq.quant.qlinear import QuantLinear, check_onnx_range, swap_linears
+from edgeseq.quant.qlinear import QuantLinear, check_weight_format, swap_linears
 
 
 @dataclass(frozen=True)
 class Int8StaticConfig(QuantConfig):
     scheme = "int8-static"
-    reduce_range: bool = False  # weights in -64..64 instead of -127..127: required by the onnx target (see below)
+    # 8-bit weight format (quant/qlinear.py): "int8" (-127..127, ExecuTorch), "uint8" (0..255 with a zero point
+    # per channel) or "int8-reduced" (-64..64); onnx refuses full-range int8 (its x86 kernels saturate)
+    weights: str = "int8"
 
 
 def _apply(step, config: Int8StaticConfig, cal) -> int:
     layers: list[QuantLinear] = []
 
     def make(lin):
-        q = QuantLinear(lin, "static", config.reduce_range)
+        q = QuantLinear(lin, "static", config.weights)
         layers.append(q)
         return q
 
@@ -77,11 +79,13 @@ def _lower_onnx(float_path: Path, out_path: Path, config: Int8StaticConfig, step
     nodes = select_nodes(float_path, quantized_layer_paths(step, (QuantLinear,)))
     in_names, _ = io_names(step.state_spec)
     reader = _Reader(step, step.quant_calibration, in_names)
+    u8 = config.weights == "uint8"  # u8 x u8: activations on the same affine grid shifted by 128 (same values)
     quantize_static(
         str(float_path), str(out_path), reader, quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=nodes, per_channel=True, reduce_range=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "MatMulConstBOnly": True},
+        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_quantize=nodes, per_channel=True,
+        reduce_range=config.weights == "int8-reduced", activation_type=QuantType.QUInt8 if u8 else QuantType.QInt8,
+        weight_type=QuantType.QUInt8 if u8 else QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"WeightSymmetric": not u8, "ActivationSymmetric": False, "MatMulConstBOnly": True},
     )
     expect_quantized(out_path, len(nodes), "QDQ")
     _, out_names = io_names(step.state_spec)
@@ -127,6 +131,6 @@ def float_state_outputs(path: Path, names: list[str]) -> None:
 register_scheme(Scheme(
     name="int8-static", config=Int8StaticConfig, targets=("executorch", "onnx"),
     summary="int8 per-channel weights, linear inputs/outputs int8 with scales calibrated on real rollouts",
-    apply=_apply, lower_onnx=_lower_onnx, check=check_onnx_range, needs_calibration=True, tolerance=0.15,
+    apply=_apply, lower_onnx=_lower_onnx, check=check_weight_format, needs_calibration=True, tolerance=0.15,
     peak_precision="int8",
 ))

@@ -1,7 +1,8 @@
 """The eager quantized linear layer every int8 scheme shares, written in the PT2E reference representation.
 
-``QuantLinear`` stores int8 weights with one symmetric scale per output channel (range -127..127, as XNNPACK
-and ``onnxruntime.quantization`` use) and computes
+``QuantLinear`` stores 8-bit weights per output channel in one of three formats (``WEIGHT_FORMATS``): ``int8``
+(symmetric, -127..127, as XNNPACK uses), ``int8-reduced`` (symmetric, -64..64: onnxruntime's ``reduce_range``) or
+``uint8`` (asymmetric, 0..255 with a zero point per channel: onnxruntime's ``QUInt8`` weights), and computes
 
     dynamic:  y = linear(dq(q(x; qparams of this x)), dq(W_q), b)          activations: per tensor, int8 affine
     static:   y = dq(q(linear(dq(q(x; s_in)), dq(W_q), b); s_out))        s_in, s_out calibrated on rollouts
@@ -30,7 +31,9 @@ WQMIN, WQMAX = -127, 127  # weights: int8 symmetric (no -128: keeps the range sy
 EPS = 2.0**-12  # smallest activation scale (an all-zero tensor still gets a usable scale)
 
 
-REDUCED_WQMAX = 64  # onnxruntime's reduced int8 range (-64..64): see int8_dynamic.py for why ONNX needs it
+REDUCED_WQMAX = 64  # onnxruntime's reduced int8 range (-64..64): see check_weight_format for why ONNX needs it
+# weight formats: "int8" (symmetric -127..127), "int8-reduced" (symmetric -64..64), "uint8" (asymmetric 0..255)
+WEIGHT_FORMATS = ("int8", "int8-reduced", "uint8")
 
 
 def quantize_weight_per_channel(w: torch.Tensor, qmax: int = WQMAX) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +45,22 @@ def quantize_weight_per_channel(w: torch.Tensor, qmax: int = WQMAX) -> tuple[tor
     shape = (-1,) + (1,) * (w.dim() - 1)
     q = torch.clamp(torch.round(w.detach() / scale.view(shape)), -qmax, qmax).to(torch.int8)
     return q, scale
+
+
+def quantize_weight_per_channel_uint8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric uint8 per output channel, values in 0..255: returns (uint8 weights, float32 scales, int64 zero
+    points). The range of each channel is widened to include 0 (so 0 is exact) and mapped onto 0..255: the grid
+    ``onnxruntime.quantization`` computes for ``QUInt8`` weights (scale = (max - min) / 255 in float64, zero point
+    = round(-min / scale)), so re-quantizing the dequantized weights there gives back the same grid."""
+    wd = w.detach().double().reshape(w.shape[0], -1)
+    lo, hi = wd.amin(dim=1).clamp_max(0.0), wd.amax(dim=1).clamp_min(0.0)
+    scale = (hi - lo) / 255.0
+    ok = scale.float() > torch.finfo(torch.float32).tiny
+    zp = torch.where(ok, torch.round(-lo / torch.where(ok, scale, torch.ones_like(scale))), torch.zeros_like(lo))
+    scale32 = torch.where(ok, scale, torch.ones_like(scale)).float()
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    q = torch.round(w.detach().float() / scale32.view(shape)) + zp.view(shape).float()
+    return torch.clamp(q, 0, 255).to(torch.uint8), scale32, zp.to(torch.int64)
 
 
 def affine_qparams(lo: float, hi: float) -> tuple[float, int]:
@@ -73,19 +92,28 @@ class RangeObserver(nn.Module):
 
 
 class QuantLinear(nn.Module):
-    """int8 per-channel weights; activations ``"dynamic"`` (per call) or ``"static"`` (calibrated)."""
+    """8-bit per-channel weights (format ``weights``, one of ``WEIGHT_FORMATS``); activations ``"dynamic"`` (per
+    call) or ``"static"`` (calibrated)."""
 
-    def __init__(self, linear: nn.Linear, act: str, reduce_range: bool = False):
+    def __init__(self, linear: nn.Linear, act: str, weights: str = "int8"):
         super().__init__()
         if act not in ("dynamic", "static"):
             raise ValueError(f"act must be 'dynamic' or 'static', got {act!r}")
-        self.act = act
+        if weights not in WEIGHT_FORMATS:
+            raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
+        self.act, self.weights = act, weights
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.wqmax = REDUCED_WQMAX if reduce_range else WQMAX
-        q, s = quantize_weight_per_channel(linear.weight, self.wqmax)
-        self.register_buffer("weight_int8", q)
+        if weights == "uint8":
+            q, s, zp = quantize_weight_per_channel_uint8(linear.weight)
+            self.wqrange, self.wdtype = (0, 255), torch.uint8
+        else:
+            qmax = REDUCED_WQMAX if weights == "int8-reduced" else WQMAX
+            q, s = quantize_weight_per_channel(linear.weight, qmax)
+            zp = torch.zeros(s.shape, dtype=torch.int64)
+            self.wqrange, self.wdtype = (-qmax, qmax), torch.int8
+        self.register_buffer("weight_q", q)
         self.register_buffer("weight_scale", s)
-        self.register_buffer("weight_zero_point", torch.zeros(s.shape, dtype=torch.int64))
+        self.register_buffer("weight_zero_point", zp)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
         # static activation qparams (scale, zero point), set by calibration; python numbers so that tracing bakes
         # them into the graph as constants; the buffers carry them into state_dict() and the fingerprint
@@ -96,7 +124,8 @@ class QuantLinear(nn.Module):
         self.observers: nn.ModuleDict | None = None
 
     def weight(self) -> torch.Tensor:
-        return qd.dequantize_per_channel(self.weight_int8, self.weight_scale, self.weight_zero_point, 0, -self.wqmax, self.wqmax, torch.int8)
+        lo, hi = self.wqrange
+        return qd.dequantize_per_channel(self.weight_q, self.weight_scale, self.weight_zero_point, 0, lo, hi, self.wdtype)
 
     def dequantized(self) -> nn.Linear:
         lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
@@ -136,17 +165,33 @@ class QuantLinear(nn.Module):
         return self._fq(y, self.out_q)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, act={self.act}, weights=int8 per-channel (-{self.wqmax}..{self.wqmax})"
+        lo, hi = self.wqrange
+        return f"{self.in_features}, {self.out_features}, act={self.act}, weights={self.weights} per-channel ({lo}..{hi})"
 
 
-def check_onnx_range(config, target: str) -> None:
-    """int8 schemes on onnx need weights in -64..64: onnxruntime's x86 kernels without VNNI sum pairs of u8 x s8
-    products in int16, which saturates with full-range weights (measured here: 0.43 max error on one 76x256
-    layer, vs 0.006 with the reduced range) and gives wrong outputs without an error."""
-    if target == "onnx" and not config.reduce_range:
+def check_weight_format(config, target: str) -> None:
+    """Refuse a weight format the target cannot run correctly, before any work.
+
+    - ExecuTorch (XNNPACK) takes symmetric int8 weights: ``uint8`` is refused there.
+    - onnx refuses full-range ``int8``: onnxruntime's x86 kernels without VNNI (this machine: AVX2) multiply u8
+      activations by s8 weights with VPMADDUBSW, which sums pairs of products in int16 and saturates with
+      full-range weights, giving wrong outputs without an error (measured here: 0.43 max error on one 76x256
+      layer vs 0.006 with the reduced range; relative error 0.13 on a 1024x2048 layer). ``uint8`` weights (the
+      u8 x u8 kernels widen to int16 before multiplying: no saturation) and ``int8-reduced`` (-64..64) are exact.
+    """
+    weights = config.weights
+    if weights not in WEIGHT_FORMATS:
+        raise ConfigError(f"{config.scheme}: weights={weights!r} is not a weight format; choose from {', '.join(WEIGHT_FORMATS)}")
+    if target == "executorch" and weights == "uint8":
         raise ConfigError(
-            f"{config.scheme} on onnx needs reduce_range=True (CLI: --reduce-range): onnxruntime's x86 int8 kernels "
-            "saturate with full-range int8 weights on CPUs without VNNI and give wrong outputs without an error"
+            f"{config.scheme} on executorch takes int8 weights (XNNPACK's kernels are symmetric int8): use "
+            "weights='int8' (CLI: --weights int8); uint8 weights are for the onnx target"
+        )
+    if target == "onnx" and weights == "int8":
+        raise ConfigError(
+            f"{config.scheme} on onnx cannot use full-range int8 weights: onnxruntime's x86 int8 kernels saturate with "
+            "them on CPUs without VNNI and give wrong outputs without an error; use weights='uint8' (CLI: --weights "
+            "uint8, the onnx default: full 8 bits) or weights='int8-reduced' (-64..64: faster, 7 bits)"
         )
 
 

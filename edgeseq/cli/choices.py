@@ -18,3 +18,7 @@ RuntimeName = Enum("RuntimeName", {k: k for k in RUNTIMES.keys()}, type=str)
 from edgeseq.quant import SCHEMES  # noqa: E402
 
 SchemeName = Enum("SchemeName", {k: k for k in SCHEMES.keys()}, type=str)
+
+from edgeseq.quant.qlinear import WEIGHT_FORMATS  # noqa: E402
+
+WeightFormat = Enum("WeightFormat", {k: k for k in WEIGHT_FORMATS}, type=str)

@@ -244,7 +244,7 @@ def test_cli_prune_then_quantize(tmp_path):
 
     man = json.loads((tmp_path / "q.onnx.edgeseq.json").read_text())
     assert man["pruning"]["config"]["method"] == "structured"
-    assert man["quantization"]["config"]["reduce_range"] is True and man["quantization"]["drift"]["steps"] == 300
+    assert man["quantization"]["config"]["weights"] == "uint8" and man["quantization"]["drift"]["steps"] == 300
     assert (tmp_path / "q.onnx.drift.svg").read_text().startswith("<svg")
     r = CliRunner().invoke(app, ["inspect", str(tmp_path / "q.onnx")])
     assert r.exit_code == 0 and "int8-dynamic (state: h0=float32, c0=float32, checked on the graph)" in " ".join(r.output.split())
