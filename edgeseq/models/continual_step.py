@@ -160,6 +160,17 @@ def fresh_mask(t: torch.Tensor, first: int, rate: int) -> torch.Tensor:
     return ready
 
 
+def dilated_frames(window: torch.Tensor, d: int) -> torch.Tensor:
+    """Every d-th frame of a window (B, C, (K - 1) * d + 1, *spatial), oldest first: (B, C, K, *spatial). Written
+    as a reshape and a contiguous slice rather than a strided one (``window[:, :, ::d]``), which XNNPACK does not
+    delegate and which would split the ExecuTorch program into several partitions."""
+    if d == 1:
+        return window
+    B, C, n, *sp = window.shape
+    every = window[:, :, : n - 1].reshape(B, C, n // d, d, *sp)[:, :, :, :1].reshape(B, C, n // d, *sp)
+    return torch.cat([every, window[:, :, n - 1 :]], dim=2)
+
+
 class Window(Buffered):
     """Ring buffer of the last ``span`` frames (B, C, span, *spatial), oldest first; ``reduce`` maps the window
     (B, C, span + 1, *spatial) to one output frame."""
@@ -233,15 +244,8 @@ class ConvStep(Window):
         return True
 
     def taps(self, window: torch.Tensor) -> torch.Tensor:
-        """The K frames a dilated kernel reads, (B, C, K), from the window (B, C, (K - 1) * d + 1). Written as a
-        reshape and a contiguous slice rather than a strided one (``window[:, :, ::d]``), which XNNPACK does not
-        delegate and which would split the ExecuTorch program into several partitions."""
-        d = self.dilation[0]
-        if d == 1:
-            return window
-        B, C, n = window.shape
-        every = window[:, :, : n - 1].reshape(B, C, n // d, d)[:, :, :, :1].reshape(B, C, n // d)
-        return torch.cat([every, window[:, :, n - 1 :]], dim=2)
+        """The K frames the kernel reads, (B, C, K, *spatial), from the window (B, C, (K - 1) * d + 1, *spatial)."""
+        return dilated_frames(window, self.dilation[0])
 
     def reduce(self, window):
         if self.linear is not None:
@@ -249,7 +253,7 @@ class ConvStep(Window):
         if window.dim() == 3:
             y = nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
             return y.reshape(y.shape[0], y.shape[1])
-        frames = window[:, :, :: self.dilation[0]] if self.dilation[0] > 1 else window  # (B, C, kt, H, W)
+        frames = self.taps(window)  # (B, C, kt, H, W)
         folded = frames.reshape(frames.shape[0], -1, *frames.shape[3:])
         return nn.functional.conv2d(folded, self.weight, self.bias, self.sp_stride, self.sp_padding, self.dilation[1:], self.groups)
 
@@ -269,10 +273,14 @@ class PoolStep(Window):
         if self.kind == "avg":  # a 2D matmul with a mean column: delegate-friendly
             rows = window.movedim(2, -1).reshape(-1, k)
             y = torch.mm(rows, self.mean_col).reshape(B, C, *spatial)
-        elif self.dil == 1 and window.dim() == 3:
-            y = nn.functional.max_pool1d(window, self.k).reshape(B, C)
-        else:
-            y = window[:, :, :: self.dil].amax(2)
+        elif window.dim() == 3:
+            y = nn.functional.max_pool1d(dilated_frames(window, self.dil), self.k).reshape(B, C)
+        else:  # a chain of elementwise maxima over the k frames: XNNPACK delegates it, not amax over the time axis
+            frames = dilated_frames(window, self.dil)
+            y = frames[:, :, :1]
+            for i in range(1, self.k):
+                y = torch.maximum(y, frames[:, :, i : i + 1])
+            y = y.reshape(B, C, *spatial)
         return y if self.spatial is None else self.spatial(y)
 
 

@@ -335,6 +335,33 @@ def test_branches_in_a_3d_clip_model_per_window():
     assert step.state_spec.delay == 5 and report.max_abs_error <= 1e-5, report.summary()
 
 
+def test_temporally_dilated_3d_layers_stream_and_lower_to_one_partition(tmp_path):
+    """Conv3d and MaxPool3d dilated in time (dense and grouped): the step equals the clip model on every window,
+    and ExecuTorch delegates the whole step in one partition (the dilated frames are picked by a reshape and a
+    contiguous slice, the pool's maximum is a chain of elementwise maxima; a strided slice and amax over the time
+    axis were left outside XNNPACK: 3 partitions with 2 slice_copy ops outside, 2 with amax outside)."""
+    from edgeseq.models.continual import OfflineModel
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv3d(2, 8, (1, 3, 3), padding=(0, 1, 1)), nn.ReLU(),
+        nn.Conv3d(8, 8, (3, 1, 1), dilation=(2, 1, 1)), nn.ReLU(),
+        nn.Conv3d(8, 8, (2, 3, 3), dilation=(3, 1, 1), padding=(0, 1, 1), groups=2), nn.ReLU(),
+        nn.MaxPool3d((2, 1, 1), stride=1, dilation=(2, 1, 1)),
+        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    model = OfflineModel(net, (2, 6, 6), window=10)
+    step = edgeseq.convert(model)
+    assert step.state_spec.delay == 9  # 4 + 3 + 2 frames of temporal reach
+    report = edgeseq.check_parity(model, step, torch.randn(1, T, 72))
+    assert report.steps == T - 9 and report.max_abs_error <= 1e-5, report.summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "dil", target="executorch", steps=T)
+    g = art.manifest["graph"]
+    assert art.parity["max_scaled_error"] <= art.parity["tolerance"]
+    assert g["partitions"] == 1 and g["non_delegated_ops"] == 0, g
+
+
 def test_temporal_strides_give_one_output_every_product_of_strides(tmp_path):
     """A TCN that downsamples time (strided conv, AvgPool1d with its default stride = kernel): the step gives the
     offline output k at frame delay + k * 4 and marks the frames between as not ready."""
