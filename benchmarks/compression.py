@@ -52,7 +52,11 @@ def main() -> None:
     ap.add_argument("--only", action="append", default=[], metavar="MODEL",
                     help=f"re-run only these models (repeatable; {', '.join(MODELS)}) and merge their rows into the "
                          "existing docs/compression-results.json (each row keeps the per-call floor of its own run)")
+    ap.add_argument("--target", action="append", default=[], choices=["executorch", "onnx"],
+                    help="measure only these runtimes (repeatable; default both); with --only, the other runtime's rows "
+                         "of those models are kept from their earlier run")
     args = ap.parse_args()
+    targets = tuple(args.target) or ("executorch", "onnx")
     unknown = [m for m in args.only if m not in MODELS]
     if unknown:
         ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
@@ -74,7 +78,7 @@ def main() -> None:
     drift_steps = 1000 if args.quick else args.drift_steps
     tmp = Path(tempfile.mkdtemp())
     floor = {}
-    for target in ("executorch", "onnx"):
+    for target in targets:
         tiny = edgeseq.build("rnn", d_in=ds.d_in, d_out=ds.d_out, cell="rnn_tanh", d_hidden=2)
         art = edgeseq.export(edgeseq.convert(tiny), tmp / f"floor-{target}", target=target, steps=10)
         backend, st = runtime_calls(art)
@@ -95,7 +99,7 @@ def main() -> None:
             pruned = copy.deepcopy(model)
             prune_(pruned, StructuredConfig(0.5), data="japanese-vowels", finetune_epochs=FINETUNE)
             variants.append((f"structured 50% + {FINETUNE} ep", pruned, None))
-        for target in ("executorch", "onnx"):
+        for target in targets:
             arts = {}
             for name, mdl, q in variants:
                 if q is not None and target not in REG.get(q[0]).targets:
@@ -135,7 +139,7 @@ def main() -> None:
                     "size_ratio": art.manifest["file_bytes"] / fp_bytes, "us": lat[name], "speedup": lat["fp32"] / lat[name],
                     "acc": acc, "acc_change": 100 * (acc - fp_acc), "parity": art.parity["max_abs_error"],
                     "drift_mean": s["output_rel_error_mean"], "drift_growth": s["growth_late_over_early"], "bounded": s["bounded"],
-                    "floor_us": floor[target],
+                    "floor_us": floor[target], "run_floors": dict(floor),
                 })
                 r = rows[-1]
                 print(f"{label:11s} {target:10s} {name:22s} {r['bytes']:>9,} B ({r['size_ratio']:.2f}x)  {r['us']:8.1f} us "
@@ -148,9 +152,14 @@ def main() -> None:
         old = json.loads(results.read_text())
         for r in old["rows"]:
             r.setdefault("floor_us", old["floor_us"][r["target"]])
-        rows = [r for r in old["rows"] if r["model"] not in args.only] + rows
-        refused = [r for r in old.get("refused", []) if r["model"] not in args.only] + refused
-        skipped = [r for r in old.get("skipped", []) if r["model"] not in args.only] + skipped
+        def kept(r):
+            return r["model"] not in args.only or r["target"] not in targets
+
+        rows = [r for r in old["rows"] if kept(r)] + rows
+        refused = [r for r in old.get("refused", []) if kept(r)] + refused
+        skipped = [r for r in old.get("skipped", []) if kept(r)] + skipped
+        for target, f in old["floor_us"].items():
+            floor.setdefault(target, f)
         order = list(MODELS)
         rows.sort(key=lambda r: order.index(r["model"]) if r["model"] in order else len(order))
     md = render(rows, args.quick, drift_steps, floor, refused, skipped)
@@ -173,7 +182,8 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skip
         f"runtime in the same run (latency: bare runtime calls, interleaved, median of rounds). Accuracy: the test split "
         f"streamed series by series through the artifact. Drift: {drift_steps:,}-step rollout on the test stream vs the "
         "float eager step, mean relative output error; growth = mean error of the last third / of the third after step "
-        f"{drift_steps // 10:,} (bounded: <= 1.5).",
+        f"{drift_steps // 10:,} (bounded: <= 1.5). int8 schemes' weights: int8 (-127..127) on executorch, uint8 "
+        "(0..255, a zero point per channel) on onnx: each target's default (docs/compression.md, weight formats).",
         "",
         "Per-call floor (a 2-unit Elman RNN, same measurement): " + ", ".join(f"{k} {v:.1f} µs" for k, v in floor.items()) + "."
         + _runs(rows),
@@ -199,16 +209,21 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skip
 
 
 def _runs(rows) -> str:
-    """Which models were measured together: rows of one run share its measured per-call floors (``--only`` runs
-    merge their rows into the earlier results)."""
-    runs: dict[tuple, list[str]] = {}
+    """Which rows were measured together: rows of one run share its measured per-call floor (``--only`` and
+    ``--target`` runs merge their rows into the earlier results)."""
+    runs: dict[tuple, dict[str, list[str]]] = {}
     for r in rows:
-        models = runs.setdefault(tuple(sorted({(x["target"], x["floor_us"]) for x in rows if x["model"] == r["model"]})), [])
-        if r["model"] not in models:
-            models.append(r["model"])
+        # rows written before run_floors: their run measured every row of the model that lacks run_floors too
+        floors = r.get("run_floors") or {x["target"]: x["floor_us"] for x in rows if x["model"] == r["model"] and "run_floors" not in x}
+        models = runs.setdefault(tuple(sorted(floors.items())), {})
+        targets = models.setdefault(r["model"], [])
+        if r["target"] not in targets:
+            targets.append(r["target"])
     if len(runs) < 2:
         return ""
-    groups = "; ".join(", ".join(m) for m in runs.values())
+    every = {r["target"] for r in rows}
+    groups = "; ".join(", ".join(m if set(t) == every else f"{m} ({', '.join(t)})" for m, t in models.items())
+                       for models in runs.values())
     return (f" The rows come from {len(runs)} runs ({groups}: `--only` reruns merged into the results); every ratio "
             "is within one run, and each row's 'above the floor' uses its own run's floor.")
 
