@@ -107,7 +107,8 @@ def main() -> None:
                 step = edgeseq.convert(mdl)
                 if q is not None:
                     cfg_cls = REG.get(q[0]).config
-                    cfg = cfg_cls(weights="uint8") if target == "onnx" and "weights" in cfg_cls.__dataclass_fields__ else cfg_cls()
+                    onnx_w = "int8-reduced" if q[0] == "int8-static" else "uint8"  # each scheme's onnx default (CLI)
+                    cfg = cfg_cls(weights=onnx_w) if target == "onnx" and "weights" in cfg_cls.__dataclass_fields__ else cfg_cls()
                     try:
                         edgeseq.quant.quantize_(step, cfg, calib=q[1], target=target)
                     except edgeseq.errors.ConfigError as exc:  # e.g. a step with no layer the scheme quantizes
@@ -182,8 +183,9 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skip
         f"runtime in the same run (latency: bare runtime calls, interleaved, median of rounds). Accuracy: the test split "
         f"streamed series by series through the artifact. Drift: {drift_steps:,}-step rollout on the test stream vs the "
         "float eager step, mean relative output error; growth = mean error of the last third / of the third after step "
-        f"{drift_steps // 10:,} (bounded: <= 1.5). int8 schemes' weights: int8 (-127..127) on executorch, uint8 "
-        "(0..255, a zero point per channel) on onnx: each target's default (docs/compression.md, weight formats).",
+        f"{drift_steps // 10:,} (bounded: <= 1.5). int8 weights: int8 (-127..127) on executorch; on onnx uint8 (0..255, "
+        "a zero point per channel) for int8-dynamic and int8-reduced (-64..64) for int8-static: each scheme's default "
+        "there (docs/compression.md, weight formats).",
         "",
         "Per-call floor (a 2-unit Elman RNN, same measurement): " + ", ".join(f"{k} {v:.1f} µs" for k, v in floor.items()) + "."
         + _runs(rows),

@@ -59,8 +59,9 @@ def test_dynamic_linear_matches_formula():
     assert np.abs(got - lin(x).detach().numpy()).max() > 1e-4
 
 
-@pytest.mark.parametrize("target,weights", [("executorch", "int8"), ("onnx", "uint8"), ("onnx", "int8-reduced")])
-@pytest.mark.parametrize("scheme", ["int8-dynamic", "int8-static"])
+@pytest.mark.parametrize("scheme,target,weights", [
+    ("int8-dynamic", "executorch", "int8"), ("int8-dynamic", "onnx", "uint8"), ("int8-dynamic", "onnx", "int8-reduced"),
+    ("int8-static", "executorch", "int8"), ("int8-static", "onnx", "int8-reduced")])
 def test_int8_artifacts_match_eager_quantized(trained, tmp_path, scheme, target, weights):
     model, ds = trained
     cfg = (Int8DynamicConfig if scheme == "int8-dynamic" else Int8StaticConfig)(weights=weights)
@@ -95,7 +96,9 @@ def test_weight_formats_a_target_cannot_run_refused_before_work(trained):
     with pytest.raises(ConfigError, match="cannot use full-range int8 weights.*weights='uint8'"):
         quantize_(step, Int8DynamicConfig(), target="onnx")
     with pytest.raises(ConfigError, match="executorch takes int8 weights"):
-        quantize_(step, Int8StaticConfig(weights="uint8"), calib="japanese-vowels", target="executorch")
+        quantize_(step, Int8DynamicConfig(weights="uint8"), target="executorch")
+    with pytest.raises(ConfigError, match="int8-static cannot use uint8 weights"):
+        quantize_(step, Int8StaticConfig(weights="uint8"), calib="japanese-vowels", target="onnx")
     with pytest.raises(ConfigError, match="weights='int4' is not a weight format"):
         quantize_(step, Int8DynamicConfig(weights="int4"), target="onnx")
     assert getattr(step, "quantization", None) is None
@@ -348,7 +351,7 @@ def test_onnx_quantizes_exactly_the_steps_linear_layers(tmp_path, scheme):
 
     torch.manual_seed(0)
     model = edgeseq.build("mamba", d_in=12, d_out=9, task="classify", d_model=16, n_layers=2)
-    cfg = {"int8-dynamic": Int8DynamicConfig(weights="uint8"), "int8-static": Int8StaticConfig(weights="uint8"),
+    cfg = {"int8-dynamic": Int8DynamicConfig(weights="uint8"), "int8-static": Int8StaticConfig(weights="int8-reduced"),
            "int4-weight-only": Int4WeightOnlyConfig()}[scheme]
     step = quantize_(edgeseq.convert(model), cfg, calib="japanese-vowels" if scheme == "int8-static" else None,
                      target="onnx")
@@ -437,7 +440,7 @@ def test_continual_tcn_quantized_artifacts(tmp_path, scheme, target):
 
     torch.manual_seed(0)
     model = edgeseq.build("continual", d_in=12, d_out=9, task="classify", channels=(32, 32), kernel_size=3)
-    cfg = {"int8-dynamic": Int8DynamicConfig(), "int8-static": Int8StaticConfig(weights="uint8"),
+    cfg = {"int8-dynamic": Int8DynamicConfig(), "int8-static": Int8StaticConfig(weights="int8-reduced"),
            "fp16": Fp16Config(), "int4-weight-only": Int4WeightOnlyConfig()}[scheme]
     step = quantize_(edgeseq.convert(model), cfg, calib="japanese-vowels" if scheme == "int8-static" else None,
                      target=target)
