@@ -67,6 +67,7 @@ def main() -> None:
     from edgeseq.quant import SCHEMES as REG, StructuredConfig, prune_
     from edgeseq.quant.prune_structured import REWRITERS
     from edgeseq.quant.drift import evaluate
+    from edgeseq.quant.qlinear import default_weights
     from edgeseq.train import TrainConfig, fit, stream_outputs
 
     ds = load_dataset("japanese-vowels")
@@ -107,8 +108,8 @@ def main() -> None:
                 step = edgeseq.convert(mdl)
                 if q is not None:
                     cfg_cls = REG.get(q[0]).config
-                    onnx_w = "int8-reduced" if q[0] == "int8-static" else "uint8"  # each scheme's onnx default (CLI)
-                    cfg = cfg_cls(weights=onnx_w) if target == "onnx" and "weights" in cfg_cls.__dataclass_fields__ else cfg_cls()
+                    has_w = "weights" in cfg_cls.__dataclass_fields__  # int8 schemes: each one's default per target
+                    cfg = cfg_cls(weights=default_weights(cfg_cls, target)) if has_w else cfg_cls()
                     try:
                         edgeseq.quant.quantize_(step, cfg, calib=q[1], target=target)
                     except edgeseq.errors.ConfigError as exc:  # e.g. a step with no layer the scheme quantizes

@@ -25,6 +25,7 @@ class Int8StaticConfig(QuantConfig):
     # 8-bit weight format (quant/qlinear.py): "int8" (-127..127, ExecuTorch) or "int8-reduced" (-64..64, what onnx
     # needs: full-range int8 saturates its x86 kernels, and uint8 is refused for static, see _check)
     weights: str = "int8"
+    onnx_weights = "int8-reduced"  # class attribute: the onnx default (uint8 is refused, see _check)
 
 
 def _apply(step, config: Int8StaticConfig, cal) -> int:

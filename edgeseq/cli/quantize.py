@@ -53,12 +53,12 @@ def quantize(
     from edgeseq.pipeline import real_stream
     from edgeseq.quant import SCHEMES, StatePolicy, quantize_
     from edgeseq.quant.config import check_target
+    from edgeseq.quant.qlinear import default_weights
 
     sch = SCHEMES.get(scheme.value)
     kwargs = {"state": StatePolicy(parse_state_policy(state or []))}
     if "weights" in {f.name for f in dataclasses.fields(sch.config)}:
-        onnx_default = "int8-reduced" if scheme.value == "int8-static" else "uint8"  # see quant/int8_static.py
-        kwargs["weights"] = weights.value if weights is not None else (onnx_default if target.value == "onnx" else "int8")
+        kwargs["weights"] = weights.value if weights is not None else default_weights(sch.config, target.value)
     elif weights is not None:
         raise ConfigError(f"--weights applies to the int8-dynamic and int8-static schemes, not {scheme.value}")
     if "block_size" in {f.name for f in dataclasses.fields(sch.config)}:
