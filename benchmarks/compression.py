@@ -78,6 +78,7 @@ def main() -> None:
     n, rounds = (300, 5) if args.quick else (1000, 9)
     drift_steps = 1000 if args.quick else args.drift_steps
     tmp = Path(tempfile.mkdtemp())
+    cpu = cpu_label()
     floor = {}
     for target in targets:
         tiny = edgeseq.build("rnn", d_in=ds.d_in, d_out=ds.d_out, cell="rnn_tanh", d_hidden=2)
@@ -141,7 +142,7 @@ def main() -> None:
                     "size_ratio": art.manifest["file_bytes"] / fp_bytes, "us": lat[name], "speedup": lat["fp32"] / lat[name],
                     "acc": acc, "acc_change": 100 * (acc - fp_acc), "parity": art.parity["max_abs_error"],
                     "drift_mean": s["output_rel_error_mean"], "drift_growth": s["growth_late_over_early"], "bounded": s["bounded"],
-                    "floor_us": floor[target], "run_floors": dict(floor),
+                    "floor_us": floor[target], "run_floors": dict(floor), "cpu": cpu,
                 })
                 r = rows[-1]
                 print(f"{label:11s} {target:10s} {name:22s} {r['bytes']:>9,} B ({r['size_ratio']:.2f}x)  {r['us']:8.1f} us "
@@ -184,9 +185,8 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skip
         f"runtime in the same run (latency: bare runtime calls, interleaved, median of rounds). Accuracy: the test split "
         f"streamed series by series through the artifact. Drift: {drift_steps:,}-step rollout on the test stream vs the "
         "float eager step, mean relative output error; growth = mean error of the last third / of the third after step "
-        f"{drift_steps // 10:,} (bounded: <= 1.5). int8 weights: int8 (-127..127) on executorch; on onnx uint8 (0..255, "
-        "a zero point per channel) for int8-dynamic and int8-reduced (-64..64) for int8-static: each scheme's default "
-        "there (docs/compression.md, weight formats).",
+        f"{drift_steps // 10:,} (bounded: <= 1.5). int8 weights: int8 (-127..127) on executorch, uint8 (0..255, a "
+        "zero point per channel) on onnx: the int8 schemes' defaults there (docs/compression.md, weight formats).",
         "",
         "Per-call floor (a 2-unit Elman RNN, same measurement): " + ", ".join(f"{k} {v:.1f} µs" for k, v in floor.items()) + "."
         + _runs(rows),
@@ -211,6 +211,22 @@ def render(rows, quick: bool, drift_steps: int, floor: dict, refused: list, skip
     return "\n".join(lines)
 
 
+def cpu_label() -> str:
+    """The CPU, as far as it matters to int8 kernels: x86 with or without VNNI (onnxruntime's u8 x s8 path
+    saturates without it, docs/compression.md), else the machine name."""
+    import platform
+
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return f"{platform.machine()} with VNNI"
+    if "avx2" in flags:
+        return f"{platform.machine()} AVX2, no VNNI"
+    return platform.machine()
+
+
 def _runs(rows) -> str:
     """Which rows were measured together: rows of one run share its measured per-call floor (``--only`` and
     ``--target`` runs merge their rows into the earlier results)."""
@@ -218,15 +234,16 @@ def _runs(rows) -> str:
     for r in rows:
         # rows written before run_floors: their run measured every row of the model that lacks run_floors too
         floors = r.get("run_floors") or {x["target"]: x["floor_us"] for x in rows if x["model"] == r["model"] and "run_floors" not in x}
-        models = runs.setdefault(tuple(sorted(floors.items())), {})
+        models = runs.setdefault((tuple(sorted(floors.items())), r.get("cpu", "?")), {})
         targets = models.setdefault(r["model"], [])
         if r["target"] not in targets:
             targets.append(r["target"])
     if len(runs) < 2:
         return ""
     every = {r["target"] for r in rows}
+    cpus = {cpu for _, cpu in runs}
     groups = "; ".join(", ".join(m if set(t) == every else f"{m} ({', '.join(t)})" for m, t in models.items())
-                       for models in runs.values())
+                       + (f" [{cpu}]" if len(cpus) > 1 else "") for (_, cpu), models in runs.items())
     return (f" The rows come from {len(runs)} runs ({groups}: `--only` reruns merged into the results); every ratio "
             "is within one run, and each row's 'above the floor' uses its own run's floor.")
 

@@ -28,6 +28,11 @@ def select_nodes(model_path: Path, layer_paths: list[str], suffixes: tuple[str, 
     (the exporter names initializers by parameter path, possibly under a wrapper prefix; ``suffixes``: what a rewrite
     may have appended to the name, e.g. ``_kn`` for a transposed copy). Every layer must be found: a layer left
     float by a renamed initializer would pass unnoticed otherwise."""
+    return [n for nodes in layer_nodes(model_path, layer_paths, suffixes).values() for n in nodes]
+
+
+def layer_nodes(model_path: Path, layer_paths: list[str], suffixes: tuple[str, ...] = ("",)) -> dict[str, list[str]]:
+    """:func:`select_nodes`, by layer: each layer path -> the names of its ``MatMul``/``Gemm`` nodes."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
@@ -46,7 +51,7 @@ def select_nodes(model_path: Path, layer_paths: list[str], suffixes: tuple[str, 
     if missing:
         raise ArtifactError(f"could not find the ONNX node of quantized layer(s) {', '.join(missing)} in the exported "
                             "graph (weight initializer renamed?); refusing to leave them float")
-    return [n for nodes in found.values() for n in nodes]
+    return found
 
 
 def expect_quantized(path: Path, n: int, op_type: str) -> None:

@@ -5,7 +5,8 @@
 ``uint8`` (asymmetric, 0..255 with a zero point per channel: onnxruntime's ``QUInt8`` weights), and computes
 
     dynamic:  y = linear(dq(q(x; qparams of this x)), dq(W_q), b)          activations: per tensor, int8 affine
-    static:   y = dq(q(linear(dq(q(x; s_in)), dq(W_q), b); s_out))        s_in, s_out calibrated on rollouts
+    static:   y = dq(q(linear(dq(q(x; s_in)), dq(W_q), b); s_out))        s_in, s_out calibrated on rollouts;
+                                                                          b rounded to the int32 grid s_in * s_w
 
 with ``torch.ops.quantized_decomposed`` quantize/dequantize ops: the same graph PT2E's ``convert_pt2e`` writes,
 so ExecuTorch's XNNPACK partitioner lowers the traced step to its int8 kernels directly, and the eager module is
@@ -61,6 +62,19 @@ def quantize_weight_per_channel_uint8(w: torch.Tensor) -> tuple[torch.Tensor, to
     shape = (-1,) + (1,) * (w.dim() - 1)
     q = torch.round(w.detach().float() / scale32.view(shape)) + zp.view(shape).float()
     return torch.clamp(q, 0, 255).to(torch.uint8), scale32, zp.to(torch.int64)
+
+
+def bias_scale(in_scale: float, weight_scale: torch.Tensor) -> torch.Tensor:
+    """The grid of a static layer's int32 bias per output channel: input scale x weight scale (float32)."""
+    return (torch.tensor(in_scale, dtype=torch.float32) * weight_scale.float()).float()
+
+
+def round_bias(bias: torch.Tensor, in_scale: float, weight_scale: torch.Tensor) -> torch.Tensor:
+    """``bias`` rounded onto :func:`bias_scale`'s grid (int32 range), as float32: what an int8 kernel that adds
+    an int32 bias to its accumulator computes with (onnxruntime's ``QGemm``, XNNPACK's ``qs8`` kernels)."""
+    scale = bias_scale(in_scale, weight_scale)
+    q = torch.clamp(torch.round(bias.detach().double() / scale.double()), -(2**31), 2**31 - 1)
+    return (q * scale.double()).float()
 
 
 def affine_qparams(lo: float, hi: float) -> tuple[float, int]:
@@ -145,6 +159,9 @@ class QuantLinear(nn.Module):
         self.in_qparams.copy_(torch.tensor(self.in_q, dtype=torch.float32))
         self.out_qparams.copy_(torch.tensor(self.out_q, dtype=torch.float32))
         self.observers = None
+        if self.bias is not None:  # int8 kernels add the bias as int32 on the accumulator's grid: round it there too
+            with torch.no_grad():
+                self.bias.copy_(round_bias(self.bias, self.in_q[0], self.weight_scale))
 
     @staticmethod
     def _fq(x: torch.Tensor, qp: tuple[float, int]) -> torch.Tensor:

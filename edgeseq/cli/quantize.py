@@ -32,7 +32,7 @@ def quantize(
     calib: Annotated[Optional[Dataset], typer.Option(help="Calibration data set (its train split, rolled out with the state fed back); needed by int8-static and int8 state.")] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Output path stem, file or folder (OUT -> OUT.pte + OUT.pte.edgeseq.json).")] = Path("out/model-quant"),
     state: Annotated[Optional[list[str]], typer.Option(help="Store a state tensor in another precision: NAME=float16|int8 (repeatable). Default: all state float32.")] = None,
-    weights: Annotated[Optional[WeightFormat], typer.Option(help="int8 schemes' 8-bit weight format: int8 (-127..127; default for executorch), uint8 (0..255 with a zero point per channel; int8-dynamic's default for onnx) or int8-reduced (-64..64: 7 bits; int8-static's default for onnx). onnx refuses int8: its x86 kernels saturate with it.")] = None,
+    weights: Annotated[Optional[WeightFormat], typer.Option(help="int8 schemes' 8-bit weight format: int8 (-127..127; default for executorch), uint8 (0..255 with a zero point per channel; default for onnx) or int8-reduced (-64..64: 7 bits). onnx refuses int8: its x86 kernels saturate with it.")] = None,
     block_size: Annotated[int, typer.Option(help="int8/int4-weight-only: input values per scale (a power of two >= 16).")] = 32,
     eval_: Annotated[bool, typer.Option("--eval", help="Roll fp32 and quantized over --eval-steps real frames; write OUT.drift.json and OUT.drift.svg.")] = False,
     eval_steps: Annotated[int, typer.Option(min=100, help="Length of the drift rollout.")] = 10_000,

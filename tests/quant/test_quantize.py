@@ -61,7 +61,7 @@ def test_dynamic_linear_matches_formula():
 
 @pytest.mark.parametrize("scheme,target,weights", [
     ("int8-dynamic", "executorch", "int8"), ("int8-dynamic", "onnx", "uint8"), ("int8-dynamic", "onnx", "int8-reduced"),
-    ("int8-static", "executorch", "int8"), ("int8-static", "onnx", "int8-reduced")])
+    ("int8-static", "executorch", "int8"), ("int8-static", "onnx", "uint8"), ("int8-static", "onnx", "int8-reduced")])
 def test_int8_artifacts_match_eager_quantized(trained, tmp_path, scheme, target, weights):
     model, ds = trained
     cfg = (Int8DynamicConfig if scheme == "int8-dynamic" else Int8StaticConfig)(weights=weights)
@@ -97,8 +97,10 @@ def test_weight_formats_a_target_cannot_run_refused_before_work(trained):
         quantize_(step, Int8DynamicConfig(), target="onnx")
     with pytest.raises(ConfigError, match="executorch takes int8 weights"):
         quantize_(step, Int8DynamicConfig(weights="uint8"), target="executorch")
-    with pytest.raises(ConfigError, match="int8-static cannot use uint8 weights"):
-        quantize_(step, Int8StaticConfig(weights="uint8"), calib="japanese-vowels", target="onnx")
+    with pytest.raises(ConfigError, match="int8-static on onnx cannot use full-range int8 weights.*weights='uint8'"):
+        quantize_(step, Int8StaticConfig(), calib="japanese-vowels", target="onnx")
+    with pytest.raises(ConfigError, match="int8-static on executorch takes int8 weights"):
+        quantize_(step, Int8StaticConfig(weights="uint8"), calib="japanese-vowels", target="executorch")
     with pytest.raises(ConfigError, match="weights='int4' is not a weight format"):
         quantize_(step, Int8DynamicConfig(weights="int4"), target="onnx")
     assert getattr(step, "quantization", None) is None
@@ -213,36 +215,126 @@ def test_state_policy_refuses_unrepresentable_fill():
         quantize_(edgeseq.convert(aaren), Int8DynamicConfig(state=StatePolicy({"m0": "int8"})), calib=np.zeros((10, 4), np.float32))
 
 
-def test_onnx_static_state_output_rewired_and_check_catches_it(trained, tmp_path):
-    """onnxruntime's QDQ pass makes LSTM's h output come out of a DequantizeLinear (h also feeds the head's
-    MatMul); the verifier flags that graph, and our rewiring gives the float tensor back."""
+def test_onnx_static_graph_carries_the_eager_grids(trained, tmp_path):
+    """int8-static's onnx graph is written by edgeseq (quant/onnx_qdq.py): each linear layer's weight integers,
+    scales and zero points, its calibrated input and output scales and zero points (int8 affine shifted to uint8,
+    +128) and its int32 bias are the eager layer's own; onnxruntime fuses each layer into one QGemm; the state
+    outputs come out of float ops (LSTM's h also feeds the head's quantized Gemm: its Q/DQ sits on the Gemm's side)."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    import onnxruntime as ort
+    from onnx import numpy_helper
 
-    from edgeseq.manifest import io_names
-    from edgeseq.quant import int8_static
+    from edgeseq.quant.qlinear import bias_scale
+
+    model, ds = trained
+    step = quantize_(edgeseq.convert(model), Int8StaticConfig(weights="uint8"), calib="japanese-vowels", target="onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "m", target="onnx", inputs=_stream(ds, 2000))
+    graph = onnx.load(str(art.path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    layers = {p: m for p, m in step.named_modules() if isinstance(m, QuantLinear)}
+    gemms = [n for n in graph.node if n.op_type == "Gemm"]
+    assert len(gemms) == len(layers) == 2
+    for gemm in gemms:
+        wdq = producer[gemm.input[1]]
+        assert wdq.op_type == "DequantizeLinear"
+        (q,) = [m for m in layers.values() if tuple(m.weight_q.shape) == inits[wdq.input[0]].shape]  # shapes differ here
+        np.testing.assert_array_equal(inits[wdq.input[0]], q.weight_q.numpy())
+        np.testing.assert_array_equal(inits[wdq.input[1]], q.weight_scale.numpy())
+        np.testing.assert_array_equal(inits[wdq.input[2]].astype(np.int64), q.weight_zero_point.numpy())
+        xdq = producer[gemm.input[0]]
+        xq = producer[xdq.input[0]]
+        assert (xdq.op_type, xq.op_type) == ("DequantizeLinear", "QuantizeLinear")
+        assert float(inits[xq.input[1]]) == np.float32(q.in_q[0]) and int(inits[xq.input[2]]) == q.in_q[1] + 128
+        assert inits[xq.input[2]].dtype == np.uint8
+        out_q = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == gemm.output[0])
+        assert float(inits[out_q.input[1]]) == np.float32(q.out_q[0]) and int(inits[out_q.input[2]]) == q.out_q[1] + 128
+        bdq = producer[gemm.input[2]]
+        bq = inits[bdq.input[0]]
+        assert bq.dtype == np.int32
+        np.testing.assert_array_equal(inits[bdq.input[1]], bias_scale(q.in_q[0], q.weight_scale).numpy())
+        np.testing.assert_allclose(bq * inits[bdq.input[1]].astype(np.float64), q.bias.detach().numpy(), rtol=1e-6)
+    assert [r["producer"] for r in art.manifest["quantization"]["state_check"]] == ["Mul", "Add"]
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(art.path), so, providers=["CPUExecutionProvider"])
+    assert sum(n.op_type == "QGemm" for n in onnx.load(so.optimized_model_filepath).graph.node) == 2
+
+
+def test_static_onnx_layer_matches_eager_to_the_output_step(tmp_path):
+    """One 64x96 static layer, 4,000 inputs: onnxruntime's QGemm output vs the eager layer, in output steps. With
+    onnxruntime's own static pass the uint8 weights were re-gridded and 9.3% of outputs sat one step off; on the
+    pinned grids only float rounding order differs (measured 0.005%). A graph whose weight is not the layer's
+    dequantized weight is refused."""
+    import onnxruntime as ort
+
+    from edgeseq.errors import ArtifactError
+    from edgeseq.quant.onnx_qdq import write_static_qdq
+
+    torch.manual_seed(0)
+    x = torch.randn(4000, 64) * 1.5
+
+    class Net(nn.Module):
+        def __init__(self, fc):
+            super().__init__()
+            self.fc = fc
+
+        def forward(self, x):
+            return self.fc(x)
+
+    for weights in ("uint8", "int8-reduced"):
+        net = Net(QuantLinear(nn.Linear(64, 96), "static", weights))
+        net.fc.start_calibration()
+        net.fc(x[:1000])
+        net.fc.finish_calibration()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Net(net.fc.dequantized()), (x[:2],), str(tmp_path / "f.onnx"), dynamo=True, opset_version=18,
+                              dynamic_shapes=({0: torch.export.Dim("b")},), verbose=False)
+        assert write_static_qdq(tmp_path / "f.onnx", tmp_path / "q.onnx", net) == 1
+        sess = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        with torch.no_grad():
+            steps = np.abs(got - net(x).numpy()) / net.fc.out_q[0]
+        assert steps.max() < 1.001 and (steps > 0.5).mean() < 1e-3, (weights, (steps > 0.5).mean())
+    with torch.no_grad():
+        net.fc.weight_q[0, 0] += 1  # the layer no longer matches the float graph it would rewrite
+    with pytest.raises(ArtifactError, match="not the layer's dequantized int8 weight"):
+        write_static_qdq(tmp_path / "f.onnx", tmp_path / "bad.onnx", net)
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_state_check_flags_a_state_output_from_a_dequantize(tmp_path):
+    """The verifier on a graph where a state output comes out of a DequantizeLinear (the state round-trips through
+    int8): flagged, and ``enforce`` refuses it with a one-line reason; the same output from a float op passes."""
+    import onnx
+    from onnx import TensorProto, helper
+
     from edgeseq.quant.verify import check_onnx, enforce
 
-    model, _ = trained
-    step = quantize_(edgeseq.convert(model), Int8StaticConfig(weights="int8-reduced"), calib="japanese-vowels")
-    from edgeseq.exporters.onnx import _export_graph
-    from edgeseq.quant.qlinear import dequantized_copy
+    def graph(through_qdq: bool):
+        nodes = [helper.make_node("Add", ["h", "x"], ["h_new"])]
+        if through_qdq:
+            nodes += [helper.make_node("QuantizeLinear", ["h_new", "s", "z"], ["h_q"]),
+                      helper.make_node("DequantizeLinear", ["h_q", "s", "z"], ["next_h"])]
+        else:
+            nodes += [helper.make_node("Identity", ["h_new"], ["next_h"])]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "h")],
+                              [helper.make_tensor_value_info("next_h", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.UINT8, [], [128])])
+        path = tmp_path / f"g{int(through_qdq)}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+        return path
 
-    _export_graph(dequantized_copy(step), tmp_path / "f.onnx")
-    in_names, out_names = io_names(step.state_spec)
-    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), int8_static._Reader(step, step.quant_calibration, in_names),
-                    quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"WeightSymmetric": True, "MatMulConstBOnly": True})
-    storage = {"h0": "float32", "c0": "float32"}
-    raw = check_onnx(tmp_path / "q.onnx", ["h0", "c0"], out_names[1:], storage)
-    assert raw[0]["producer"] == "DequantizeLinear" and not raw[0]["ok"]
+    bad = check_onnx(graph(True), ["h0"], ["next_h"], {"h0": "float32"})
+    assert bad[0]["producer"] == "DequantizeLinear" and not bad[0]["ok"]
     with pytest.raises(ParityError, match="'h0' leaves the graph as float32 from DequantizeLinear"):
-        enforce(raw, "onnx")
-    int8_static.float_state_outputs(tmp_path / "q.onnx", out_names[1:])
-    fixed = check_onnx(tmp_path / "q.onnx", ["h0", "c0"], out_names[1:], storage)
-    assert all(r["ok"] for r in fixed) and fixed[0]["producer"] == "Mul"
-    onnx.checker.check_model(str(tmp_path / "q.onnx"))
+        enforce(bad, "onnx")
+    good = check_onnx(graph(False), ["h0"], ["next_h"], {"h0": "float32"})
+    assert good[0]["ok"] and good[0]["producer"] == "Identity"
+    assert not check_onnx(graph(True), ["h0"], ["next_h"], {"h0": "int8"})[0]["ok"]  # a float32 output is no int8 storage
 
 
 @pytest.mark.parametrize("family,kw", [("aaren", dict(d_model=16, n_layers=2)), ("mamba", dict(d_model=16, n_layers=1))])
@@ -351,7 +443,7 @@ def test_onnx_quantizes_exactly_the_steps_linear_layers(tmp_path, scheme):
 
     torch.manual_seed(0)
     model = edgeseq.build("mamba", d_in=12, d_out=9, task="classify", d_model=16, n_layers=2)
-    cfg = {"int8-dynamic": Int8DynamicConfig(weights="uint8"), "int8-static": Int8StaticConfig(weights="int8-reduced"),
+    cfg = {"int8-dynamic": Int8DynamicConfig(weights="uint8"), "int8-static": Int8StaticConfig(weights="uint8"),
            "int4-weight-only": Int4WeightOnlyConfig()}[scheme]
     step = quantize_(edgeseq.convert(model), cfg, calib="japanese-vowels" if scheme == "int8-static" else None,
                      target="onnx")
@@ -440,7 +532,7 @@ def test_continual_tcn_quantized_artifacts(tmp_path, scheme, target):
 
     torch.manual_seed(0)
     model = edgeseq.build("continual", d_in=12, d_out=9, task="classify", channels=(32, 32), kernel_size=3)
-    cfg = {"int8-dynamic": Int8DynamicConfig(), "int8-static": Int8StaticConfig(weights="int8-reduced"),
+    cfg = {"int8-dynamic": Int8DynamicConfig(), "int8-static": Int8StaticConfig(weights="uint8"),
            "fp16": Fp16Config(), "int4-weight-only": Int4WeightOnlyConfig()}[scheme]
     step = quantize_(edgeseq.convert(model), cfg, calib="japanese-vowels" if scheme == "int8-static" else None,
                      target=target)
