@@ -44,18 +44,18 @@ def _init_state(manifest: dict) -> list[np.ndarray]:
 
 @OP_PROFILERS.register("executorch")
 def executorch_ops(path: Path, manifest: dict, xs: np.ndarray, steps: int) -> dict[str, Any]:
-    import torch
     from executorch.runtime import Runtime
 
-    from edgeseq.runtimes.et import native_stderr_quiet
+    from edgeseq.runtimes.et import channels_last_indices, native_stderr_quiet, program_inputs
 
     with native_stderr_quiet():
         program = Runtime.get().load_program(str(path), enable_etdump=True, debug_buffer_size=0)
         method = program.load_method("forward")
-        state = [torch.from_numpy(s) for s in _init_state(manifest)]
+        state = _init_state(manifest)
+        cl = channels_last_indices(manifest)
         for t in range(steps):
-            out = method.execute([torch.from_numpy(xs[t % len(xs)][None]), *state])
-            state = [o.clone() for o in out[1:]]
+            out = method.execute(program_inputs(xs[t % len(xs)][None], state, cl))
+            state = [o.numpy().copy(order="K") for o in out[1:]]
     with tempfile.TemporaryDirectory() as d:
         dump = Path(d) / "run.etdp"
         program.write_etdump_result_to_file(str(dump), str(Path(d) / "debug.bin"))

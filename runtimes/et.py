@@ -14,8 +14,21 @@ from edgeseq.errors import ArtifactError, require
 from edgeseq.runtimes.base import Runtime, register_runtime
 
 
+def program_inputs(x: np.ndarray, state: list[np.ndarray], channels_last: frozenset[int]) -> list[torch.Tensor]:
+    """The method's inputs: state tensor i channels-last when the program was exported so (``channels_last``,
+    from the manifest), contiguous otherwise. Free when a tensor already has that layout (the state the program
+    gave back last call): the conversion only costs for a state that comes from elsewhere (an init state, a saved
+    one). Without it a channels-last program would read NCHW bytes as NHWC and compute garbage without an error."""
+    ts = [torch.from_numpy(x)]
+    for i, s in enumerate(state):
+        t = torch.from_numpy(s)
+        ts.append(t.contiguous(memory_format=torch.channels_last) if i in channels_last else t.contiguous())
+    return ts
+
+
 class ExecuTorchBackend:
-    def __init__(self, path: Path, threads: int | None = 1):
+    def __init__(self, path: Path, threads: int | None = 1, channels_last: frozenset[int] = frozenset()):
+        self.channels_last = channels_last
         require("executorch", "executorch")
         from executorch.runtime import Runtime as EtRuntime
 
@@ -30,9 +43,10 @@ class ExecuTorchBackend:
                 ) from None
 
     def run(self, x: np.ndarray, state: list[np.ndarray]):
-        out = self.method.execute([torch.from_numpy(x), *(torch.from_numpy(s) for s in state)])
-        # outputs live in the program's planned memory and are overwritten by the next call: copy them
-        return out[0].numpy().copy(), [t.numpy().copy() for t in out[1:]]
+        out = self.method.execute(program_inputs(x, state, self.channels_last))
+        # outputs live in the program's planned memory and are overwritten by the next call: copy them (keeping
+        # their memory layout: a channels-last state goes back in as it came out)
+        return out[0].numpy().copy(), [t.numpy().copy(order="K") for t in out[1:]]
 
 
 @contextlib.contextmanager
@@ -77,4 +91,15 @@ class ExecuTorchRuntime(Runtime):
     python_module = "executorch.runtime"
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int | None = 1):
-        return self.session(ExecuTorchBackend(path, threads), manifest, path, batch)
+        return self.session(ExecuTorchBackend(path, threads, channels_last_indices(manifest)), manifest, path, batch)
+
+
+def channels_last_indices(manifest: dict) -> frozenset[int]:
+    """Which state inputs the program takes channels-last (manifest ``runtime.channels_last_state``; absent in
+    manifests written before it: none)."""
+    names = manifest.get("runtime", {}).get("channels_last_state") or []
+    order = [t["name"] for t in manifest["state_spec"]["tensors"]]
+    unknown = [n for n in names if n not in order]
+    if unknown:
+        raise ArtifactError(f"manifest: channels_last_state names {unknown[0]!r}, which is not a state tensor")
+    return frozenset(order.index(n) for n in names)

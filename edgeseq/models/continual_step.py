@@ -113,6 +113,13 @@ class Affine(StreamLayer):
         return x * self.scale + self.shift, ()
 
 
+class Folded(StreamLayer):
+    """Where a BatchNorm stood that was folded into the convolution before it (:meth:`ConvStep.absorb`)."""
+
+    def step(self, x, state, t):
+        return x, ()
+
+
 class FrameLayerNorm(nn.Module):
     """``nn.LayerNorm`` over the last dim written as matmuls and elementwise ops (means as products with a 1/D
     column), which XNNPACK delegates; ExecuTorch 1.5 leaves ``native_layer_norm`` outside the partition."""
@@ -160,6 +167,14 @@ def fresh_mask(t: torch.Tensor, first: int, rate: int) -> torch.Tensor:
     return ready
 
 
+def channels_last(frame: torch.Tensor) -> torch.Tensor:
+    """A (B, C, H, W) frame entering a buffer, in channels-last memory (a no-op for one that is: a convolution's
+    output from channels-last input). The buffers are state; ExecuTorch takes them channels-last
+    (``exporters/executorch.py``), and a frame that entered NCHW (the network's input frame, reshaped from the flat
+    input) would leave the program NCHW and need converting back on every call."""
+    return frame.to(memory_format=torch.channels_last) if frame.dim() == 4 else frame
+
+
 def dilated_frames(window: torch.Tensor, d: int) -> torch.Tensor:
     """Every d-th frame of a window (B, C, (K - 1) * d + 1, *spatial), oldest first: (B, C, K, *spatial). Written
     as a reshape and a contiguous slice rather than a strided one (``window[:, :, ::d]``), which XNNPACK does not
@@ -172,8 +187,15 @@ def dilated_frames(window: torch.Tensor, d: int) -> torch.Tensor:
 
 
 class Window(Buffered):
-    """Ring buffer of the last ``span`` frames (B, C, span, *spatial), oldest first; ``reduce`` maps the window
-    (B, C, span + 1, *spatial) to one output frame."""
+    """Ring buffer of the last ``span`` frames, oldest first; ``reduce`` maps the window to one output frame.
+
+    1D frames (C,): one state tensor (B, C, span); the window (B, C, span + 1) is the buffer and the new frame
+    concatenated. Spatial frames (C, H, W) (``per_frame``): one state tensor per buffered frame (``buf0`` oldest),
+    and ``reduce_frames`` gets the span + 1 frames as a list. Then nothing is concatenated or sliced: the new
+    state is the old one shifted by one (a renaming, no copy in the graph), a dilated kernel's taps are every
+    d-th list entry, and a depthwise kernel reads its frames where they lie. A 3D clip model's state is MBs per
+    stream: the (B, C, span, H, W) form's concatenation, slicing and warm-up masking copied it several times per
+    frame (on the X3D-like step 39% of the kernel time went to copies, slices and transposes)."""
 
     def __init__(self, ctx: Ctx, span: int, left: int, fill: float, stride: int = 1):
         super().__init__()
@@ -184,24 +206,60 @@ class Window(Buffered):
                 "any input frame, which a stream cannot produce"
             )
         self.frame, self.span, self.delay, self.fill = ctx.shape, span, span - left, max(fill, LOWEST)
+        self.per_frame = len(self.frame) > 1
 
     def states(self):
-        return (StateTensor("buf", (self.frame[0], self.span, *self.frame[1:]), fill=self.fill),) if self.span else ()
+        if not self.span:
+            return ()
+        if self.per_frame:
+            return tuple(StateTensor(f"buf{i}", self.frame, fill=self.fill) for i in range(self.span))
+        return (StateTensor("buf", (self.frame[0], self.span, *self.frame[1:]), fill=self.fill),)
 
     def step(self, x, state, t):
+        if self.per_frame:
+            frames = [*state, channels_last(self.enter(x))]
+            return self.reduce_frames(frames), self.keep_frames(frames[1:], state, t)
         frame = x.reshape(x.shape[0], x.shape[1], 1, *x.shape[2:])  # (B, C, 1, ...): a reshape, not unsqueeze
         if not self.span:
             return self.reduce(frame), ()
         window = torch.cat([state[0], frame], dim=2)
         return self.reduce(window), (self.keep_ready(window[:, :, 1:], state[0], t),)
 
+    def keep_frames(self, new: list[torch.Tensor], old: State, t: torch.Tensor | None) -> State:
+        """The per-frame buffer after this step: ``new`` (the old frames shifted, the entering one last), held
+        while the input is not fresh (see :class:`Buffered`)."""
+        if not self.span:
+            return ()
+        if (not self.upstream and self.rate == 1) or t is None:
+            return tuple(new)
+        fresh = fresh_mask(t, self.upstream, self.rate).reshape(-1, *(1,) * len(self.frame))
+        if self.rate == 1:
+            # before its first fresh frame the buffer holds only the fill (it starts so), and shifting the fill in
+            # keeps it so; from then on every frame is fresh. So only the entering frame needs the mask.
+            newest = new[-1] * fresh
+            if self.fill:
+                newest = newest + self.fill * (1.0 - fresh)
+            return (*new[:-1], newest)
+        return tuple(n * fresh + o * (1.0 - fresh) for n, o in zip(new, old))
+
+    def enter(self, x: torch.Tensor) -> torch.Tensor:
+        """What of a spatial frame enters the buffer (the frame itself; a pool pools it spatially first)."""
+        return x
+
     def reduce(self, window: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def reduce_frames(self, frames: list[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
     def finish(self) -> "Window":
-        """Set the output frame shape by running ``reduce`` once on zeros."""
+        """Set the output frame shape by running the layer once on zeros."""
         with torch.no_grad():
-            self.shape_out = tuple(self.reduce(torch.zeros(1, self.frame[0], self.span + 1, *self.frame[1:])).shape[1:])
+            if self.per_frame:
+                frame = torch.zeros(1, *self.frame)
+                self.shape_out = tuple(self.reduce_frames([frame] * (self.span + 1)).shape[1:])
+            else:
+                self.shape_out = tuple(self.reduce(torch.zeros(1, self.frame[0], self.span + 1, *self.frame[1:])).shape[1:])
         return self
 
 
@@ -216,22 +274,30 @@ class ConvStep(Window):
         self.dilation, self.groups = tuple(conv.dilation), conv.groups
         self.linear: nn.Linear | None = None  # set by use_linear()
         if len(conv.kernel_size) == 3:
-            # the window's kt frames folded into the channels: one conv2d per frame, as runtimes (XNNPACK, the
-            # ExecuTorch portable kernels) run 2D convolutions but not always 3D ones. Channel c, frame tau ->
-            # channel c * kt + tau, which keeps each group's channels together.
-            co, cg, kt, kh, kw = conv.weight.shape
+            # one 2D convolution per frame of the kernel, summed: runtimes (XNNPACK, the ExecuTorch portable
+            # kernels) run 2D convolutions but not always 3D ones, and each frame is read where it lies in the
+            # per-frame buffer. (Folding the kt frames into the channels instead needs them stacked, a copy, and a
+            # reshape that XNNPACK runs in NCHW, transposing around it; a folded depthwise kernel also ran as a
+            # grouped convolution, 2.1x slower than kt depthwise ones: 567 vs 273 us, 54 channels at 16x16.)
+            kt = conv.weight.shape[2]
             self.sp_stride, self.sp_padding = tuple(conv.stride[1:]), tuple(conv.padding[1:])  # inside the frame
-            if cg == 1 and kt > 1:
-                # depthwise in 3D: folded, each group would read kt channels, which XNNPACK runs as a grouped
-                # convolution (2.1x slower here than kt depthwise ones: 567 vs 273 us, 54 channels at 16x16).
-                # So one depthwise conv2d per frame of the kernel, summed.
-                self.frame_weights = nn.ParameterList(
-                    [nn.Parameter(conv.weight.detach()[:, :, t].clone(), requires_grad=False) for t in range(kt)])
-                self.weight = None
-            else:
-                self.weight = nn.Parameter(conv.weight.detach().reshape(co, cg * kt, kh, kw).clone(), requires_grad=False)
+            self.frame_weights = nn.ParameterList(
+                [nn.Parameter(conv.weight.detach()[:, :, t].clone(), requires_grad=False) for t in range(kt)])
+            self.weight = None
         self.channels_out = conv.out_channels
         self.finish()
+
+    def absorb(self, affine: "Affine") -> None:
+        """Fold the per-channel scale and shift of the (BatchNorm) :class:`Affine` that follows into this
+        convolution's weights and bias. For spatial frames only: there the separate scale-and-shift cost a
+        multiply and an add per frame, and XNNPACK ran them in NCHW (its channels-last pass will not convert a
+        (C, 1, 1) constant), transposing the convolution's NHWC output back and forth around them."""
+        scale, shift = affine.scale.reshape(-1), affine.shift.reshape(-1)
+        with torch.no_grad():
+            for w in self.frame_weights:
+                w.mul_(scale.reshape(-1, 1, 1, 1))
+            bias = shift.clone() if self.bias is None else self.bias * scale + shift
+        self.bias = nn.Parameter(bias, requires_grad=False)
 
     def use_linear(self) -> bool:
         """Rewrite a dense 1D convolution (groups 1) as the ``nn.Linear`` it is at one output frame: weight
@@ -261,17 +327,15 @@ class ConvStep(Window):
         if window.dim() == 3:
             y = nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
             return y.reshape(y.shape[0], y.shape[1])
-        frames = self.taps(window)  # (B, C, kt, H, W)
-        if self.weight is None:  # depthwise: one conv2d per frame of the kernel, summed
-            B, C, _, *sp = frames.shape
-            y = None
-            for t, w in enumerate(self.frame_weights):
-                f = frames[:, :, t : t + 1].reshape(B, C, *sp)
-                z = nn.functional.conv2d(f, w, self.bias if t == 0 else None, self.sp_stride, self.sp_padding, self.dilation[1:], self.groups)
-                y = z if y is None else y + z
-            return y
-        folded = frames.reshape(frames.shape[0], -1, *frames.shape[3:])
-        return nn.functional.conv2d(folded, self.weight, self.bias, self.sp_stride, self.sp_padding, self.dilation[1:], self.groups)
+        raise AssertionError("spatial frames are reduced by reduce_frames")
+
+    def reduce_frames(self, frames):
+        taps = frames[:: self.dilation[0]]  # the kt frames the kernel reads, oldest first
+        y = None
+        for t, (f, w) in enumerate(zip(taps, self.frame_weights)):  # one conv2d per frame of the kernel, summed
+            z = nn.functional.conv2d(f, w, self.bias if t == 0 else None, self.sp_stride, self.sp_padding, self.dilation[1:], self.groups)
+            y = z if y is None else y + z
+        return y
 
 
 class PoolStep(Window):
@@ -282,22 +346,45 @@ class PoolStep(Window):
         self.kind, self.k, self.dil = kind, k, dilation
         self.spatial = spatial
         self.register_buffer("mean_col", torch.full((k, 1), 1.0 / k))
+        if self.per_frame and spatial is not None:
+            # the spatial pooling is of the same kind (avg/max) as the temporal one, so it commutes with it: each
+            # frame is pooled as it enters, and the buffer holds pooled frames (a clip model's global pool: C x 1 x 1)
+            with torch.no_grad():
+                self.pooled = tuple(spatial(torch.zeros(1, *self.frame)).shape[1:])
+            # a global spatial pool's (C, 1, 1) frames are buffered as (C,): a (B, C, 1, 1) tensor has no one memory
+            # layout, and from a channels-last frame ExecuTorch fixed its strides with a copy outside the delegate
+            self.frame = self.pooled if math.prod(self.pooled[1:]) > 1 else self.pooled[:1]
+            hw = math.prod(ctx.shape[1:])
+            self.register_buffer("spatial_mean", torch.full((hw, 1), 1.0 / hw))
         self.finish()
+
+    def enter(self, x):
+        if self.spatial is None:
+            return x
+        if isinstance(self.spatial, nn.AdaptiveAvgPool2d) and len(self.frame) == 1:
+            # global: a product with a 1/(H W) column straight to (B, C) (XNNPACK delegates it; a mean over H, W
+            # without keepdim it left outside, with keepdim the (B, C, 1, 1) layout problem above came back)
+            B, C, H, W = x.shape
+            return torch.mm(x.reshape(B * C, H * W), self.spatial_mean).reshape(B, C)
+        y = self.spatial(x)
+        return y.reshape(y.shape[0], *self.frame)
+
+    def reduce_frames(self, frames):
+        taps = frames[:: self.dil]
+        y = taps[0]
+        for f in taps[1:]:  # elementwise sums / maxima over the k frames: XNNPACK delegates them
+            y = y + f if self.kind == "avg" else torch.maximum(y, f)
+        y = y * (1.0 / self.k) if self.kind == "avg" else y
+        return y.reshape(y.shape[0], *self.pooled) if self.spatial is not None else y
 
     def reduce(self, window):
         B, C, k, *spatial = window.shape
         if self.kind == "avg":  # a 2D matmul with a mean column: delegate-friendly
             rows = window.movedim(2, -1).reshape(-1, k)
             y = torch.mm(rows, self.mean_col).reshape(B, C, *spatial)
-        elif window.dim() == 3:
+        else:
             y = nn.functional.max_pool1d(dilated_frames(window, self.dil), self.k).reshape(B, C)
-        else:  # a chain of elementwise maxima over the k frames: XNNPACK delegates it, not amax over the time axis
-            frames = dilated_frames(window, self.dil)
-            y = frames[:, :, :1]
-            for i in range(1, self.k):
-                y = torch.maximum(y, frames[:, :, i : i + 1])
-            y = y.reshape(B, C, *spatial)
-        return y if self.spatial is None else self.spatial(y)
+        return y
 
 
 class AttentionStep(Buffered):
@@ -365,11 +452,17 @@ class DelayLine(StreamLayer):
         self.frame, self.delay = frame, delay
 
     def states(self):
-        return (StateTensor("line", (self.frame[0], self.delay, *self.frame[1:])),) if self.delay else ()
+        if not self.delay:
+            return ()
+        if len(self.frame) > 1:  # spatial frames: one state tensor per frame, shifted by renaming (see Window)
+            return tuple(StateTensor(f"line{i}", self.frame) for i in range(self.delay))
+        return (StateTensor("line", (self.frame[0], self.delay, *self.frame[1:])),)
 
     def step(self, x, state, t):
         if not self.delay:
             return x, ()
+        if len(self.frame) > 1:
+            return state[0], (*state[1:], channels_last(x))
         line = torch.cat([state[0], x.reshape(x.shape[0], x.shape[1], 1, *x.shape[2:])], dim=2)
         return line[:, :, :1].reshape(x.shape), (line[:, :, 1:],)  # reshapes and slices: delegate-friendly
 
@@ -699,6 +792,9 @@ def convert_stack(module: nn.Module, ctx: Ctx) -> tuple[Chain, Ctx]:
         step = conv.convert(layer, ctx)
         if (pending.left or pending.right) and not isinstance(step, Window):
             raise ConfigError(f"{ctx.what}: padding must come right before the temporal layer that consumes it")
+        if isinstance(step, Affine) and layers and isinstance(layers[-1], ConvStep) and layers[-1].per_frame:
+            layers[-1].absorb(step)  # a BatchNorm right after a 3D convolution: folded into its weights
+            step = Folded()  # keeps the layer indices (and so the state names) those of the offline stack
         layers.append(step)
         ctx = _advance(ctx, layer, step)
     if ctx.pending.left or ctx.pending.right:

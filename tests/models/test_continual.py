@@ -362,6 +362,76 @@ def test_temporally_dilated_3d_layers_stream_and_lower_to_one_partition(tmp_path
     assert g["partitions"] == 1 and g["non_delegated_ops"] == 0, g
 
 
+def test_3d_buffers_are_per_frame_state_taken_channels_last_by_executorch(tmp_path):
+    """A padded X3D-like clip model (residual block, BatchNorms after the convolutions, global pool): each buffered
+    frame is its own state tensor (no concatenation or slicing in the program), the BatchNorms are folded into the
+    convolutions, and ExecuTorch takes the (C, H, W) buffers channels-last (the manifest lists them). The whole
+    step is one XNNPACK partition and equals the eager step over 2,000 steps, from an init state given NCHW.
+    Fed NCHW bytes without the conversion, the same program computes something else without an error."""
+    from executorch.runtime import Runtime
+
+    from edgeseq.models.continual import OfflineModel
+    from edgeseq.models.continual_step import Affine, ConvStep, Folded
+    from edgeseq.runtimes.et import channels_last_indices, program_inputs
+
+    torch.manual_seed(0)
+    model = OfflineModel(padded_clip_model(), (3, 8, 8), window=6, padding="stream")
+    step = edgeseq.convert(model)
+    assert not any(isinstance(m, Affine) for m in step.modules())  # both BatchNorms folded
+    assert sum(isinstance(m, Folded) for m in step.modules()) == 2
+    assert sum(isinstance(m, ConvStep) for m in step.modules()) == 3
+    tensors = {t.name: t.shape for t in step.state_spec.tensors}
+    assert tensors["0.buf0"] == tensors["0.buf1"] == (3, 8, 8)  # the 3x3x3 stem: two frames, one tensor each
+    # names follow the offline stack's indices: 3 the residual (its skip's delay line), 4 the 5-frame conv
+    assert [n for n in tensors if n.startswith("3.")] == ["3.body.0.buf0", "3.body.0.buf1", "3.skip.line0"]
+    assert [n for n in tensors if n.startswith("4.")] == [f"4.buf{i}" for i in range(4)]
+    assert tensors["5.buf0"] == (8,)  # the global pool buffers spatially pooled frames
+    report = edgeseq.check_parity(model, step, torch.randn(1, T, 3 * 64))
+    assert report.max_abs_error <= 1e-5, report.summary()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "x3d", target="executorch", steps=T)
+    man = art.manifest
+    assert man["parity"]["steps"] == T and man["parity"]["max_abs_error"] <= 1e-5, man["parity"]
+    g = man["graph"]
+    assert g["partitions"] == 1 and g["non_delegated_ops"] == 0, g
+    assert "cat" not in g["delegated"] and "slice_copy" not in g["delegated"], g["delegated"]
+    cl = man["runtime"]["channels_last_state"]
+    assert cl == [n for n, shape in tensors.items() if len(shape) == 3 and shape[1] * shape[2] > 1] and len(cl) >= 8
+    # a state from mid-stream (channels-last arrays, as the program gives them back) and the same values NCHW
+    sess = edgeseq.open(art.path)
+    xs = np.random.default_rng(0).standard_normal((50, 1, 3 * 64)).astype(np.float32)
+    sess.run(xs[:40])
+    state = [np.asarray(s) for s in sess.backend.run(xs[40], [t.numpy() for t in step.init_state(1)])[1]]
+    for x in xs[:40]:
+        _, state = sess.backend.run(x, state)
+    idx = channels_last_indices(man)
+    assert all(state[i].strides != np.ascontiguousarray(state[i]).strides for i in idx)  # really channels-last
+    nchw = [np.ascontiguousarray(s) for s in state]
+    y_cl, _ = sess.backend.run(xs[41], state)
+    y_nchw, _ = sess.backend.run(xs[41], nchw)  # converted by program_inputs: the same
+    np.testing.assert_array_equal(y_cl, y_nchw)
+    with torch.no_grad():
+        y_ref, _ = step.step(torch.from_numpy(xs[41]), [torch.from_numpy(s) for s in nchw])
+    assert np.abs(y_cl - y_ref.numpy()).max() <= 1e-5
+    method = Runtime.get().load_program(str(art.path)).load_method("forward")
+    raw = method.execute([torch.from_numpy(xs[41]), *(torch.from_numpy(s) for s in nchw)])[0].numpy()
+    assert np.abs(raw - y_ref.numpy()).max() > 1e-3  # the silent failure program_inputs prevents
+    ok = method.execute(program_inputs(xs[41], nchw, idx))[0].numpy()
+    assert np.abs(ok - y_ref.numpy()).max() <= 1e-5
+
+
+def test_channels_last_state_names_come_from_the_manifest():
+    from edgeseq.errors import ArtifactError
+    from edgeseq.runtimes.et import channels_last_indices
+
+    man = {"state_spec": {"tensors": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}, "runtime": {"channels_last_state": ["c", "a"]}}
+    assert channels_last_indices(man) == {0, 2}
+    assert channels_last_indices({"state_spec": man["state_spec"], "runtime": {}}) == frozenset()  # older manifests
+    with pytest.raises(ArtifactError, match="'d', which is not a state tensor"):
+        channels_last_indices({"state_spec": man["state_spec"], "runtime": {"channels_last_state": ["d"]}})
+
+
 def test_temporal_strides_give_one_output_every_product_of_strides(tmp_path):
     """A TCN that downsamples time (strided conv, AvgPool1d with its default stride = kernel): the step gives the
     offline output k at frame delay + k * 4 and marks the frames between as not ready."""
