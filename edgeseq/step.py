@@ -192,6 +192,11 @@ class StepModule(nn.Module):
             return torch.randint(0, self.vocab_size, shape, generator=generator)
         return torch.randn(shape, generator=generator)
 
+    def image_states(self) -> tuple[str, ...]:
+        """Names of the state tensors that hold image frames (C, H, W): runtimes whose kernels work channels-last
+        may store them so (the ExecuTorch exporter does). None by default; a 3D continual network's buffers."""
+        return ()
+
     def init_state(self, batch: int = 1) -> State:
         """The initial state for ``batch`` independent streams."""
         device = next(iter(self.parameters()), torch.empty(0)).device

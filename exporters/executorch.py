@@ -33,7 +33,7 @@ class ExecuTorchExporter(Exporter):
         from executorch.exir import to_edge_transform_and_lower
 
         flat = FlatStep(step).eval()
-        cl = channels_last_states(step.state_spec)
+        cl = channels_last_states(step)
         state = [s.contiguous(memory_format=torch.channels_last) if i in cl else s for i, s in enumerate(step.init_state(batch))]
         args = (step.example_input(None, batch), state)
         with torch.no_grad():
@@ -58,16 +58,16 @@ class ExecuTorchExporter(Exporter):
         }
 
 
-def channels_last_states(spec) -> list[int]:
-    """Indices of the state tensors the program takes (and gives back) channels-last: those holding image frames
-    (C, H, W) per stream, a 3D continual network's ring buffers. XNNPACK computes convolutions in NHWC; fed NCHW
-    state, the program transposes every buffered frame in and every new one out (on the X3D-like step a third of
-    its kernel time). The runtime must then pass these tensors channels-last: a program exported so reads an NCHW
-    tensor's bytes as NHWC without an error (``runtimes/et.py`` converts, from the manifest's
-    ``runtime.channels_last_state``)."""
-    # (C, 1, 1) frames (a clip model's globally pooled ones) are left contiguous: the two layouts are the same bytes
-    # there, and declaring them channels-last made ExecuTorch add an as_strided_copy outside the delegate
-    return [i for i, t in enumerate(spec.tensors) if len(t.shape) == 3 and t.shape[1] * t.shape[2] > 1]
+def channels_last_states(step) -> list[int]:
+    """Indices of the state tensors the program takes (and gives back) channels-last: those the step says hold
+    image frames (``StepModule.image_states``: a 3D continual network's ring buffers). XNNPACK computes
+    convolutions in NHWC; fed NCHW state, the program transposes every buffered frame in and every new one out (on
+    the X3D-like step a third of its kernel time). The runtime must then pass these tensors channels-last: a
+    program exported so reads an NCHW tensor's bytes as NHWC without an error (``runtimes/et.py`` converts, from
+    the manifest's ``runtime.channels_last_state``). Decided by the step, not by rank: a Mamba-2 state is
+    (heads, head dim, state dim) per stream and no image."""
+    names = set(step.image_states())
+    return [i for i, t in enumerate(step.state_spec.tensors) if t.name in names]
 
 
 def delegation_stats(ep) -> dict[str, Any]:

@@ -870,6 +870,10 @@ class ContinualStep(StepModule):
         self.state_spec = StateSpec(tensors, delay=delay, receptive_field=receptive, output_stride=timing.rate)
         self.info = info
 
+    def image_states(self) -> tuple[str, ...]:
+        # the per-frame buffers and delay lines of spatial frames; (C, 1, 1) ones are the same bytes in either layout
+        return tuple(t.name for t in self.state_spec.tensors if len(t.shape) == 3 and t.shape[1] * t.shape[2] > 1)
+
     def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         x = x.reshape(x.shape[0], *self.frame_shape)
         if not self.counted:

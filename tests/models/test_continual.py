@@ -427,6 +427,9 @@ def test_channels_last_state_names_come_from_the_manifest():
 
     man = {"state_spec": {"tensors": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}, "runtime": {"channels_last_state": ["c", "a"]}}
     assert channels_last_indices(man) == {0, 2}
+    # the step says which of its states are image frames; a Mamba-2 state is (heads, head dim, state dim): not one
+    mamba2 = edgeseq.convert(edgeseq.build("mamba", variant="mamba2", d_model=16, head_dim=8, n_groups=2, d_in=3, d_out=2))
+    assert any(len(t.shape) == 3 for t in mamba2.state_spec.tensors) and mamba2.image_states() == ()
     assert channels_last_indices({"state_spec": man["state_spec"], "runtime": {}}) == frozenset()  # older manifests
     with pytest.raises(ArtifactError, match="'d', which is not a state tensor"):
         channels_last_indices({"state_spec": man["state_spec"], "runtime": {"channels_last_state": ["d"]}})
