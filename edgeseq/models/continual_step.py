@@ -195,7 +195,7 @@ class Window(Buffered):
     state is the old one shifted by one (a renaming, no copy in the graph), a dilated kernel's taps are every
     d-th list entry, and a depthwise kernel reads its frames where they lie. A 3D clip model's state is MBs per
     stream: the (B, C, span, H, W) form's concatenation, slicing and warm-up masking copied it several times per
-    frame (on the X3D-like step 39% of the kernel time went to copies, slices and transposes)."""
+    frame (on the X3D-like step 36% of the kernel time went to copies, slices and transposes)."""
 
     def __init__(self, ctx: Ctx, span: int, left: int, fill: float, stride: int = 1):
         super().__init__()
