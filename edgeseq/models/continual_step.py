@@ -339,7 +339,8 @@ class ConvStep(Window):
 
 
 class PoolStep(Window):
-    """Temporal avg / max over the window (kernel k, dilation d), then an optional spatial pooling per frame."""
+    """Temporal avg / max over the window (kernel k, dilation d) and an optional spatial pooling per frame (of the
+    same kind; with spatial frames it runs first, as each frame enters the buffer)."""
 
     def __init__(self, kind: str, ctx: Ctx, k: int, dilation: int, left: int, fill: float, spatial: nn.Module | None):
         super().__init__(ctx, (k - 1) * dilation, left, fill)
