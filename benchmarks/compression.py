@@ -109,8 +109,8 @@ def main() -> None:
                 step = edgeseq.convert(mdl)
                 if q is not None:
                     cfg_cls = REG.get(q[0]).config
-                    has_w = "weights" in cfg_cls.__dataclass_fields__  # int8 schemes: each one's default per target
-                    cfg = cfg_cls(weights=default_weights(cfg_cls, target)) if has_w else cfg_cls()
+                    has_w = "weights" in cfg_cls.__dataclass_fields__  # int8 schemes: the default weight format per target
+                    cfg = cfg_cls(weights=default_weights(target)) if has_w else cfg_cls()
                     try:
                         edgeseq.quant.quantize_(step, cfg, calib=q[1], target=target)
                     except edgeseq.errors.ConfigError as exc:  # e.g. a step with no layer the scheme quantizes

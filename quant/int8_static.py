@@ -24,7 +24,6 @@ class Int8StaticConfig(QuantConfig):
     # 8-bit weight format (quant/qlinear.py): "int8" (-127..127, ExecuTorch), "uint8" (0..255 with a zero point per
     # channel) or "int8-reduced" (-64..64); onnx refuses full-range int8 (its x86 kernels saturate)
     weights: str = "int8"
-    onnx_weights = "uint8"  # class attribute: the onnx default (full 8 bits, and onnxruntime's fast u8 x u8 kernels)
 
 
 def _apply(step, config: Int8StaticConfig, cal) -> int:

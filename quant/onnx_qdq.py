@@ -42,11 +42,11 @@ def write_static_qdq(float_path: Path, out_path: Path, step) -> int:
     import onnx
     from onnx import helper, numpy_helper
 
-    from edgeseq.quant.onnx_select import layer_nodes, quantized_layer_paths
+    from edgeseq.quant.onnx_select import layer_nodes
     from edgeseq.quant.qlinear import QuantLinear, bias_scale
 
     layers = {p: m for p, m in step.named_modules() if isinstance(m, QuantLinear)}
-    by_node = {n: p for p, nodes in layer_nodes(float_path, quantized_layer_paths(step, (QuantLinear,))).items() for n in nodes}
+    by_node = {n: p for p, nodes in layer_nodes(float_path, list(layers)).items() for n in nodes}
     model = onnx.load(str(float_path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}

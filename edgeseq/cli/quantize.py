@@ -58,7 +58,7 @@ def quantize(
     sch = SCHEMES.get(scheme.value)
     kwargs = {"state": StatePolicy(parse_state_policy(state or []))}
     if "weights" in {f.name for f in dataclasses.fields(sch.config)}:
-        kwargs["weights"] = weights.value if weights is not None else default_weights(sch.config, target.value)
+        kwargs["weights"] = weights.value if weights is not None else default_weights(target.value)
     elif weights is not None:
         raise ConfigError(f"--weights applies to the int8-dynamic and int8-static schemes, not {scheme.value}")
     if "block_size" in {f.name for f in dataclasses.fields(sch.config)}:
