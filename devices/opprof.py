@@ -46,16 +46,15 @@ def _init_state(manifest: dict) -> list[np.ndarray]:
 def executorch_ops(path: Path, manifest: dict, xs: np.ndarray, steps: int) -> dict[str, Any]:
     from executorch.runtime import Runtime
 
-    from edgeseq.runtimes.et import channels_last_indices, native_stderr_quiet, program_inputs
+    from edgeseq.runtimes.et import ProgramIO, native_stderr_quiet
 
     with native_stderr_quiet():
         program = Runtime.get().load_program(str(path), enable_etdump=True, debug_buffer_size=0)
         method = program.load_method("forward")
         state = _init_state(manifest)
-        cl = channels_last_indices(manifest)
+        io = ProgramIO(manifest)
         for t in range(steps):
-            out = method.execute(program_inputs(xs[t % len(xs)][None], state, cl))
-            state = [o.numpy().copy(order="K") for o in out[1:]]
+            _, state = io.outputs(method.execute(io.inputs(xs[t % len(xs)][None], state)))
     with tempfile.TemporaryDirectory() as d:
         dump = Path(d) / "run.etdp"
         program.write_etdump_result_to_file(str(dump), str(Path(d) / "debug.bin"))

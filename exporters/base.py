@@ -32,15 +32,33 @@ DEFAULT_TOLERANCE = 1e-4  # scaled error: abs error / max(1, |reference|), see e
 
 
 class FlatStep(nn.Module):
-    """``forward(x, state) -> (y, *next_state)``: graph inputs flatten to ``x, state_0, ...``, outputs to ``y, ...``."""
+    """``forward(x, state) -> (y, *next_state)``: graph inputs flatten to ``x, state_0, ...``, outputs to ``y, ...``.
 
-    def __init__(self, step: StepModule):
+    ``drop``: indices of next-state tensors left out of the outputs (the passed-through ones, see
+    :func:`passthrough_states`); the outputs are then ``y`` and the other next-state tensors in state order."""
+
+    def __init__(self, step: StepModule, drop: frozenset[int] = frozenset()):
         super().__init__()
         self.inner = step
+        self.drop = frozenset(drop)
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]):
         y, new = self.inner.step(x, tuple(state))
-        return (y, *new)
+        return (y, *(t for i, t in enumerate(new) if i not in self.drop))
+
+
+def passthrough_states(step: StepModule, batch: int = 1) -> dict[int, int]:
+    """Next-state tensors that are an input state tensor unchanged: ``{next index: input index}``.
+
+    A continual network's ring buffer shifts by renaming (``buf0' = buf1``): the step returns the very tensor it
+    was given. A program that returns such a tensor makes its runtime copy it out (and in) every call for nothing;
+    the ExecuTorch exporter leaves them out of the program's outputs and the runtime passes them along itself.
+    Found by identity on one eager step (a pure step returns a given tensor for every input, or never)."""
+    state = tuple(t.clone() for t in step.init_state(batch))
+    with torch.no_grad():
+        _, new = step.step(step.example_input(None, batch), state)
+    where = {id(t): j for j, t in enumerate(state)}
+    return {i: where[id(t)] for i, t in enumerate(new) if id(t) in where}
 
 
 class Exporter:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from edgeseq.errors import require
-from edgeseq.exporters.base import Exporter, FlatStep, register_exporter
+from edgeseq.exporters.base import Exporter, FlatStep, passthrough_states, register_exporter
 from edgeseq.step import StepModule
 
 _PLUMBING = {"getitem", "executorch_call_delegate"}
@@ -30,9 +30,12 @@ class ExecuTorchExporter(Exporter):
     def write(self, step: StepModule, path: Path, batch: int) -> dict[str, Any]:
         et = require("executorch", "executorch")
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
+        from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+        from executorch.exir.passes import MemoryPlanningPass
 
-        flat = FlatStep(step).eval()
+        names = list(step.state_spec.names)
+        passed = passthrough_states(step, batch)
+        flat = FlatStep(step, drop=frozenset(passed)).eval()
         cl = channels_last_states(step)
         state = [s.contiguous(memory_format=torch.channels_last) if i in cl else s for i, s in enumerate(step.init_state(batch))]
         args = (step.example_input(None, batch), state)
@@ -43,16 +46,21 @@ class ExecuTorchExporter(Exporter):
             from edgeseq.quant.precision import state_storage
             from edgeseq.quant.verify import check_exported_program
 
-            info["state_check"] = check_exported_program(ep, list(step.state_spec.names), state_storage(step))
+            info["state_check"] = check_exported_program(
+                ep, names, state_storage(step), {names[i]: names[j] for i, j in passed.items()})
         edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
         graph = delegation_stats(edge.exported_program())
-        program = edge.to_executorch()
+        # graph inputs not memory-planned: the program reads the caller's arrays in place (no copy in per call;
+        # state is most of a continual network's traffic). Safe only because no output is an input unchanged
+        # (those are left out above): such an output of an unplanned input came back wrong in our trials.
+        program = edge.to_executorch(ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False)))
         path.write_bytes(program.buffer)
         plan = program.executorch_program.execution_plan[0]
         graph["planned_arena_bytes"] = int(sum(plan.non_const_buffer_sizes))
         return {
             "runtime": {"name": "executorch", "version": getattr(et, "__version__", _et_version()), "backend": "xnnpack",
-                        "channels_last_state": [step.state_spec.names[i] for i in cl]},
+                        "channels_last_state": [names[i] for i in cl], "planned_inputs": False,
+                        "passthrough_state": {names[i]: names[j] for i, j in sorted(passed.items())}},
             "graph": graph,
             **info,
         }

@@ -32,18 +32,32 @@ def check_onnx(model_path, state_names: list[str], out_names: list[str], storage
     ]
 
 
-def check_exported_program(ep, state_names: list[str], storage: dict[str, str]) -> list[dict]:
-    """``ep``: the torch.export program of ``FlatStep`` (outputs: y, then the state)."""
+def check_exported_program(ep, state_names: list[str], storage: dict[str, str],
+                           passthrough: dict[str, str] | None = None) -> list[dict]:
+    """``ep``: the torch.export program of ``FlatStep`` (outputs: y, then the state tensors not in
+    ``passthrough``, in state order). A passed-through state (``{name: input state it is}``) leaves as it came
+    in: its dtype is that input's, from no operator."""
     from edgeseq.step import dtype_name
 
+    passthrough = passthrough or {}
     out = next(n for n in ep.graph.nodes if n.op == "output")
+    nodes = {n.name: n for n in ep.graph.nodes}
+    user = list(ep.graph_signature.user_inputs)  # names of x, then of the state tensors
+    produced = iter(out.args[0][1:])
     results = []
-    for name, node in zip(state_names, out.args[0][1:]):
+    for name in state_names:
+        if name in passthrough:
+            node = nodes[user[1 + state_names.index(passthrough[name])]]
+            producer = f"input {passthrough[name]} (passed through)"
+        else:
+            node = next(produced)
+            producer = None
         target = str(getattr(node, "target", "")) if node.op == "call_function" else node.op
         quant_op = "quantize_per" in target or "dequantize_per" in target
         val = node.meta.get("val")
         dtype = dtype_name(val.dtype) if val is not None else "?"
-        results.append(_verdict(name, dtype, target.split(".")[1] if "." in target else target, storage[name], quant_op))
+        results.append(_verdict(name, dtype, producer or (target.split(".")[1] if "." in target else target),
+                                storage[name], quant_op))
     return results
 
 

@@ -14,39 +14,160 @@ from edgeseq.errors import ArtifactError, require
 from edgeseq.runtimes.base import Runtime, register_runtime
 
 
-def program_inputs(x: np.ndarray, state: list[np.ndarray], channels_last: frozenset[int]) -> list[torch.Tensor]:
-    """The method's inputs: state tensor i channels-last when the program was exported so (``channels_last``,
-    from the manifest), contiguous otherwise. Free when a tensor already has that layout (the state the program
-    gave back last call): the conversion only costs for a state that comes from elsewhere (an init state, a saved
-    one). Without it a channels-last program would read NCHW bytes as NHWC and compute garbage without an error."""
-    ts = [torch.from_numpy(x)]
-    for i, s in enumerate(state):
-        t = torch.from_numpy(s)
-        ts.append(t.contiguous(memory_format=torch.channels_last) if i in channels_last else t.contiguous())
-    return ts
+# XNNPACK may read up to XNN_EXTRA_BYTES (16 on CPUs, xnnpack.h) past the end of an input it is handed; the
+# programs read their inputs in place (not memory-planned), so every input must have that much of its own
+# buffer after it. Kept generous.
+TAIL_BYTES = 64
+
+
+def _tail_bytes(a: np.ndarray) -> int:
+    """Bytes of ``a``'s owning numpy buffer after ``a``'s last byte, for a dense ``a`` (any dimension order; -1
+    when the owner is not a numpy buffer)."""
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root.base is not None:
+        return -1
+    return root.__array_interface__["data"][0] + root.nbytes - a.__array_interface__["data"][0] - a.nbytes
+
+
+_NP_DTYPES: dict[torch.dtype, np.dtype] = {}
+
+
+def _np_dtype(dtype: torch.dtype) -> np.dtype:
+    if dtype not in _NP_DTYPES:
+        _NP_DTYPES[dtype] = torch.empty(0, dtype=dtype).numpy().dtype
+    return _NP_DTYPES[dtype]
+
+
+def padded_copy(t: torch.Tensor, memory_format: torch.memory_format = torch.preserve_format) -> np.ndarray:
+    """A copy of ``t`` as a numpy array in its own buffer with :data:`TAIL_BYTES` after it, in ``t``'s memory
+    layout (or ``memory_format``)."""
+    t = t.detach()
+    if memory_format is not torch.preserve_format:
+        t = t.contiguous(memory_format=memory_format)
+    elif not (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)):
+        t = t.contiguous()
+    buf = np.empty(t.numel() * t.element_size() + TAIL_BYTES, np.uint8)
+    a = np.ndarray(tuple(t.shape), _np_dtype(t.dtype), buffer=buf, strides=tuple(s * t.element_size() for s in t.stride()))
+    torch.from_numpy(a).copy_(t)
+    return a
+
+
+def padded_frame(x: np.ndarray) -> torch.Tensor:
+    """The input frame, copied (C order) into a buffer with :data:`TAIL_BYTES` after it: a frame is small, and a
+    fresh one comes every call."""
+    buf = np.empty(x.nbytes + TAIL_BYTES, np.uint8)
+    a = np.ndarray(x.shape, x.dtype, buffer=buf)
+    np.copyto(a, x)
+    return torch.from_numpy(a)
+
+
+def program_input(a: np.ndarray, channels_last: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+    """State array ``a`` as the program reads it: channels-last when the program takes that tensor so, C order
+    otherwise, with :data:`TAIL_BYTES` of its buffer after it; ``a`` itself when it already is so, else a
+    converted copy. Returns the array and its tensor (sharing memory). Without the layout conversion a
+    channels-last program would read NCHW bytes as NHWC and compute something else without an error."""
+    t = torch.from_numpy(a)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if t.is_contiguous(memory_format=fmt) and _tail_bytes(a) >= TAIL_BYTES:
+        return a, t
+    a = padded_copy(t, fmt)
+    return a, torch.from_numpy(a)
+
+
+class ProgramIO:
+    """How a program's inputs and outputs map to the step's ``(x, state) -> (y, next state)``, from its manifest:
+    the state tensors it takes channels-last (``runtime.channels_last_state``) and the next-state tensors it does
+    not return because they are an input state unchanged (``runtime.passthrough_state``, ``{name: input name}``:
+    a ring buffer's shift); those are passed along by reference, with no copy. Manifests written before either
+    field: none.
+
+    Call :meth:`inputs` then :meth:`outputs` once per program call. The state arrays :meth:`outputs` gives back
+    already have the program's layout and tail, and are remembered (by position and identity, kept alive until the
+    next call's outputs) so that the next :meth:`inputs` hands them over without looking at them again: the per-call cost in
+    Python is then one buffer for the new state, one copy out of the program's memory, and the list building."""
+
+    def __init__(self, manifest: dict):
+        names = [t["name"] for t in manifest["state_spec"]["tensors"]]
+        self.channels_last = channels_last_indices(manifest)
+        passed = manifest.get("runtime", {}).get("passthrough_state") or {}
+        unknown = [n for n in (*passed, *passed.values()) if n not in names]
+        if unknown:
+            raise ArtifactError(f"manifest: passthrough_state names {unknown[0]!r}, which is not a state tensor")
+        self.passed = [(names.index(k), names.index(v)) for k, v in passed.items()]
+        self.computed = [i for i in range(len(names)) if i not in dict(self.passed)]
+        self.n_state = len(names)
+        self._known: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}  # (index, id(array)) -> (array, tensor)
+        self._given: list[tuple[np.ndarray, torch.Tensor]] = []
+        self._plan: list[tuple[int, tuple, np.dtype, tuple]] | None = None  # per computed output: offset, shape, dtype, strides
+        self._plan_bytes = 0
+
+    def inputs(self, x: np.ndarray, state: list[np.ndarray]) -> list[torch.Tensor]:
+        if len(state) != self.n_state:
+            raise ArtifactError(f"program takes {self.n_state} state tensors, got {len(state)}")
+        known, cl = self._known, self.channels_last
+        given: list = [(x, padded_frame(x))]
+        for i, a in enumerate(state):
+            given.append(known.get((i, id(a))) or program_input(a, i in cl))
+        self._given = given
+        return [t for _, t in given]
+
+    def outputs(self, out) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``(y, next state)`` from the outputs of the call whose :meth:`inputs` came last. The program's outputs
+        live in its planned memory, overwritten by its next call: copied, into one buffer per call (each tensor in
+        the layout the program gave it, a channels-last state stays so, followed by :data:`TAIL_BYTES`)."""
+        if len(out) != 1 + len(self.computed):
+            raise ArtifactError(f"program returned {len(out)} outputs; its manifest expects {1 + len(self.computed)}")
+        if self._plan is None:
+            self._plan_outputs(out[1:])
+        buf = np.empty(self._plan_bytes, np.uint8)
+        new: list = [None] * self.n_state
+        known = {}
+        for i, (off, shape, dtype, strides), t in zip(self.computed, self._plan, out[1:]):
+            a = np.ndarray(shape, dtype, buffer=buf, offset=off, strides=strides)
+            ta = torch.from_numpy(a)
+            ta.copy_(t)
+            new[i] = a
+            known[i, id(a)] = (a, ta)
+        cl = self.channels_last
+        for i, j in self.passed:
+            a, ta = self._given[1 + j]
+            new[i] = a
+            if (i in cl) == (j in cl):
+                known[i, id(a)] = (a, ta)
+        self._known = known
+        return out[0].numpy().copy(), new
+
+    def _plan_outputs(self, outs) -> None:
+        plan, off = [], 0
+        for t in outs:
+            strides = tuple(s * t.element_size() for s in t.stride())
+            plan.append((off, tuple(t.shape), _np_dtype(t.dtype), strides))
+            off += -(-(t.numel() * t.element_size() + TAIL_BYTES) // TAIL_BYTES) * TAIL_BYTES  # 64-byte aligned starts
+        self._plan, self._plan_bytes = plan, off
 
 
 class ExecuTorchBackend:
-    def __init__(self, path: Path, threads: int | None = 1, channels_last: frozenset[int] = frozenset()):
-        self.channels_last = channels_last
+    def __init__(self, path: Path, threads: int | None = 1, io: ProgramIO | None = None):
         require("executorch", "executorch")
         from executorch.runtime import Runtime as EtRuntime
 
+        self.io = io
         with native_stderr_quiet():
             if threads is not None:
                 set_threads(threads)
             try:
                 self.method = EtRuntime.get().load_program(str(path)).load_method("forward")
+                self._call = self.method._method  # the bindings' method: takes clone_outputs
             except Exception as exc:
                 raise ArtifactError(
                     f"{path}: ExecuTorch cannot load it ({str(exc).splitlines()[0]}; EDGESEQ_DEBUG=1 shows its log)"
                 ) from None
 
     def run(self, x: np.ndarray, state: list[np.ndarray]):
-        out = self.method.execute(program_inputs(x, state, self.channels_last))
-        # outputs live in the program's planned memory and are overwritten by the next call: copy them (keeping
-        # their memory layout: a channels-last state goes back in as it came out)
-        return out[0].numpy().copy(), [t.numpy().copy(order="K") for t in out[1:]]
+        # clone_outputs=False: the bindings would otherwise clone every output before ProgramIO copies it again
+        return self.io.outputs(self._call(self.io.inputs(x, state), clone_outputs=False))
 
 
 @contextlib.contextmanager
@@ -91,7 +212,7 @@ class ExecuTorchRuntime(Runtime):
     python_module = "executorch.runtime"
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int | None = 1):
-        return self.session(ExecuTorchBackend(path, threads, channels_last_indices(manifest)), manifest, path, batch)
+        return self.session(ExecuTorchBackend(path, threads, ProgramIO(manifest)), manifest, path, batch)
 
 
 def channels_last_indices(manifest: dict) -> frozenset[int]:

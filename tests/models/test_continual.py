@@ -372,7 +372,7 @@ def test_3d_buffers_are_per_frame_state_taken_channels_last_by_executorch(tmp_pa
 
     from edgeseq.models.continual import OfflineModel
     from edgeseq.models.continual_step import Affine, ConvStep, Folded
-    from edgeseq.runtimes.et import channels_last_indices, program_inputs
+    from edgeseq.runtimes.et import ProgramIO, channels_last_indices, padded_copy
 
     torch.manual_seed(0)
     model = OfflineModel(padded_clip_model(), (3, 8, 8), window=6, padding="stream")
@@ -398,6 +398,24 @@ def test_3d_buffers_are_per_frame_state_taken_channels_last_by_executorch(tmp_pa
     assert "cat" not in g["delegated"] and "slice_copy" not in g["delegated"], g["delegated"]
     cl = man["runtime"]["channels_last_state"]
     assert cl == [n for n, shape in tensors.items() if len(shape) == 3 and shape[1] * shape[2] > 1] and len(cl) >= 8
+    # a ring buffer shifts by renaming: the program leaves those next-state tensors out, the runtime passes them on
+    passed = man["runtime"]["passthrough_state"]
+    rings: dict[str, int] = {}
+    for n in tensors:
+        if ".buf" in n:
+            head, k = n.rsplit(".buf", 1)
+            rings[head] = max(rings.get(head, 0), int(k))
+    # buf k takes buf k+1; the last (the entering frame) is computed; delay lines keep their one frame computed
+    assert passed == {f"{h}.buf{k}": f"{h}.buf{k + 1}" for h, last in rings.items() for k in range(last)}, passed
+    meta = Runtime.get().load_program(str(art.path)).load_method("forward").metadata
+    assert meta.num_outputs() == 1 + len(tensors) - len(passed)
+    assert man["runtime"]["planned_inputs"] is False and not meta.input_tensor_meta(1).is_memory_planned()
+    state0 = [torch.randn(t.shape)[None] for t in step.state_spec.tensors]
+    with torch.no_grad():
+        _, nxt = step.step(torch.randn(1, 3 * 64), tuple(s.clone() for s in state0))
+    names = list(tensors)
+    for a, b in passed.items():  # numerically what the names say, on a random state
+        assert torch.equal(nxt[names.index(a)], state0[names.index(b)])
     # a state from mid-stream (channels-last arrays, as the program gives them back) and the same values NCHW
     sess = edgeseq.open(art.path)
     xs = np.random.default_rng(0).standard_normal((50, 1, 3 * 64)).astype(np.float32)
@@ -415,9 +433,9 @@ def test_3d_buffers_are_per_frame_state_taken_channels_last_by_executorch(tmp_pa
         y_ref, _ = step.step(torch.from_numpy(xs[41]), [torch.from_numpy(s) for s in nchw])
     assert np.abs(y_cl - y_ref.numpy()).max() <= 1e-5
     method = Runtime.get().load_program(str(art.path)).load_method("forward")
-    raw = method.execute([torch.from_numpy(xs[41]), *(torch.from_numpy(s) for s in nchw)])[0].numpy()
+    raw = method.execute([torch.from_numpy(padded_copy(torch.from_numpy(a))) for a in (xs[41], *nchw)])[0].numpy()
     assert np.abs(raw - y_ref.numpy()).max() > 1e-3  # the silent failure program_inputs prevents
-    ok = method.execute(program_inputs(xs[41], nchw, idx))[0].numpy()
+    ok = method.execute(ProgramIO(man).inputs(xs[41], nchw))[0].numpy()
     assert np.abs(ok - y_ref.numpy()).max() <= 1e-5
 
 

@@ -584,3 +584,26 @@ def test_fp16_aaren_running_sums_stay_float32(tmp_path):
     assert art.parity["max_scaled_error"] <= art.parity["tolerance"]
     assert art.manifest["quantization"]["state_math_dtype"] == "float32"
     assert art.manifest["quantization"]["compute_dtype"] == "float16"
+
+
+def test_state_check_covers_passed_through_ring_buffer_frames(tmp_path):
+    """A 3D continual step's ring buffers shift by renaming; the ExecuTorch program leaves those next-state tensors
+    out (runtime.passthrough_state). The state check still lists every state tensor, those as coming straight
+    from their input, and the quantized artifact matches its eager step."""
+    from edgeseq.models.continual import OfflineModel
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(3, 8, (3, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)), nn.ReLU(),
+                        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).eval()
+    step = quantize_(edgeseq.convert(OfflineModel(net, (3, 8, 8), window=5)), Int8DynamicConfig(), target="executorch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "clip", target="executorch", steps=300)
+    assert art.parity["max_scaled_error"] <= art.parity["tolerance"]
+    assert art.manifest["quantization"]["quantized_layers"] == 2
+    passed = art.manifest["runtime"]["passthrough_state"]
+    checks = art.manifest["quantization"]["state_check"]
+    assert [r["name"] for r in checks] == list(step.state_spec.names) and all(r["ok"] for r in checks)
+    assert passed and {r["name"]: r["producer"] for r in checks if r["name"] in passed} == {
+        n: f"input {src} (passed through)" for n, src in passed.items()}
+    assert all(r["dtype"] == "float32" for r in checks)

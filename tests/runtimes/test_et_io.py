@@ -1,0 +1,80 @@
+"""ProgramIO: how the ExecuTorch runtime feeds a program's inputs and reads its outputs (no ExecuTorch needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgeseq.errors import ArtifactError
+from edgeseq.runtimes.et import TAIL_BYTES, ProgramIO, _tail_bytes, padded_copy, program_input
+
+
+def _manifest(passthrough=None, channels_last=None):
+    tensors = [{"name": "a.buf0", "shape": [2, 3, 4]}, {"name": "a.buf1", "shape": [2, 3, 4]},
+               {"name": "h", "shape": [5]}]
+    rt = {}
+    if passthrough is not None:
+        rt["passthrough_state"] = passthrough
+    if channels_last is not None:
+        rt["channels_last_state"] = channels_last
+    return {"state_spec": {"tensors": tensors}, "runtime": rt}
+
+
+def test_tail_bytes_counts_the_owning_buffer_after_the_array():
+    owner = np.zeros(100, np.float32)
+    assert _tail_bytes(owner) == 0
+    assert _tail_bytes(owner[:90]) == 40  # 10 floats after it
+    assert _tail_bytes(owner[10:20].reshape(2, 5)) == 80 * 4
+    assert _tail_bytes(torch.zeros(4).numpy()) == -1  # owned by a tensor: unknown, so copied
+    a = padded_copy(torch.randn(1, 3, 4, 5).contiguous(memory_format=torch.channels_last))
+    assert _tail_bytes(a) >= TAIL_BYTES and a.strides == (240, 4, 60, 12)  # layout kept
+
+
+def test_program_input_converts_only_what_the_program_cannot_read_in_place():
+    ok = padded_copy(torch.randn(1, 3, 4, 5))
+    a, t = program_input(ok)
+    assert a is ok and t.data_ptr() == ok.__array_interface__["data"][0]  # no copy
+    plain = np.random.default_rng(0).standard_normal((1, 3, 4, 5)).astype(np.float32)  # no tail of its own
+    a, t = program_input(plain)
+    assert a is not plain and _tail_bytes(a) >= TAIL_BYTES and np.array_equal(a, plain)
+    a, t = program_input(ok, channels_last=True)  # NCHW given, NHWC wanted: converted, same values
+    assert t.is_contiguous(memory_format=torch.channels_last) and np.array_equal(a, ok)
+    b, _ = program_input(a, channels_last=True)
+    assert b is a
+
+
+def test_program_io_passes_shifted_state_along_and_reuses_what_it_gave_back():
+    man = _manifest({"a.buf0": "a.buf1"}, ["a.buf0", "a.buf1"])
+    io = ProgramIO(man)
+    assert io.computed == [1, 2] and io.passed == [(0, 1)]
+    rng = np.random.default_rng(0)
+    state = [rng.standard_normal(s).astype(np.float32)[None] for s in ((2, 3, 4), (2, 3, 4), (5,))]
+    x = rng.standard_normal((1, 7)).astype(np.float32)
+    ins = io.inputs(x, state)
+    assert len(ins) == 4 and np.array_equal(ins[0].numpy(), x)
+    assert ins[1].is_contiguous(memory_format=torch.channels_last) and np.array_equal(ins[2].numpy(), state[1])
+    # what a program computing buf1' = 2 * buf1 and h' = h + 1 would return (outputs: y, buf1', h')
+    out = [torch.ones(1, 3), (ins[2] * 2).contiguous(memory_format=torch.channels_last), ins[3] + 1]
+    y, new = io.outputs(out)
+    assert np.array_equal(y, np.ones((1, 3)))
+    assert new[0] is io._given[2][0] and np.array_equal(new[0], state[1])  # buf0' = buf1, by reference
+    assert np.array_equal(new[1], 2 * state[1]) and np.array_equal(new[2], state[2] + 1)
+    assert new[1].strides == out[1].numpy().strides  # channels-last kept
+    assert all(_tail_bytes(a) >= TAIL_BYTES for a in new[1:])
+    out[1].zero_()  # the program's memory is overwritten by its next call: the state must not change with it
+    assert np.array_equal(new[1], 2 * state[1])
+    ins2 = io.inputs(x, new)
+    for i in range(3):  # handed over as they are
+        assert ins2[1 + i].data_ptr() == new[i].__array_interface__["data"][0]
+    with pytest.raises(ArtifactError, match="returned 2 outputs; its manifest expects 3"):
+        io.outputs(out[:2])
+    with pytest.raises(ArtifactError, match="takes 3 state tensors, got 2"):
+        io.inputs(x, new[:2])
+
+
+def test_program_io_refuses_a_manifest_naming_an_unknown_state():
+    with pytest.raises(ArtifactError, match="passthrough_state names 'a.buf7'"):
+        ProgramIO(_manifest({"a.buf0": "a.buf7"}))
+    io = ProgramIO(_manifest())  # older manifests: every state is an output
+    assert io.computed == [0, 1, 2] and io.passed == []
