@@ -23,6 +23,7 @@ class OnnxExporter(Exporter):
     runtime = "onnxruntime"
     dynamic_batch = True
     extra = "onnx"
+    lowering = "lower_onnx"  # the scheme's ONNX lowering this target uses
 
     def write(self, step: StepModule, path: Path, batch: int) -> dict[str, Any]:
         onnx = require("onnx", "onnx")
@@ -40,7 +41,7 @@ class OnnxExporter(Exporter):
 
             float_path = path.with_name(path.stem + ".float.onnx")
             _export_graph(dequantized_copy(step), float_path)
-            scheme_of(quant).lower_onnx(float_path, path, quant, step)
+            getattr(scheme_of(quant), self.lowering)(float_path, path, quant, step)
             float_path.unlink()
             _check(onnx, path)
             _, out_names = io_names(step.state_spec)
@@ -48,10 +49,73 @@ class OnnxExporter(Exporter):
         model = onnx.load(str(path))
         ops = Counter(n.op_type for n in model.graph.node)
         return {
-            "runtime": {"name": "onnxruntime", "version": _ort_version(), "opset": OPSET, "onnx": onnx.__version__},
+            "runtime": {"name": "onnxruntime", "version": _ort_version(), "opset": OPSET, "onnx": onnx.__version__,
+                        **self.runtime_notes(model)},
             "graph": {"nodes": sum(ops.values()), "op_types": dict(sorted(ops.items()))},
             **info,
         }
+
+    def runtime_notes(self, model) -> dict[str, Any]:
+        return {}
+
+
+@register_exporter
+class TensorRTExporter(OnnxExporter):
+    """Target ``tensorrt``: an ONNX file for TensorRT's ONNX parser, its engine built on the device (engines do not
+    move across GPUs or TensorRT versions). An int8-static step is written in explicit quantization form (Q/DQ
+    pairs, int8, zero points 0, symmetric per-channel weights, float bias: ``onnx_qdq.write_static_qdq``), checked
+    against TensorRT's rules for it (``check_tensorrt_qdq``). Validated here on onnxruntime's CPU provider with
+    graph optimizations off: each Q/DQ evaluated as written, the reference semantics TensorRT's int8 kernels
+    implement (the fused CPU int8 kernels would check onnxruntime's kernels instead)."""
+
+    target = "tensorrt"
+    lowering = "lower_tensorrt"
+
+    def runtime_notes(self, model) -> dict[str, Any]:
+        return {"ort_optimization": "disabled", "tensorrt_qdq": check_tensorrt_qdq(model),
+                "engine": "built on the device by TensorRT from this file; not built by edgeseq"}
+
+
+def check_tensorrt_qdq(model) -> dict[str, Any]:
+    """TensorRT's rules for explicitly quantized ONNX, checked on the written graph (raises ArtifactError on the
+    first broken one): every QuantizeLinear / DequantizeLinear is int8 with zero point 0 (or none); a Q/DQ pair's
+    scale is one scalar for activations; weights (constant inputs of a DequantizeLinear) are per output channel on
+    the axis the consumer reads as output channels (Gemm with transB: 0; MatMul: 1). Returns counts."""
+    from onnx import numpy_helper
+
+    from edgeseq.errors import ArtifactError
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    counts = {"quantize": 0, "dequantize": 0, "weight_dequantize": 0}
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        counts["quantize" if n.op_type == "QuantizeLinear" else "dequantize"] += 1
+        zp = inits.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if zp is not None and (zp.dtype.name != "int8" or zp.any()):
+            raise ArtifactError(f"{n.name}: zero point {zp.dtype.name} {zp.ravel()[:3].tolist()}...: TensorRT takes int8 "
+                                "with zero point 0; nothing written")
+        weight = n.op_type == "DequantizeLinear" and n.input[0] in inits
+        scale = inits.get(n.input[1])
+        if weight:
+            counts["weight_dequantize"] += 1
+            q = inits[n.input[0]]
+            if q.dtype.name != "int8":
+                raise ArtifactError(f"{n.name}: {q.dtype.name} weights: TensorRT takes int8; nothing written")
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            for c in consumers.get(n.output[0], []):
+                trans_b = next((a.i for a in c.attribute if a.name == "transB"), 0)
+                want = 0 if (c.op_type == "Gemm" and trans_b) else 1
+                if scale is None or scale.size != q.shape[want] or axis != want:
+                    raise ArtifactError(f"{n.name}: weight scales not per output channel of {c.name} (axis {axis}, "
+                                        f"{None if scale is None else scale.size} scales); nothing written")
+        elif scale is None or scale.size != 1:
+            raise ArtifactError(f"{n.name}: an activation's scale must be one constant for TensorRT; nothing written")
+    return counts
 
 
 def _export_graph(step: StepModule, path: Path) -> None:

@@ -84,6 +84,7 @@ class Scheme:
     apply: Callable[["StepModule", QuantConfig, Any], None]
     needs_calibration: bool = False
     lower_onnx: Callable[["Path", "Path", QuantConfig, Any], None] | None = None
+    lower_tensorrt: Callable[["Path", "Path", QuantConfig, Any], None] | None = None  # the same, in TensorRT's Q/DQ form
     tolerance: float = 1e-3  # default artifact-vs-eager-quantized scaled error for this scheme
     compute_dtype: str = "float32"  # what the step computes in (fp16 scheme: float16)
     check: Callable[[QuantConfig, str], None] | None = None  # extra per-target refusals, raising ConfigError

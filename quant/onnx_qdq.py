@@ -35,10 +35,15 @@ from edgeseq.errors import ArtifactError
 _SHIFT = 128  # int8 affine -> uint8 affine: same scale, integers and zero point + 128
 
 
-def write_static_qdq(float_path: Path, out_path: Path, step) -> int:
+def write_static_qdq(float_path: Path, out_path: Path, step, tensorrt: bool = False) -> int:
     """Write ``out_path``: the float graph at ``float_path`` with each of ``step``'s static
     :class:`~edgeseq.quant.qlinear.QuantLinear` layers quantized on its own grids. Returns the number of
-    ``MatMul``/``Gemm`` nodes rewritten."""
+    ``MatMul``/``Gemm`` nodes rewritten.
+
+    ``tensorrt``: the form TensorRT's explicit quantization takes instead: activations int8 with zero point 0 (the
+    layers must have been calibrated on the symmetric grid), symmetric int8 weights, and the bias left a float
+    constant (TensorRT has no int32 Q/DQ; it adds the bias itself). The float bias is the eager layer's, already
+    rounded onto the ``s_in * s_w`` grid at calibration, so it is the value an int32 bias would carry."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -67,6 +72,10 @@ def write_static_qdq(float_path: Path, out_path: Path, step) -> int:
         q = layers[path]
         if q.in_q is None or q.out_q is None:
             raise ArtifactError(f"layer {path} was not calibrated; nothing written")
+        if tensorrt and (q.weights != "int8" or q.in_q[1] != 0 or q.out_q[1] != 0):
+            raise ArtifactError(f"layer {path}: TensorRT takes symmetric int8 weights and zero-point-0 activations; this "
+                                f"layer has {q.weights} weights and zero points {q.in_q[1]}, {q.out_q[1]}; nothing written")
+        act_zp = (lambda z: np.array(z, np.int8)) if tensorrt else (lambda z: np.array(z + _SHIFT, np.uint8))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
             raise ArtifactError(f"layer {path}: Gemm node {node.name} is not a plain linear (transA/alpha/beta); nothing written")
@@ -91,16 +100,18 @@ def write_static_qdq(float_path: Path, out_path: Path, step) -> int:
                                  const(f"{wname}_zero_point", w_zp)],
             [w_dq], name=f"{tag}_W_DequantizeLinear", axis=axis))
 
-        # the input: the calibrated int8 grid, as uint8
+        # the input: the calibrated int8 grid, as uint8 (TensorRT: int8, zero point 0)
         s_in, z_in = q.in_q
         in_scale = const(f"{tag}_in_scale", np.array(s_in, np.float32))
-        in_zp = const(f"{tag}_in_zp", np.array(z_in + _SHIFT, np.uint8))
+        in_zp = const(f"{tag}_in_zp", act_zp(z_in))
         x_q, x_dq = f"{tag}_in_q", f"{tag}_in_dq"
         nodes.append(helper.make_node("QuantizeLinear", [node.input[0], in_scale, in_zp], [x_q], name=f"{tag}_in_QuantizeLinear"))
         nodes.append(helper.make_node("DequantizeLinear", [x_q, in_scale, in_zp], [x_dq], name=f"{tag}_in_DequantizeLinear"))
 
         inputs = [x_dq, w_dq]
-        if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+        if tensorrt and node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
+            inputs.append(node.input[2])  # float: the eager layer's bias, already on the s_in * s_w grid
+        elif node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
             # the bias, int32 on the accumulator's grid s_in * s_w
             b = numpy_helper.to_array(inits[node.input[2]]).astype(np.float64)
             b_scale = bias_scale(s_in, q.weight_scale).numpy()
@@ -115,12 +126,12 @@ def write_static_qdq(float_path: Path, out_path: Path, step) -> int:
             raise ArtifactError(f"layer {path}: {node.op_type} node {node.name} carries no bias but the layer has one "
                                 "(exported as MatMul + Add); nothing written")
 
-        # the output: the calibrated int8 grid, as uint8; the layer's consumers read the dequantized tensor
+        # the output: the calibrated int8 grid, as uint8 (TensorRT: int8); the consumers read the dequantized tensor
         y = node.output[0]
         y_f, y_q = f"{tag}_out_f", f"{tag}_out_q"
         s_out, z_out = q.out_q
         out_scale = const(f"{tag}_out_scale", np.array(s_out, np.float32))
-        out_zp = const(f"{tag}_out_zp", np.array(z_out + _SHIFT, np.uint8))
+        out_zp = const(f"{tag}_out_zp", act_zp(z_out))
         nodes.append(helper.make_node(node.op_type, inputs, [y_f], name=node.name, **attrs))
         nodes.append(helper.make_node("QuantizeLinear", [y_f, out_scale, out_zp], [y_q], name=f"{tag}_out_QuantizeLinear"))
         nodes.append(helper.make_node("DequantizeLinear", [y_q, out_scale, out_zp], [y], name=f"{tag}_out_DequantizeLinear"))

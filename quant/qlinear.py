@@ -86,6 +86,15 @@ def affine_qparams(lo: float, hi: float) -> tuple[float, int]:
     return float(scale), zp
 
 
+def symmetric_qparams(lo: float, hi: float) -> tuple[float, int]:
+    """Per-tensor symmetric int8 scale for the range [lo, hi]: max(|lo|, |hi|) / 127, zero point 0 (the grid
+    TensorRT's explicit quantization takes: its Q/DQ scales are symmetric, zero points 0)."""
+    return float(max(max(abs(lo), abs(hi)) / QMAX, EPS)), 0
+
+
+ACTIVATION_GRIDS = ("affine", "symmetric")
+
+
 class RangeObserver(nn.Module):
     """Running min and max of everything it sees (calibration)."""
 
@@ -99,23 +108,25 @@ class RangeObserver(nn.Module):
             self.hi = max(self.hi, float(x.detach().max()))
         return x
 
-    def qparams(self) -> tuple[float, int]:
+    def qparams(self, grid: str = "affine") -> tuple[float, int]:
         if self.lo > self.hi:
             raise RuntimeError("observer saw no data")  # calibrate() always runs data through first
-        return affine_qparams(self.lo, self.hi)
+        return (symmetric_qparams if grid == "symmetric" else affine_qparams)(self.lo, self.hi)
 
 
 class QuantLinear(nn.Module):
     """8-bit per-channel weights (format ``weights``, one of ``WEIGHT_FORMATS``); activations ``"dynamic"`` (per
-    call) or ``"static"`` (calibrated)."""
+    call) or ``"static"`` (calibrated, on an ``"affine"`` or ``"symmetric"`` int8 grid: ``grid``)."""
 
-    def __init__(self, linear: nn.Linear, act: str, weights: str = "int8"):
+    def __init__(self, linear: nn.Linear, act: str, weights: str = "int8", grid: str = "affine"):
         super().__init__()
         if act not in ("dynamic", "static"):
             raise ValueError(f"act must be 'dynamic' or 'static', got {act!r}")
         if weights not in WEIGHT_FORMATS:
             raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, got {weights!r}")
-        self.act, self.weights = act, weights
+        if grid not in ACTIVATION_GRIDS:
+            raise ValueError(f"grid must be one of {ACTIVATION_GRIDS}, got {grid!r}")
+        self.act, self.weights, self.grid = act, weights, grid
         self.in_features, self.out_features = linear.in_features, linear.out_features
         if weights == "uint8":
             q, s, zp = quantize_weight_per_channel_uint8(linear.weight)
@@ -154,8 +165,8 @@ class QuantLinear(nn.Module):
 
     def finish_calibration(self) -> None:
         assert self.observers is not None
-        self.in_q = self.observers["inp"].qparams()
-        self.out_q = self.observers["out"].qparams()
+        self.in_q = self.observers["inp"].qparams(self.grid)
+        self.out_q = self.observers["out"].qparams(self.grid)
         self.in_qparams.copy_(torch.tensor(self.in_q, dtype=torch.float32))
         self.out_qparams.copy_(torch.tensor(self.out_q, dtype=torch.float32))
         self.observers = None
@@ -183,7 +194,8 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         lo, hi = self.wqrange
-        return f"{self.in_features}, {self.out_features}, act={self.act}, weights={self.weights} per-channel ({lo}..{hi})"
+        grid = f" ({self.grid})" if self.act == "static" else ""
+        return f"{self.in_features}, {self.out_features}, act={self.act}{grid}, weights={self.weights} per-channel ({lo}..{hi})"
 
 
 def check_weight_format(config, target: str) -> None:
@@ -197,6 +209,9 @@ def check_weight_format(config, target: str) -> None:
       u8 x u8 kernels widen to int16 before multiplying: no saturation) and ``int8-reduced`` (-64..64) are exact.
     """
     weights = config.weights
+    if target == "tensorrt" and weights != "int8":
+        raise ConfigError(f"{config.scheme} on tensorrt takes int8 weights (TensorRT's explicit quantization is "
+                          f"symmetric int8): use weights='int8' (CLI: --weights int8), its default there")
     if weights not in WEIGHT_FORMATS:
         raise ConfigError(f"{config.scheme}: weights={weights!r} is not a weight format; choose from {', '.join(WEIGHT_FORMATS)}")
     if target == "executorch" and weights == "uint8":
@@ -215,9 +230,16 @@ def check_weight_format(config, target: str) -> None:
 
 def default_weights(target: str) -> str:
     """The weight format the int8 schemes use on ``target`` unless told otherwise: ``int8`` on ExecuTorch, ``uint8``
-    on onnx (full 8 bits without saturation; the 7-bit grid drifts on long LSTM streams). The CLI and the
-    benchmarks take it from here."""
+    on onnx (full 8 bits without saturation; the 7-bit grid drifts on long LSTM streams), ``int8`` on TensorRT
+    (symmetric only). The CLI and the benchmarks take it from here."""
     return "uint8" if target == "onnx" else "int8"
+
+
+def default_grid(target: str) -> str:
+    """The static int8 schemes' activation grid on ``target`` unless told otherwise: ``symmetric`` on TensorRT (its
+    explicit quantization takes zero points 0 only), ``affine`` elsewhere (a zero point uses all 256 levels on a
+    one-sided range, e.g. after a ReLU)."""
+    return "symmetric" if target == "tensorrt" else "affine"
 
 
 def use_linear_forms(module: nn.Module) -> int:

@@ -13,9 +13,11 @@ from edgeseq.step import StateSpec
 
 
 class OrtBackend:
-    def __init__(self, path: Path, spec: StateSpec, threads: int = 1):
+    def __init__(self, path: Path, spec: StateSpec, threads: int = 1, optimize: bool = True):
         ort = require("onnxruntime", "onnx")
         so = ort.SessionOptions()
+        if not optimize:  # each node as written (a TensorRT file's Q/DQ pairs: their reference semantics)
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
@@ -37,5 +39,6 @@ class OnnxRuntime(Runtime):
     python_module = "onnxruntime"
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int = 1):
-        backend = OrtBackend(path, StateSpec.from_dict(manifest["state_spec"]), threads=threads)
+        optimize = manifest.get("runtime", {}).get("ort_optimization", "enabled") != "disabled"
+        backend = OrtBackend(path, StateSpec.from_dict(manifest["state_spec"]), threads=threads, optimize=optimize)
         return self.session(backend, manifest, path, batch)

@@ -19,6 +19,7 @@ from edgeseq.quant import SCHEMES  # noqa: E402
 
 SchemeName = Enum("SchemeName", {k: k for k in SCHEMES.keys()}, type=str)
 
-from edgeseq.quant.qlinear import WEIGHT_FORMATS  # noqa: E402
+from edgeseq.quant.qlinear import ACTIVATION_GRIDS, WEIGHT_FORMATS  # noqa: E402
 
 WeightFormat = Enum("WeightFormat", {k: k for k in WEIGHT_FORMATS}, type=str)
+ActivationGrid = Enum("ActivationGrid", {k: k for k in ACTIVATION_GRIDS}, type=str)

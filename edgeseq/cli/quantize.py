@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseq.cli.choices import Dataset, SchemeName, Target, WeightFormat
+from edgeseq.cli.choices import ActivationGrid, Dataset, SchemeName, Target, WeightFormat
 from edgeseq.cli.common import handle_errors, out, progress_bar, status
 from edgeseq.errors import ConfigError
 
@@ -32,7 +32,8 @@ def quantize(
     calib: Annotated[Optional[Dataset], typer.Option(help="Calibration data set (its train split, rolled out with the state fed back); needed by int8-static and int8 state.")] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Output path stem, file or folder (OUT -> OUT.pte + OUT.pte.edgeseq.json).")] = Path("out/model-quant"),
     state: Annotated[Optional[list[str]], typer.Option(help="Store a state tensor in another precision: NAME=float16|int8 (repeatable). Default: all state float32.")] = None,
-    weights: Annotated[Optional[WeightFormat], typer.Option(help="int8 schemes' 8-bit weight format: int8 (-127..127; default for executorch), uint8 (0..255 with a zero point per channel; default for onnx) or int8-reduced (-64..64: 7 bits). onnx refuses int8: its x86 kernels saturate with it.")] = None,
+    weights: Annotated[Optional[WeightFormat], typer.Option(help="int8 schemes' 8-bit weight format: int8 (-127..127; default for executorch and tensorrt), uint8 (0..255 with a zero point per channel; default for onnx) or int8-reduced (-64..64: 7 bits). onnx refuses int8: its x86 kernels saturate with it.")] = None,
+    activations: Annotated[Optional[ActivationGrid], typer.Option(help="int8-static's activation grid: affine (a zero point; default for executorch and onnx) or symmetric (zero point 0; default for tensorrt, whose explicit quantization takes nothing else).")] = None,
     block_size: Annotated[int, typer.Option(help="int8/int4-weight-only: input values per scale (a power of two >= 16).")] = 32,
     eval_: Annotated[bool, typer.Option("--eval", help="Roll fp32 and quantized over --eval-steps real frames; write OUT.drift.json and OUT.drift.svg.")] = False,
     eval_steps: Annotated[int, typer.Option(min=100, help="Length of the drift rollout.")] = 10_000,
@@ -53,7 +54,7 @@ def quantize(
     from edgeseq.pipeline import real_stream
     from edgeseq.quant import SCHEMES, StatePolicy, quantize_
     from edgeseq.quant.config import check_target
-    from edgeseq.quant.qlinear import default_weights
+    from edgeseq.quant.qlinear import default_grid, default_weights
 
     sch = SCHEMES.get(scheme.value)
     kwargs = {"state": StatePolicy(parse_state_policy(state or []))}
@@ -61,6 +62,10 @@ def quantize(
         kwargs["weights"] = weights.value if weights is not None else default_weights(target.value)
     elif weights is not None:
         raise ConfigError(f"--weights applies to the int8-dynamic and int8-static schemes, not {scheme.value}")
+    if "activations" in {f.name for f in dataclasses.fields(sch.config)}:
+        kwargs["activations"] = activations.value if activations is not None else default_grid(target.value)
+    elif activations is not None:
+        raise ConfigError(f"--activations applies to the int8-static scheme, not {scheme.value}")
     if "block_size" in {f.name for f in dataclasses.fields(sch.config)}:
         kwargs["block_size"] = block_size
     config = sch.config(**kwargs)

@@ -607,3 +607,71 @@ def test_state_check_covers_passed_through_ring_buffer_frames(tmp_path):
     assert passed and {r["name"]: r["producer"] for r in checks if r["name"] in passed} == {
         n: f"input {src} (passed through)" for n, src in passed.items()}
     assert all(r["dtype"] == "float32" for r in checks)
+
+
+def test_symmetric_activation_grid_formula():
+    from edgeseq.quant.qlinear import EPS, symmetric_qparams
+
+    assert symmetric_qparams(-0.5, 2.54) == (pytest.approx(2.54 / 127), 0)
+    assert symmetric_qparams(-3.81, 1.0) == (pytest.approx(0.03), 0)
+    assert symmetric_qparams(0.0, 0.0) == (EPS, 0)
+
+
+def test_tensorrt_qdq_follows_explicit_quantization_rules(trained, tmp_path):
+    """int8-static for TensorRT: the ONNX file carries the eager layers' int8 weights (symmetric, per output
+    channel), their calibrated symmetric activation scales with int8 zero points 0, and the eager (grid-rounded)
+    float bias; no uint8 or int32 tensor anywhere. The file is validated on onnxruntime with graph optimizations
+    off (each Q/DQ as written) against the eager quantized step over 2,000 real frames."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeseq.exporters.onnx import check_tensorrt_qdq
+    from edgeseq.errors import ArtifactError
+
+    model, ds = trained
+    step = quantize_(edgeseq.convert(model), Int8StaticConfig(activations="symmetric"), calib="japanese-vowels",
+                     target="tensorrt")
+    layers = {p: m for p, m in step.named_modules() if isinstance(m, QuantLinear)}
+    assert len(layers) == 2 and all(m.in_q[1] == 0 and m.out_q[1] == 0 for m in layers.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "trt", target="tensorrt", inputs=_stream(ds, 2000))
+    assert art.path.suffix == ".onnx" and art.manifest["target"] == "tensorrt"
+    rt = art.manifest["runtime"]
+    assert rt["ort_optimization"] == "disabled" and rt["tensorrt_qdq"] == {"quantize": 4, "dequantize": 6, "weight_dequantize": 2}
+    assert art.parity["steps"] == 2000 and art.parity["max_scaled_error"] <= art.parity["tolerance"]
+    assert all(r["ok"] and r["dtype"] == "float32" for r in art.manifest["quantization"]["state_check"])
+    graph = onnx.load(str(art.path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    assert not [n for n, a in inits.items() if a.dtype in (np.uint8, np.int32)]
+    producer = {o: n for n in graph.node for o in n.output}
+    for gemm in (n for n in graph.node if n.op_type == "Gemm"):
+        wdq = producer[gemm.input[1]]
+        (q,) = [m for m in layers.values() if tuple(m.weight_q.shape) == inits[wdq.input[0]].shape]
+        np.testing.assert_array_equal(inits[wdq.input[0]], q.weight_q.numpy())
+        np.testing.assert_array_equal(inits[wdq.input[1]], q.weight_scale.numpy())
+        assert inits[wdq.input[2]].dtype == np.int8 and not inits[wdq.input[2]].any()
+        xq = producer[producer[gemm.input[0]].input[0]]
+        assert float(inits[xq.input[1]]) == np.float32(q.in_q[0]) and inits[xq.input[2]].dtype == np.int8
+        assert int(inits[xq.input[2]]) == 0
+        np.testing.assert_array_equal(inits[gemm.input[2]], q.bias.detach().numpy())  # float, grid-rounded
+    # the onnx target's graph (uint8 activations, int32 bias) is not TensorRT's form: the rule check says why
+    onnx_step = quantize_(edgeseq.convert(model), Int8StaticConfig(weights="uint8"), calib="japanese-vowels", target="onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_art = edgeseq.export(onnx_step, tmp_path / "ort", target="onnx", steps=50)
+    with pytest.raises(ArtifactError, match="TensorRT takes int8"):
+        check_tensorrt_qdq(onnx.load(str(onnx_art.path)))
+
+
+@pytest.mark.parametrize("config,match", [
+    (Int8DynamicConfig(), "cannot run on target 'tensorrt'.*tensorrt runs: int8-static"),
+    (Int8StaticConfig(), "takes symmetric activations"),
+    (Int8StaticConfig(weights="uint8", activations="symmetric"), "takes int8 weights"),
+    (Int8StaticConfig(activations="skewed"), "not an activation grid"),
+])
+def test_tensorrt_refuses_what_its_explicit_quantization_cannot_take(trained, config, match):
+    from edgeseq.quant.config import check_target
+
+    with pytest.raises(ConfigError, match=match):
+        check_target(config, "tensorrt")
