@@ -84,9 +84,12 @@ class ProgramIO:
     field: none.
 
     Call :meth:`inputs` then :meth:`outputs` once per program call. The state arrays :meth:`outputs` gives back
-    already have the program's layout and tail, and are remembered (by position and identity, kept alive until the
-    next call's outputs) so that the next :meth:`inputs` hands them over without looking at them again: the per-call cost in
-    Python is then one buffer for the new state, one copy out of the program's memory, and the list building."""
+    already have the program's layout and tail, and are remembered (by position and identity) so that the next
+    :meth:`inputs` hands them over without looking at them again. They come from a pool per output: an array is
+    written again only once nothing outside this object refers to it or to its buffer any more (reference counts
+    say so: a caller that keeps an old state, or a numpy view or a tensor of it, keeps it intact), so a stream
+    settles on two or three arrays per state tensor and the per-call cost in Python is one copy per computed state
+    tensor."""
 
     def __init__(self, manifest: dict):
         names = [t["name"] for t in manifest["state_spec"]["tensors"]]
@@ -98,54 +101,66 @@ class ProgramIO:
         self.passed = [(names.index(k), names.index(v)) for k, v in passed.items()]
         self.computed = [i for i in range(len(names)) if i not in dict(self.passed)]
         self.n_state = len(names)
-        self._known: dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]] = {}  # (index, id(array)) -> (array, tensor)
-        self._given: list[tuple[np.ndarray, torch.Tensor]] = []
-        self._plan: list[tuple[int, tuple, np.dtype, tuple]] | None = None  # per computed output: offset, shape, dtype, strides
-        self._plan_bytes = 0
+        # (index, id(array)) -> [array, tensor, ...]: the arrays given back last call (and passed-through ones)
+        self._known: dict[tuple[int, int], list] = {}
+        self._given: list = []
+        self._pools: list[list[list]] = [[] for _ in self.computed]  # per computed output: see _pool_entry
+        self._frame: list | None = None  # the input frame's buffer: [array, tensor]
 
     def inputs(self, x: np.ndarray, state: list[np.ndarray]) -> list[torch.Tensor]:
         if len(state) != self.n_state:
             raise ArtifactError(f"program takes {self.n_state} state tensors, got {len(state)}")
+        frame = self._frame
+        if frame is None or frame[0].shape != x.shape or frame[0].dtype != x.dtype:
+            a = padded_copy(torch.from_numpy(np.ascontiguousarray(x)), torch.contiguous_format)
+            frame = self._frame = [a, torch.from_numpy(a)]
+        np.copyto(frame[0], x)  # the program reads the frame only while it runs: one buffer serves every call
         known, cl = self._known, self.channels_last
-        given: list = [(x, padded_frame(x))]
+        given: list = [frame]
         for i, a in enumerate(state):
             given.append(known.get((i, id(a))) or program_input(a, i in cl))
         self._given = given
-        return [t for _, t in given]
+        return [e[1] for e in given]
 
     def outputs(self, out) -> tuple[np.ndarray, list[np.ndarray]]:
         """``(y, next state)`` from the outputs of the call whose :meth:`inputs` came last. The program's outputs
-        live in its planned memory, overwritten by its next call: copied, into one buffer per call (each tensor in
-        the layout the program gave it, a channels-last state stays so, followed by :data:`TAIL_BYTES`)."""
+        live in its planned memory, overwritten by its next call: copied out (each in the layout the program gave
+        it, a channels-last state stays so, with :data:`TAIL_BYTES` after it), into arrays nobody else holds."""
         if len(out) != 1 + len(self.computed):
             raise ArtifactError(f"program returned {len(out)} outputs; its manifest expects {1 + len(self.computed)}")
-        if self._plan is None:
-            self._plan_outputs(out[1:])
-        buf = np.empty(self._plan_bytes, np.uint8)
         new: list = [None] * self.n_state
         known = {}
-        for i, (off, shape, dtype, strides), t in zip(self.computed, self._plan, out[1:]):
-            a = np.ndarray(shape, dtype, buffer=buf, offset=off, strides=strides)
-            ta = torch.from_numpy(a)
-            ta.copy_(t)
-            new[i] = a
-            known[i, id(a)] = (a, ta)
+        for i, pool, t in zip(self.computed, self._pools, out[1:]):
+            for e in pool:
+                if sys.getrefcount(e[0]) == e[2] and sys.getrefcount(e[0].base) == e[3]:  # held by this pool only
+                    break
+            else:  # all held elsewhere (the caller keeps old states): a new array; forget held ones past a few
+                if len(pool) >= 4:
+                    pool.clear()
+                e = _pool_entry(t)
+                pool.append(e)
+            e[1].copy_(t)
+            new[i] = e[0]
+            known[i, id(e[0])] = e
         cl = self.channels_last
         for i, j in self.passed:
-            a, ta = self._given[1 + j]
-            new[i] = a
+            e = self._given[1 + j]
+            new[i] = e[0]
             if (i in cl) == (j in cl):
-                known[i, id(a)] = (a, ta)
+                known[i, id(e[0])] = e
         self._known = known
         return out[0].numpy().copy(), new
 
-    def _plan_outputs(self, outs) -> None:
-        plan, off = [], 0
-        for t in outs:
-            strides = tuple(s * t.element_size() for s in t.stride())
-            plan.append((off, tuple(t.shape), _np_dtype(t.dtype), strides))
-            off += -(-(t.numel() * t.element_size() + TAIL_BYTES) // TAIL_BYTES) * TAIL_BYTES  # 64-byte aligned starts
-        self._plan, self._plan_bytes = plan, off
+
+def _pool_entry(t: torch.Tensor) -> list:
+    """``[array, tensor on it, reference counts of the array and of its buffer when only the entry holds them]``
+    for output ``t``. Both counts: a numpy view of the array refers to the buffer, not to the array."""
+    a = padded_copy(t)
+    e = [a, torch.from_numpy(a), 0, 0]
+    del a
+    e[2] = sys.getrefcount(e[0])  # the entry, the tensor and getrefcount's own argument
+    e[3] = sys.getrefcount(e[0].base)  # the array and getrefcount's argument
+    return e
 
 
 class ExecuTorchBackend:

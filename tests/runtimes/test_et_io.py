@@ -78,3 +78,33 @@ def test_program_io_refuses_a_manifest_naming_an_unknown_state():
         ProgramIO(_manifest({"a.buf0": "a.buf7"}))
     io = ProgramIO(_manifest())  # older manifests: every state is an output
     assert io.computed == [0, 1, 2] and io.passed == []
+
+
+def test_program_io_reuses_an_output_array_only_when_nobody_holds_it():
+    io = ProgramIO(_manifest())
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 7)).astype(np.float32)
+
+    def call(state, k):  # a program whose next state is its state + k
+        ins = io.inputs(x, state)
+        return io.outputs([torch.zeros(1, 3), *(t + k for t in ins[1:])])[1]
+
+    s0 = [np.zeros((1, 2, 3, 4), np.float32), np.zeros((1, 2, 3, 4), np.float32), np.zeros((1, 5), np.float32)]
+    s1 = call(s0, 1.0)
+    kept = s1  # the caller keeps the state of step 1
+    s2 = call(s1, 1.0)
+    s3 = call(s2, 1.0)
+    assert all(np.array_equal(a, np.ones_like(a)) for a in kept)  # never written again while held
+    assert all(np.array_equal(a, np.full_like(a, 3.0)) for a in s3)
+    view = s3[2][0, :2]  # a view holds its base too
+    ids3 = [id(a) for a in s3]
+    s4 = call(s3, 1.0)
+    del s3
+    tensor = torch.from_numpy(s4[1])  # so does a tensor on it
+    s5 = call(s4, 1.0)
+    del s4
+    call(s5, 1.0)
+    call(s5, 1.0)
+    assert np.array_equal(view, np.full(2, 3.0, np.float32)) and bool((tensor == 4.0).all())
+    assert id(s5[0]) in ids3 and id(s5[2]) not in ids3  # s3's arrays were free again, except the viewed one
+    assert all(np.array_equal(a, np.full_like(a, 5.0)) for a in s5)
