@@ -108,6 +108,9 @@ def check_tensorrt_qdq(model) -> dict[str, Any]:
                 raise ArtifactError(f"{n.name}: {q.dtype.name} weights: TensorRT takes int8; nothing written")
             axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
             for c in consumers.get(n.output[0], []):
+                if c.op_type not in ("Gemm", "MatMul"):
+                    raise ArtifactError(f"{n.name}: a quantized weight read by {c.op_type} {c.name}; edgeseq writes "
+                                        "TensorRT Q/DQ for Gemm and MatMul only; nothing written")
                 trans_b = next((a.i for a in c.attribute if a.name == "transB"), 0)
                 want = 0 if (c.op_type == "Gemm" and trans_b) else 1
                 if scale is None or scale.size != q.shape[want] or axis != want:
