@@ -50,12 +50,12 @@ class OnnxExporter(Exporter):
         ops = Counter(n.op_type for n in model.graph.node)
         return {
             "runtime": {"name": "onnxruntime", "version": _ort_version(), "opset": OPSET, "onnx": onnx.__version__,
-                        **self.runtime_notes(model)},
+                        **self.runtime_notes(step, model)},
             "graph": {"nodes": sum(ops.values()), "op_types": dict(sorted(ops.items()))},
             **info,
         }
 
-    def runtime_notes(self, model) -> dict[str, Any]:
+    def runtime_notes(self, step: StepModule, model) -> dict[str, Any]:
         return {}
 
 
@@ -71,9 +71,15 @@ class TensorRTExporter(OnnxExporter):
     target = "tensorrt"
     lowering = "lower_tensorrt"
 
-    def runtime_notes(self, model) -> dict[str, Any]:
-        return {"ort_optimization": "disabled", "tensorrt_qdq": check_tensorrt_qdq(model),
-                "engine": "built on the device by TensorRT from this file; not built by edgeseq"}
+    def runtime_notes(self, step: StepModule, model) -> dict[str, Any]:
+        notes = {"ort_optimization": "disabled", "tensorrt_qdq": check_tensorrt_qdq(model),
+                 "engine": "built on the device by TensorRT from this file; not built by edgeseq"}
+        pruned = (getattr(step, "pruning", None) or {}).get("config", {})
+        if pruned.get("method") == "n:m" and (pruned.get("n"), pruned.get("m")) == (2, 4):
+            # 2:4 along the input dimension: the pattern Ampere's sparse tensor cores (Jetson Orin) run, when the
+            # engine is built with TensorRT's SPARSE_WEIGHTS builder flag
+            notes["sparse_weights"] = "2:4: build with BuilderFlag.SPARSE_WEIGHTS (trtexec --sparsity=enable)"
+        return notes
 
 
 def check_tensorrt_qdq(model) -> dict[str, Any]:

@@ -21,7 +21,7 @@ pytestmark = [
 STEPS = 500
 
 
-def _engine(path, batch: int):
+def _engine(path, batch: int, manifest: dict):
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -31,6 +31,8 @@ def _engine(path, batch: int):
     assert parser.parse(path.read_bytes()), [str(parser.get_error(i)) for i in range(parser.num_errors)]
     config = builder.create_builder_config()
     config.clear_flag(trt.BuilderFlag.TF32)  # float32 as float32 (TF32 is on by default on Ampere and later)
+    if manifest["runtime"].get("sparse_weights"):  # a 2:4-pruned step: let TensorRT pick sparse kernels
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         t = network.get_input(i)
@@ -67,21 +69,24 @@ def _stream_engine(engine, manifest, xs: np.ndarray) -> np.ndarray:
     return np.stack(ys)
 
 
-@pytest.mark.parametrize("quantized", [False, True])
-def test_tensorrt_engine_streams_like_the_onnx_reference(tmp_path, quantized):
-    from edgeseq.quant import Int8StaticConfig, quantize_
+@pytest.mark.parametrize("quantized,sparse", [(False, False), (True, False), (False, True)])
+def test_tensorrt_engine_streams_like_the_onnx_reference(tmp_path, quantized, sparse):
+    from edgeseq.quant import Int8StaticConfig, NMConfig, prune_, quantize_
 
     torch.manual_seed(0)
     model = edgeseq.build("rnn", d_in=12, d_out=9, cell="lstm", d_hidden=64)
+    if sparse:
+        prune_(model, NMConfig(n=2, m=4))
     step = edgeseq.convert(model)
     if quantized:
         step = quantize_(step, Int8StaticConfig(activations="symmetric"), calib="japanese-vowels", target="tensorrt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         art = edgeseq.export(step, tmp_path / "m", target="tensorrt", steps=STEPS)
+    assert ("sparse_weights" in art.manifest["runtime"]) == sparse
     xs = np.random.default_rng(0).standard_normal((STEPS, 2, 12)).astype(np.float32)
     ref = edgeseq.open(art.path, batch=2).run(xs)  # onnxruntime, each Q/DQ as written
-    got = _stream_engine(_engine(art.path, 2), art.manifest, xs)
+    got = _stream_engine(_engine(art.path, 2, art.manifest), art.manifest, xs)
     err = float(np.abs(got - ref).max())
     print(f"tensorrt engine vs onnxruntime reference over {STEPS} steps ({'int8' if quantized else 'fp32'}): {err:.3g}")
     # fp32: float rounding only; int8: the scheme's tolerance (an output step moved now and then, carried on)

@@ -207,6 +207,27 @@ def test_nm_and_unstructured_masks():
     assert sparsity(m3) == pytest.approx(0.6, abs=0.01)
 
 
+def test_two_four_pruned_tensorrt_file_asks_for_sparse_kernels(tmp_path):
+    """A 2:4-pruned step exported for TensorRT says in its manifest to build with SPARSE_WEIGHTS; an
+    unstructured-pruned one does not; the ONNX graph keeps the zeros 2:4 along the input dimension."""
+    import warnings
+
+    import onnx
+    from onnx import numpy_helper
+
+    for config, sparse in ((NMConfig(n=2, m=4), True), (UnstructuredConfig(0.5), False)):
+        torch.manual_seed(0)
+        model = edgeseq.build("rnn", d_in=8, d_out=4, d_hidden=16)
+        prune_(model, config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            art = edgeseq.export(edgeseq.convert(model), tmp_path / config.method.replace(":", ""), target="tensorrt", steps=50)
+        assert ("sparse_weights" in art.manifest["runtime"]) == sparse
+        if sparse:
+            mats = [numpy_helper.to_array(i) for i in onnx.load(str(art.path)).graph.initializer if len(i.dims) == 2]
+            assert len(mats) == 2 and all(((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all() for w in mats)
+
+
 def test_finetune_keeps_zeros_and_records():
     model = edgeseq.build("rnn", d_in=12, d_out=9, d_hidden=16, task="classify")
     prune_(model, UnstructuredConfig(0.5), data="japanese-vowels", finetune_epochs=1)
