@@ -131,14 +131,15 @@ class ProgramIO:
         new: list = [None] * self.n_state
         known = {}
         for i, pool, t in zip(self.computed, self._pools, out[1:]):
-            for e in pool:
+            for e in pool if _refcounts_tell() else ():
                 if sys.getrefcount(e[0]) == e[2] and sys.getrefcount(e[0].base) == e[3]:  # held by this pool only
                     break
             else:  # all held elsewhere (the caller keeps old states): a new array; forget held ones past a few
-                if len(pool) >= 4:
-                    pool.clear()
                 e = _pool_entry(t)
-                pool.append(e)
+                if _refcounts_tell():
+                    if len(pool) >= 4:
+                        pool.clear()
+                    pool.append(e)
             e[1].copy_(t)
             new[i] = e[0]
             known[i, id(e[0])] = e
@@ -150,6 +151,27 @@ class ProgramIO:
                 known[i, id(e[0])] = e
         self._known = known
         return out[0].numpy().copy(), new
+
+
+_REFCOUNTS_TELL: bool | None = None
+
+
+def _refcounts_tell() -> bool:
+    """Whether reference counts show a reference held elsewhere on this interpreter (checked once, on a scratch
+    entry: a caller's reference and a view's must each change a count). Where they do not (a free-threaded build,
+    an interpreter that defers counts), no output array is ever reused: a fresh one per call, correct but slower."""
+    global _REFCOUNTS_TELL
+    if _REFCOUNTS_TELL is None:
+        ok = not (hasattr(sys, "_is_gil_enabled") and not sys._is_gil_enabled())
+        e = _pool_entry(torch.zeros(2, 3))
+        held = e[0]
+        ok = ok and sys.getrefcount(e[0]) != e[2]
+        del held
+        view = e[0][0]
+        ok = ok and sys.getrefcount(e[0]) == e[2] and sys.getrefcount(e[0].base) != e[3]
+        del view
+        _REFCOUNTS_TELL = ok and sys.getrefcount(e[0]) == e[2] and sys.getrefcount(e[0].base) == e[3]
+    return _REFCOUNTS_TELL
 
 
 def _pool_entry(t: torch.Tensor) -> list:

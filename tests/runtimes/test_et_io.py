@@ -108,3 +108,22 @@ def test_program_io_reuses_an_output_array_only_when_nobody_holds_it():
     assert np.array_equal(view, np.full(2, 3.0, np.float32)) and bool((tensor == 4.0).all())
     assert id(s5[0]) in ids3 and id(s5[2]) not in ids3  # s3's arrays were free again, except the viewed one
     assert all(np.array_equal(a, np.full_like(a, 5.0)) for a in s5)
+
+
+def test_program_io_without_trustworthy_refcounts_never_reuses(monkeypatch):
+    """Where reference counts cannot show a held reference (a free-threaded build), every call gets new arrays."""
+    import edgeseq.runtimes.et as et
+
+    monkeypatch.setattr(et, "_REFCOUNTS_TELL", False)
+    io = ProgramIO(_manifest())
+    x = np.zeros((1, 7), np.float32)
+    state = [np.zeros((1, 2, 3, 4), np.float32), np.zeros((1, 2, 3, 4), np.float32), np.zeros((1, 5), np.float32)]
+    states = [state]  # all kept alive, so that no id is recycled
+    for k in range(4):
+        ins = io.inputs(x, states[-1])
+        states.append(io.outputs([torch.zeros(1, 3), *(t + 1 for t in ins[1:])])[1])
+        assert all(np.array_equal(a, np.full_like(a, k + 1.0)) for a in states[-1])
+    del states[0]
+    bases = [id(a.base) for st in states for a in st]
+    assert len(set(bases)) == len(bases)  # a new buffer every time
+    assert all(not pool for pool in io._pools)  # nothing pooled
