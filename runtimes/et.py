@@ -164,12 +164,11 @@ def _refcounts_tell() -> bool:
     if _REFCOUNTS_TELL is None:
         ok = not (hasattr(sys, "_is_gil_enabled") and not sys._is_gil_enabled())
         e = _pool_entry(torch.zeros(2, 3))
-        held = e[0]
+        holders = [e[0]]  # someone holds the array
         ok = ok and sys.getrefcount(e[0]) != e[2]
-        del held
-        view = e[0][0]
+        holders[0] = e[0][0]  # someone holds a view of it instead
         ok = ok and sys.getrefcount(e[0]) == e[2] and sys.getrefcount(e[0].base) != e[3]
-        del view
+        holders.clear()
         _REFCOUNTS_TELL = ok and sys.getrefcount(e[0]) == e[2] and sys.getrefcount(e[0].base) == e[3]
     return _REFCOUNTS_TELL
 
