@@ -51,19 +51,28 @@ class ExecuTorchExporter(Exporter):
         edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
         graph = delegation_stats(edge.exported_program())
         # graph inputs not memory-planned: the program reads the caller's arrays in place (no copy in per call;
-        # state is most of a continual network's traffic). Safe only because no output is an input unchanged
-        # (those are left out above): such an output of an unplanned input came back wrong in our trials.
-        program = edge.to_executorch(ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=False)))
+        # state is most of a continual network's traffic). Only while no output is a graph input unchanged: such
+        # an output of an unplanned input comes back wrong (ExecuTorch 1.5.1, tested). Passed-through state is left
+        # out above; a state that is the input frame itself (a one-frame delay of x) keeps the inputs planned.
+        planned = returns_an_input(ep)
+        program = edge.to_executorch(ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(alloc_graph_input=planned)))
         path.write_bytes(program.buffer)
         plan = program.executorch_program.execution_plan[0]
         graph["planned_arena_bytes"] = int(sum(plan.non_const_buffer_sizes))
         return {
             "runtime": {"name": "executorch", "version": getattr(et, "__version__", _et_version()), "backend": "xnnpack",
-                        "channels_last_state": [names[i] for i in cl], "planned_inputs": False,
+                        "channels_last_state": [names[i] for i in cl], "planned_inputs": planned,
                         "passthrough_state": {names[i]: names[j] for i, j in sorted(passed.items())}},
             "graph": graph,
             **info,
         }
+
+
+def returns_an_input(ep) -> bool:
+    """Whether an output of the exported program is one of its user inputs, unchanged."""
+    inputs = set(ep.graph_signature.user_inputs)
+    out = next(n for n in ep.graph.nodes if n.op == "output")
+    return any(getattr(o, "op", None) == "placeholder" and o.name in inputs for o in out.args[0])
 
 
 def channels_last_states(step) -> list[int]:
