@@ -54,8 +54,8 @@ class _PreviousFrame(StepModule):
 def test_an_output_that_is_the_input_frame_keeps_inputs_planned(tmp_path):
     """ExecuTorch reads unplanned inputs in place, but gives back a wrong tensor for an output that is an unplanned
     input unchanged (export validation then refused it: scaled error 1.28 over 500 steps). A step whose next state
-    is the input frame itself keeps its
-    inputs planned, and streams exactly; a ring buffer's shift (state -> state) is passed through instead."""
+    is the input frame itself keeps its inputs planned, and streams exactly; a ring buffer's shift (state -> state)
+    is passed through instead."""
     from edgeseq.exporters.base import passthrough_states
 
     torch.manual_seed(0)
