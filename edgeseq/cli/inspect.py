@@ -66,6 +66,18 @@ def inspect(
             out.print("  not delegated: " + ", ".join(f"{k} x{v}" for k, v in g["non_delegated"].items()))
         if "planned_arena_bytes" in g:
             out.print(f"  planned memory arena: {g['planned_arena_bytes']:,} bytes")
+        passed, cl = rt.get("passthrough_state") or {}, rt.get("channels_last_state") or []
+        if "planned_inputs" in rt or passed or cl:
+            out.print(f"  state I/O: inputs {'copied into planned memory' if rt.get('planned_inputs', True) else 'read in place'}"
+                      + (f"; {len(passed)} of {len(ss['tensors'])} state tensors passed along by the runtime (a ring "
+                         "buffer's shift), not program outputs" if passed else "")
+                      + (f"; {len(cl)} taken channels-last" if cl else ""))
+    if rt.get("tensorrt_qdq") is not None:
+        q = rt["tensorrt_qdq"]
+        out.print(f"tensorrt: {q['quantize']} QuantizeLinear / {q['dequantize']} DequantizeLinear ({q['weight_dequantize']} on "
+                  "weights), checked against TensorRT's explicit-quantization rules; validated on onnxruntime with graph "
+                  "optimizations off; the engine is built on the device"
+                  + (f"; {rt['sparse_weights']}" if rt.get("sparse_weights") else ""))
     elif "nodes" in g:
         out.print(f"operators: {g['nodes']} ONNX nodes (" + ", ".join(f"{k} x{v}" for k, v in g["op_types"].items()) + ")")
     out.print(f"quantization: {_quant_line(m.get('quantization'))}; pruning: {_prune_line(m.get('pruning'))}")

@@ -410,6 +410,13 @@ def test_3d_buffers_are_per_frame_state_taken_channels_last_by_executorch(tmp_pa
     meta = Runtime.get().load_program(str(art.path)).load_method("forward").metadata
     assert meta.num_outputs() == 1 + len(tensors) - len(passed)
     assert man["runtime"]["planned_inputs"] is False and not meta.input_tensor_meta(1).is_memory_planned()
+    from typer.testing import CliRunner
+
+    from edgeseq.cli.main import app
+
+    r = CliRunner().invoke(app, ["inspect", str(art.path)])
+    assert r.exit_code == 0 and (f"state I/O: inputs read in place; {len(passed)} of {len(tensors)} state tensors "
+                                 f"passed along by the runtime") in " ".join(r.output.split()), r.output
     state0 = [torch.randn(t.shape)[None] for t in step.state_spec.tensors]
     with torch.no_grad():
         _, nxt = step.step(torch.randn(1, 3 * 64), tuple(s.clone() for s in state0))

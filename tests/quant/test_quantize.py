@@ -639,6 +639,12 @@ def test_tensorrt_qdq_follows_explicit_quantization_rules(trained, tmp_path):
     assert art.path.suffix == ".onnx" and art.manifest["target"] == "tensorrt"
     rt = art.manifest["runtime"]
     assert rt["ort_optimization"] == "disabled" and rt["tensorrt_qdq"] == {"quantize": 4, "dequantize": 6, "weight_dequantize": 2}
+    from typer.testing import CliRunner
+
+    from edgeseq.cli.main import app
+
+    r = CliRunner().invoke(app, ["inspect", str(art.path)])
+    assert r.exit_code == 0 and "tensorrt: 4 QuantizeLinear / 6 DequantizeLinear (2 on weights)" in " ".join(r.output.split())
     assert art.parity["steps"] == 2000 and art.parity["max_scaled_error"] <= art.parity["tolerance"]
     assert all(r["ok"] and r["dtype"] == "float32" for r in art.manifest["quantization"]["state_check"])
     graph = onnx.load(str(art.path)).graph
