@@ -64,6 +64,8 @@ def write_static_qdq(float_path: Path, out_path: Path, step, tensorrt: bool = Fa
         added[name] = numpy_helper.from_array(value, name)
         return name
 
+    # an activation's zero point as written: int8 for TensorRT, else uint8 shifted by 128 (same grid)
+    act_zp = (lambda z: np.array(z, np.int8)) if tensorrt else (lambda z: np.array(z + _SHIFT, np.uint8))
     for node in graph.node:
         path = by_node.get(node.name)
         if path is None:
@@ -75,7 +77,6 @@ def write_static_qdq(float_path: Path, out_path: Path, step, tensorrt: bool = Fa
         if tensorrt and (q.weights != "int8" or q.in_q[1] != 0 or q.out_q[1] != 0):
             raise ArtifactError(f"layer {path}: TensorRT takes symmetric int8 weights and zero-point-0 activations; this "
                                 f"layer has {q.weights} weights and zero points {q.in_q[1]}, {q.out_q[1]}; nothing written")
-        act_zp = (lambda z: np.array(z, np.int8)) if tensorrt else (lambda z: np.array(z + _SHIFT, np.uint8))
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         if node.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
             raise ArtifactError(f"layer {path}: Gemm node {node.name} is not a plain linear (transA/alpha/beta); nothing written")

@@ -54,15 +54,6 @@ def padded_copy(t: torch.Tensor, memory_format: torch.memory_format = torch.pres
     return a
 
 
-def padded_frame(x: np.ndarray) -> torch.Tensor:
-    """The input frame, copied (C order) into a buffer with :data:`TAIL_BYTES` after it: a frame is small, and a
-    fresh one comes every call."""
-    buf = np.empty(x.nbytes + TAIL_BYTES, np.uint8)
-    a = np.ndarray(x.shape, x.dtype, buffer=buf)
-    np.copyto(a, x)
-    return torch.from_numpy(a)
-
-
 def program_input(a: np.ndarray, channels_last: bool = False) -> tuple[np.ndarray, torch.Tensor]:
     """State array ``a`` as the program reads it: channels-last when the program takes that tensor so, C order
     otherwise, with :data:`TAIL_BYTES` of its buffer after it; ``a`` itself when it already is so, else a
@@ -130,13 +121,14 @@ class ProgramIO:
             raise ArtifactError(f"program returned {len(out)} outputs; its manifest expects {1 + len(self.computed)}")
         new: list = [None] * self.n_state
         known = {}
+        reuse = _refcounts_tell()
         for i, pool, t in zip(self.computed, self._pools, out[1:]):
-            for e in pool if _refcounts_tell() else ():
+            for e in pool if reuse else ():
                 if sys.getrefcount(e[0]) == e[2] and sys.getrefcount(e[0].base) == e[3]:  # held by this pool only
                     break
             else:  # all held elsewhere (the caller keeps old states): a new array; forget held ones past a few
                 e = _pool_entry(t)
-                if _refcounts_tell():
+                if reuse:
                     if len(pool) >= 4:
                         pool.clear()
                     pool.append(e)
@@ -185,7 +177,7 @@ def _pool_entry(t: torch.Tensor) -> list:
 
 
 class ExecuTorchBackend:
-    def __init__(self, path: Path, threads: int | None = 1, io: ProgramIO | None = None):
+    def __init__(self, path: Path, io: ProgramIO, threads: int | None = 1):
         require("executorch", "executorch")
         from executorch.runtime import Runtime as EtRuntime
 
@@ -248,7 +240,7 @@ class ExecuTorchRuntime(Runtime):
     python_module = "executorch.runtime"
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int | None = 1):
-        return self.session(ExecuTorchBackend(path, threads, ProgramIO(manifest)), manifest, path, batch)
+        return self.session(ExecuTorchBackend(path, ProgramIO(manifest), threads), manifest, path, batch)
 
 
 def channels_last_indices(manifest: dict) -> frozenset[int]:

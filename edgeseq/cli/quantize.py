@@ -58,15 +58,16 @@ def quantize(
 
     sch = SCHEMES.get(scheme.value)
     kwargs = {"state": StatePolicy(parse_state_policy(state or []))}
-    if "weights" in {f.name for f in dataclasses.fields(sch.config)}:
+    fields = {f.name for f in dataclasses.fields(sch.config)}
+    if "weights" in fields:
         kwargs["weights"] = weights.value if weights is not None else default_weights(target.value)
     elif weights is not None:
         raise ConfigError(f"--weights applies to the int8-dynamic and int8-static schemes, not {scheme.value}")
-    if "activations" in {f.name for f in dataclasses.fields(sch.config)}:
+    if "activations" in fields:
         kwargs["activations"] = activations.value if activations is not None else default_grid(target.value)
     elif activations is not None:
         raise ConfigError(f"--activations applies to the int8-static scheme, not {scheme.value}")
-    if "block_size" in {f.name for f in dataclasses.fields(sch.config)}:
+    if "block_size" in fields:
         kwargs["block_size"] = block_size
     config = sch.config(**kwargs)
     check_target(config, target.value)

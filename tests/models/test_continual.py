@@ -434,14 +434,14 @@ def test_3d_buffers_are_per_frame_state_taken_channels_last_by_executorch(tmp_pa
     assert all(state[i].strides != np.ascontiguousarray(state[i]).strides for i in idx)  # really channels-last
     nchw = [np.ascontiguousarray(s) for s in state]
     y_cl, _ = sess.backend.run(xs[41], state)
-    y_nchw, _ = sess.backend.run(xs[41], nchw)  # converted by program_inputs: the same
+    y_nchw, _ = sess.backend.run(xs[41], nchw)  # converted by ProgramIO.inputs: the same
     np.testing.assert_array_equal(y_cl, y_nchw)
     with torch.no_grad():
         y_ref, _ = step.step(torch.from_numpy(xs[41]), [torch.from_numpy(s) for s in nchw])
     assert np.abs(y_cl - y_ref.numpy()).max() <= 1e-5
     method = Runtime.get().load_program(str(art.path)).load_method("forward")
     raw = method.execute([torch.from_numpy(padded_copy(torch.from_numpy(a))) for a in (xs[41], *nchw)])[0].numpy()
-    assert np.abs(raw - y_ref.numpy()).max() > 1e-3  # the silent failure program_inputs prevents
+    assert np.abs(raw - y_ref.numpy()).max() > 1e-3  # the silent failure ProgramIO.inputs prevents
     ok = method.execute(ProgramIO(man).inputs(xs[41], nchw))[0].numpy()
     assert np.abs(ok - y_ref.numpy()).max() <= 1e-5
 
