@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from extras import need  # tests/extras.py
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -16,7 +18,7 @@ def _load(name: str):
 
 
 def test_sensor_stream_demo(tmp_path):
-    pytest.importorskip("aeon", reason="BasicMotions comes from aeon (the [data] extra)")
+    need("aeon", "data", "BasicMotions comes from aeon")
     result = _load("sensor_stream").run(epochs=4, out=tmp_path, quiet=True)
     assert result["delay"] == 31 and result["stream_samples"] == 4000
     assert result["stream_vs_clip_model_max_abs"] <= 1e-5  # the .pte session vs the clip model on every window

@@ -3,7 +3,7 @@ import torch
 
 import edgeseq
 from edgeseq.data import load_dataset
-from edgeseq.train import TrainConfig, evaluate, fit, stream_predictions
+from edgeseq.train import TrainConfig, evaluate, fit, stream_outputs, stream_predictions
 
 
 def test_lstm_learns_japanese_vowels_and_streams_the_same_predictions():
@@ -17,7 +17,13 @@ def test_lstm_learns_japanese_vowels_and_streams_the_same_predictions():
     assert result.losses[-1] < 0.5 * result.losses[0]
     assert model.train_length == 29
     preds = stream_predictions(edgeseq.open(model), ds.test)  # frame by frame through the step form
-    assert int((preds == ds.test.y).sum()) == round(acc * len(ds.test))  # same number of correct series
+    x, lengths, _ = ds.test.tensors()
+    with torch.no_grad():
+        logits = model.eval()(x, lengths)  # the parallel form, each series' last valid step
+    np.testing.assert_array_equal(preds, logits.argmax(-1).numpy())  # the same class for every series
+    streamed = stream_outputs(edgeseq.open(model), ds.test)
+    np.testing.assert_allclose(streamed, logits.numpy(), atol=1e-4)  # and the same logits
+    assert int((preds == ds.test.y).sum()) == round(acc * len(ds.test))
 
 
 def test_sequence_task_loss_is_masked_mse():

@@ -1,33 +1,52 @@
-"""The profiler's timed loop: one sample per push, each covering the push, memory reads left out of the samples."""
+"""The profiler's timed loop: one sample per push, each covering the push, memory reads left out of the samples.
 
-import time
+The loop is driven by a fake clock (``time.perf_counter_ns`` patched): each push and each memory read advance it
+by a known amount, so the samples are checked exactly, whatever the load on the machine running the tests."""
 
 import numpy as np
 
 from edgeseq.devices import memory, profiler
 
 
-def busy(us):
-    end = time.perf_counter_ns() + us * 1000
-    while time.perf_counter_ns() < end:
-        pass
+class FakeClock:
+    def __init__(self):
+        self.now = 1_000_000
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, ns):
+        self.now += ns
 
 
 def test_samples_cover_each_push_and_exclude_memory_reads(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(profiler.time, "perf_counter_ns", clock)
     real = memory.rss_bytes
 
-    def slow_rss():  # a memory read that takes 5 ms: it must not land in any sample
-        busy(5000)
+    def slow_rss():  # a memory read that takes 5 ms on the fake clock: it must land in no sample
+        clock.advance(5_000_000)
         return real()
 
     monkeypatch.setattr(profiler.mem, "rss_bytes", slow_rss)
-    xs = np.zeros((200, 1), dtype=np.float32)
-    samples, points = profiler.timed_stream(lambda x: busy(200), xs, memory_points=10)
-    us = samples / 1e3
-    assert len(us) == 200 and [p[0] for p in points] == list(range(0, 201, 20))
-    assert us.min() >= 200.0  # every sample holds its whole push
-    assert us.max() < 5000.0, us.max()  # and none holds a 5 ms memory read
-    assert np.median(us) < 400.0
+    xs = np.arange(200, dtype=np.float32)[:, None]
+    pushed = []
+
+    def push(x):  # push i takes 200 + i us
+        pushed.append(int(x[0]))
+        clock.advance((200 + int(x[0])) * 1000)
+
+    samples, points = profiler.timed_stream(push, xs, memory_points=10)
+    assert pushed == list(range(200))  # every frame once, in order
+    assert [p[0] for p in points] == list(range(0, 201, 20)) and all(p[1] > 0 for p in points)
+    # one sample per push, each exactly its own push: no memory read in any, no push split across two
+    np.testing.assert_array_equal(samples, (200 + np.arange(200)) * 1000)
+
+
+def test_real_clock_gives_one_sample_per_push_without_memory_points():
+    """Unpatched: the loop reads the real clock (samples are whole nanoseconds, one per push, monotonic stamps)."""
+    samples, points = profiler.timed_stream(lambda x: None, np.zeros((30, 1), dtype=np.float32), memory_points=0)
+    assert samples.dtype == np.int64 and len(samples) == 30 and (samples >= 0).all() and [p[0] for p in points] == [0, 30]
 
 
 def test_peak_rss_sees_a_64_mib_buffer_and_resets():
@@ -41,11 +60,8 @@ def test_peak_rss_sees_a_64_mib_buffer_and_resets():
         assert memory.peak_rss_bytes() < base + (32 << 20)
 
 
-def test_more_memory_points_than_steps():
-    samples, points = profiler.timed_stream(lambda x: None, np.zeros((5, 1), dtype=np.float32), memory_points=20)
-    assert len(samples) == 5 and [p[0] for p in points] == [0, 1, 2, 3, 4, 5]
-
-
-def test_no_memory_points_still_times_every_step():
-    samples, points = profiler.timed_stream(lambda x: busy(50), np.zeros((30, 1), dtype=np.float32), memory_points=0)
-    assert len(samples) == 30 and samples.min() >= 50_000 and [p[0] for p in points] == [0, 30]
+def test_more_memory_points_than_steps(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(profiler.time, "perf_counter_ns", clock)
+    samples, points = profiler.timed_stream(lambda x: clock.advance(7), np.zeros((5, 1), dtype=np.float32), memory_points=20)
+    assert list(samples) == [7] * 5 and [p[0] for p in points] == [0, 1, 2, 3, 4, 5]

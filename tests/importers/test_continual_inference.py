@@ -8,7 +8,9 @@ from torch import nn
 import edgeseq
 from edgeseq.errors import UnsupportedModuleError
 
-co = pytest.importorskip("continual", reason="continual-inference is in the [importers] extra")
+from extras import need  # tests/extras.py
+
+co = need("continual", "importers", "continual-inference is the oracle of these tests")
 
 
 def _randomise_bn(net):

@@ -16,7 +16,9 @@ from edgeseq.cli.main import app
 from edgeseq.errors import ConfigError, InputError, WeightsError
 from edgeseq.parity import rollout
 
-transformers = pytest.importorskip("transformers", reason="transformers is part of the [importers] extra that CI installs")
+from extras import need  # tests/extras.py
+
+transformers = need("transformers", "importers", "transformers is the oracle of these tests")
 
 T = 2048
 VOCAB = 64

@@ -10,7 +10,9 @@ import edgeseq
 from edgeseq.errors import ConfigError, UnsupportedModuleError
 from edgeseq.parity import rollout
 
-mambapy_mamba = pytest.importorskip("mambapy.mamba", reason="mambapy is part of the [importers] extra that CI installs")
+from extras import need  # tests/extras.py
+
+mambapy_mamba = need("mambapy.mamba", "importers", "mambapy is the oracle of these tests")
 
 T = 2048
 

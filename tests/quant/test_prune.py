@@ -184,11 +184,32 @@ def test_continual_structured_equals_zeroed_channels(tmp_path, kw, widths):
     torch.testing.assert_close(back.eval().forward_steps(x), model.forward_steps(x))
 
 
-def test_continual_structured_finetunes_on_real_data():
+@pytest.mark.parametrize("family,kw,config,shape", [
+    ("rnn", dict(d_hidden=32), StructuredConfig(0.5), ("d_hidden", 16)),
+    ("rnn", dict(d_hidden=32), UnstructuredConfig(0.8), ("d_hidden", 32)),
+    ("continual", dict(channels=(16, 16)), StructuredConfig(0.5), ("channels", (8, 8))),
+])
+def test_finetune_recovers_accuracy_on_real_data(family, kw, config, shape):
+    """A model trained briefly on JapaneseVowels, pruned hard: fine-tuning on the same data must win back test
+    accuracy that pruning lost (measured, seed 0: rnn structured 0.51 -> 0.65, unstructured 80% 0.34 -> 0.68,
+    continual structured 0.35 -> 0.57), keep the pruned weights at zero, and record what it did."""
+    from edgeseq.data import load_dataset
+    from edgeseq.train import TrainConfig, evaluate, fit
+
+    ds = load_dataset("japanese-vowels")
     torch.manual_seed(0)
-    model = edgeseq.build("continual", d_in=12, d_out=9, channels=(16, 16), task="classify")
-    prune_(model, StructuredConfig(0.5), data="japanese-vowels", finetune_epochs=1)
-    assert model.config.channels == (8, 8) and model.pruning["finetune"]["epochs"] == 1
+    model = edgeseq.build(family, d_in=12, d_out=9, task="classify", **kw)
+    fit(model, ds, TrainConfig(epochs=6, seed=0))
+    trained = evaluate(model, "classify", ds.test)["accuracy"]
+    pruned = evaluate(prune_(copy.deepcopy(model), config), "classify", ds.test)["accuracy"]
+    prune_(model, config, data="japanese-vowels", finetune_epochs=2)
+    tuned = evaluate(model, "classify", ds.test)["accuracy"]
+    assert pruned < trained - 0.1, (trained, pruned)  # the pruning hurt: something to recover
+    assert tuned > pruned + 0.1, (pruned, tuned)
+    assert model.pruning["finetune"] == {"data": "japanese-vowels", "epochs": 2, "metrics": {"accuracy": tuned}}
+    assert getattr(model.config, shape[0]) == shape[1]
+    if config.method == "unstructured":
+        assert sparsity(model) >= 0.8 - 1e-3 and model.pruning["sparsity"] == sparsity(model)
 
 
 def test_nm_and_unstructured_masks():
@@ -226,13 +247,6 @@ def test_two_four_pruned_tensorrt_file_asks_for_sparse_kernels(tmp_path):
         if sparse:
             mats = [numpy_helper.to_array(i) for i in onnx.load(str(art.path)).graph.initializer if len(i.dims) == 2]
             assert len(mats) == 2 and all(((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) <= 2).all() for w in mats)
-
-
-def test_finetune_keeps_zeros_and_records():
-    model = edgeseq.build("rnn", d_in=12, d_out=9, d_hidden=16, task="classify")
-    prune_(model, UnstructuredConfig(0.5), data="japanese-vowels", finetune_epochs=1)
-    assert sparsity(model) >= 0.5 - 1e-3
-    assert model.pruning["finetune"]["epochs"] == 1 and model.pruning["config"]["method"] == "unstructured"
 
 
 def test_refusals():

@@ -1,6 +1,7 @@
 """Quantization: eager quantized steps against exact formulas, artifacts against the eager quantized step, the state
 precision policy checked on the exported graphs, refusals, and drift on real data."""
 
+import copy
 import json
 import warnings
 
@@ -12,10 +13,14 @@ from torch import nn
 import edgeseq
 from edgeseq.errors import ConfigError, ParityError, ShapeError
 from edgeseq.quant import Fp16Config, Int8DynamicConfig, Int8StaticConfig, StatePolicy, config_from_dict, quantize_
+from edgeseq.quant.config import scheme_of
 from edgeseq.quant.qlinear import QuantLinear
 
-pytest.importorskip("executorch", reason="the executorch extra is not installed")
-pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+from extras import need  # tests/extras.py
+from grid_oracle import LSTMGridOracle, grid_check  # tests/quant/grid_oracle.py
+
+need("executorch", "executorch")
+need("onnxruntime", "onnx")
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +40,23 @@ def _stream(ds, steps):
     from edgeseq.pipeline import real_stream
 
     return real_stream(ds.test, steps)[:, None, :]
+
+
+def _jv(steps):
+    """Real JapaneseVowels frames (T, 1, 12): the distribution the int8-static steps below are calibrated on."""
+    from edgeseq.data import load_dataset
+
+    return _stream(load_dataset("japanese-vowels"), steps)
+
+
+def _vs_float(art, float_step, x) -> float:
+    """Relative L2 error of the artifact's outputs against the float (unquantized) eager step over ``x`` (T, 1, d):
+    a reference independent of the quantizer (export itself checks against the eager quantized step)."""
+    x = np.asarray(x, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got, ref = edgeseq.open(art.path).run(x), edgeseq.open(float_step).run(x)
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
 
 
 def test_dynamic_linear_matches_formula():
@@ -72,9 +94,8 @@ def test_int8_artifacts_match_eager_quantized(trained, tmp_path, scheme, target,
         warnings.simplefilter("ignore")
         art = edgeseq.export(step, tmp_path / "m", target=target, inputs=x)
     q = art.manifest["quantization"]
-    assert art.parity["steps"] == 2000 and art.parity["max_scaled_error"] <= (2e-2 if scheme == "int8-dynamic" else 0.15)
     assert q["config"] == cfg.to_dict() and config_from_dict(q["config"]) == cfg
-    assert q["quantized_layers"] == 2 and all(r["ok"] and r["dtype"] == "float32" for r in q["state_check"])
+    assert q["quantized_layers"] == 2 and [r["dtype"] for r in q["state_check"]] == ["float32", "float32"]
     # the artifact really is quantized: it differs from the float step, by a small amount
     sess = edgeseq.open(art.path)
     fsess = edgeseq.open(float_step)
@@ -88,6 +109,94 @@ def test_int8_artifacts_match_eager_quantized(trained, tmp_path, scheme, target,
         assert ({"MatMulInteger", "DynamicQuantizeLinear"} if scheme == "int8-dynamic" else {"QuantizeLinear", "DequantizeLinear"}) <= ops
     else:
         assert art.manifest["graph"]["non_delegated_ops"] == 0
+
+
+@pytest.mark.parametrize("scheme", ["int8-static", "int8-dynamic"])
+def test_executorch_int8_artifact_sits_on_the_numpy_grid(trained, tmp_path, scheme):
+    """The ExecuTorch int8 artifact against an independent numpy model of the int8 LSTM (tests/quant/grid_oracle.py:
+    the integer weights, scales and zero points, fake quantization and the gates written out in float64), step by
+    step over 2,000 real frames, each step from the artifact's own state: static outputs on the oracle's grid
+    point, states to 1e-5; dynamic outputs to 1e-5 but at rare ties, within one input grid step everywhere.
+
+    Static also shows why the scheme's tolerance is not a test: an artifact exported from a step whose head input
+    zero point is one step off (quantized with z, dequantized with z + 1) still lies within int8-static's 0.15 of the right step, but not on its grid."""
+    model, ds = trained
+    cfg = Int8StaticConfig() if scheme == "int8-static" else Int8DynamicConfig()
+    step = quantize_(edgeseq.convert(model), cfg, calib="japanese-vowels", target="executorch")
+    x = _stream(ds, 2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "m", target="executorch", inputs=x)
+    oracle = LSTMGridOracle.from_step(step)
+    rep = grid_check(oracle, edgeseq.open(art.path), x[:, 0])
+    assert rep.ok(scheme), rep.summary()
+    if scheme == "int8-static":
+        assert rep.worst_in_steps < 1e-3, rep.summary()  # measured: every output on the oracle's grid point (float32 apart)
+
+
+class _RoundCellState(nn.Module):
+    """An LSTM layer whose next cell state is rounded through int8 (per tensor): a mutation."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+        self.d_hidden = cell.d_hidden
+        self.gates = cell.gates
+
+    def forward(self, x, h, c):
+        from edgeseq.quant.qlinear import qd
+
+        h, c = self.cell(x, h, c)
+        s, z = qd.choose_qparams.tensor(c, -128, 127, 2.0**-12, torch.int8)
+        return h, qd.dequantize_per_tensor.tensor(qd.quantize_per_tensor.tensor(c, s, z, -128, 127, torch.int8),
+                                                  s, z, -128, 127, torch.int8)
+
+
+def _mutate(step, what):
+    from edgeseq.quant.qlinear import qd
+
+    g, head, H = step.layers[0].gates, step.head, step.layers[0].d_hidden
+    with torch.no_grad():
+        if what == "activation zero point off by one":  # quantized with z, dequantized with z + 1 (a zero point
+            # shifted alone changes nothing but the clamp: the defect is a kernel and its grid disagreeing)
+            def skewed(x, qp):
+                q = qd.quantize_per_tensor(x, qp[0], qp[1], -128, 127, torch.int8)
+                return qd.dequantize_per_tensor(q, qp[0], qp[1] + 1, -128, 127, torch.int8)
+
+            head._fq = skewed
+        elif what == "activation scale off by 1%":
+            g.out_q = (g.out_q[0] * 1.01, g.out_q[1])
+        elif what == "weight scale off by 1%":
+            g.weight_scale.mul_(1.01)
+        elif what == "cell state rounded through int8":
+            step.layers[0] = _RoundCellState(step.layers[0])
+        elif what == "forget-gate bias changed":
+            g.bias[H:2 * H] += 0.01
+        else:
+            raise ValueError(what)
+
+
+@pytest.mark.parametrize("scheme,what", [
+    ("int8-static", "activation zero point off by one"), ("int8-static", "activation scale off by 1%"),
+    ("int8-static", "cell state rounded through int8"), ("int8-static", "forget-gate bias changed"),
+    ("int8-dynamic", "weight scale off by 1%"), ("int8-dynamic", "cell state rounded through int8"),
+    ("int8-dynamic", "forget-gate bias changed")])
+def test_grid_check_catches_each_mutation(trained, scheme, what):
+    """The mutation run: the eager quantized step (what the artifacts equal, per the test above) passes the grid
+    check; with one defect each (docs/testing.md lists them) it fails it."""
+    model, ds = trained
+    cfg = Int8StaticConfig() if scheme == "int8-static" else Int8DynamicConfig()
+    step = quantize_(edgeseq.convert(model), cfg, calib="japanese-vowels", target="executorch")
+    oracle = LSTMGridOracle.from_step(step)
+    x = _stream(ds, 400)[:, 0]
+    assert grid_check(oracle, edgeseq.open(step), x).ok(scheme)
+    right = edgeseq.open(step).run(x)
+    _mutate(step, what)
+    rep = grid_check(oracle, edgeseq.open(step), x)
+    assert not rep.ok(scheme), rep.summary()
+    if what == "activation zero point off by one":  # why the scheme's tolerance is no test: this defect is inside it
+        got = edgeseq.open(step).run(x)
+        assert np.abs(got - right).max() / max(1.0, np.abs(right).max()) <= scheme_of(Int8StaticConfig()).tolerance
 
 
 def test_weight_formats_a_target_cannot_run_refused_before_work(trained):
@@ -202,7 +311,7 @@ def test_state_policy_storage_in_graph_and_bytes(trained, tmp_path):
             warnings.simplefilter("ignore")
             art = edgeseq.export(step, tmp_path / target, target=target, inputs=_stream(ds, 1000))
         checks = {r["name"]: r for r in art.manifest["quantization"]["state_check"]}
-        assert checks["h0"]["dtype"] == "int8" and checks["c0"]["dtype"] == "float16" and all(r["ok"] for r in checks.values())
+        assert checks["h0"]["dtype"] == "int8" and checks["c0"]["dtype"] == "float16"
         assert [t["dtype"] for t in art.manifest["state_spec"]["tensors"]] == ["int8", "float16"]
         sess = edgeseq.open(art.path)
         sess.push(_stream(ds, 1)[0])
@@ -337,6 +446,9 @@ def test_state_check_flags_a_state_output_from_a_dequantize(tmp_path):
     assert not check_onnx(graph(True), ["h0"], ["next_h"], {"h0": "int8"})[0]["ok"]  # a float32 output is no int8 storage
 
 
+FAMILY_INT8_VS_FLOAT = {"aaren": 0.025, "mamba": 0.025}  # ~3x the measured 0.0062 / 0.0075 (docs/testing.md)
+
+
 @pytest.mark.parametrize("family,kw", [("aaren", dict(d_model=16, n_layers=2)), ("mamba", dict(d_model=16, n_layers=1))])
 def test_families_quantize_and_export(family, kw, tmp_path):
     model = edgeseq.build(family, d_in=12, d_out=9, **kw)
@@ -344,8 +456,8 @@ def test_families_quantize_and_export(family, kw, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         art = edgeseq.export(step, tmp_path / "m", target="executorch", steps=1000)
-    assert art.parity["max_scaled_error"] <= 2e-2
-    assert all(r["ok"] for r in art.manifest["quantization"]["state_check"])
+    rel = _vs_float(art, edgeseq.convert(model), torch.randn(1000, 1, 12))
+    assert 1e-5 < rel < FAMILY_INT8_VS_FLOAT[family], rel  # quantized, and close to the float model
 
 
 def test_fp16_executorch(trained, tmp_path):
@@ -354,7 +466,8 @@ def test_fp16_executorch(trained, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         art = edgeseq.export(step, tmp_path / "m", target="executorch", inputs=_stream(ds, 1000))
-    assert art.parity["max_scaled_error"] <= 1e-2
+    rel = _vs_float(art, edgeseq.convert(model), _stream(ds, 1000))
+    assert 1e-6 < rel < 2e-3, rel  # float16 arithmetic: close to the float32 model (measured 4.1e-4), not equal
     assert json.loads(art.manifest_path.read_text())["quantization"]["compute_dtype"] == "float16"
 
 
@@ -395,7 +508,6 @@ def test_weight_only_grid_is_onnxruntimes(trained, tmp_path, bits):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         art = edgeseq.export(step, tmp_path / "m", target="onnx", inputs=_stream(ds, 1000))
-    assert art.parity["max_scaled_error"] <= 1e-3
     g = onnx.load(str(art.path)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
     nodes = [n for n in g.node if n.op_type == "MatMulNBits"]
@@ -431,6 +543,10 @@ def _quantized_weights(path):
     return names
 
 
+# ~3x the measured relative error vs the float step (0.0073, 0.0145, 0.0675; docs/testing.md)
+MAMBA_ONNX_VS_FLOAT = {"int8-dynamic": 0.025, "int8-static": 0.05, "int4-weight-only": 0.2}
+
+
 @pytest.mark.parametrize("scheme", ["int8-dynamic", "int8-static", "int4-weight-only"])
 def test_onnx_quantizes_exactly_the_steps_linear_layers(tmp_path, scheme):
     """Left to its op-type filter onnxruntime also quantized a Mamba step's SSM contraction (rounding the state
@@ -456,8 +572,8 @@ def test_onnx_quantizes_exactly_the_steps_linear_layers(tmp_path, scheme):
     for layer in layers:  # each layer's weight (renamed by quantization: quantized / _kn / Q4 suffixes) once
         assert sum(1 for w in got if f".{layer}.weight" in w) == 1, (layer, got)
     assert not any("ones" in w or "mean_row" in w for w in got)
-    assert art.parity["max_scaled_error"] <= art.parity["tolerance"]
-    assert all(r["ok"] for r in art.manifest["quantization"]["state_check"])
+    rel = _vs_float(art, edgeseq.convert(model), _jv(1000))
+    assert 1e-5 < rel < MAMBA_ONNX_VS_FLOAT[scheme], rel
 
 
 def test_onnx_node_selection_refuses_a_layer_it_cannot_find(tmp_path):
@@ -521,6 +637,10 @@ def test_continual_convolutions_quantize_per_filter():
     assert np.abs(got - float_out).max() > 1e-3
 
 
+# ~3x the measured relative error vs the float network (0.0041, 0.0121, 0.0004, 0.052; docs/testing.md)
+TCN_VS_FLOAT = {"int8-dynamic": 0.015, "int8-static": 0.04, "fp16": 2e-3, "int4-weight-only": 0.15}
+
+
 @pytest.mark.parametrize("scheme,target", [("int8-dynamic", "executorch"), ("int8-static", "onnx"),
                                            ("fp16", "executorch"), ("int4-weight-only", "onnx")])
 def test_continual_tcn_quantized_artifacts(tmp_path, scheme, target):
@@ -539,9 +659,10 @@ def test_continual_tcn_quantized_artifacts(tmp_path, scheme, target):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         art = edgeseq.export(step, tmp_path / "m", target=target, steps=2000)
-    assert art.parity["steps"] == 2000 and art.parity["max_scaled_error"] <= art.parity["tolerance"]
+    rel = _vs_float(art, edgeseq.convert(model), _jv(2000))
+    assert 1e-6 < rel < TCN_VS_FLOAT[scheme], rel  # quantized, and close to the float network
     checks = art.manifest["quantization"]["state_check"]
-    assert len(checks) == 2 and all(r["ok"] and r["dtype"] == "float32" for r in checks)  # the two ring buffers
+    assert [r["dtype"] for r in checks] == ["float32", "float32"]  # the two ring buffers
     if target == "onnx":
         got = _quantized_weights(art.path)
         assert len(got) == 3 and all(".linear.weight" in w for w in got), got
@@ -581,7 +702,11 @@ def test_fp16_aaren_running_sums_stay_float32(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         art = edgeseq.export(step, tmp_path / "m", target="executorch", steps=2000)
-    assert art.parity["max_scaled_error"] <= art.parity["tolerance"]
+    sess = edgeseq.open(art.path)  # the artifact keeps counting too: u is exactly the number of steps
+    ys = sess.run(x.numpy())
+    u = sess.state.tensors[step.state_spec.names.index("u0")]
+    assert u.dtype == np.float32 and (u == 3000.0).all(), u
+    np.testing.assert_allclose(ys[-1], fy.numpy(), atol=1e-2 * float(fy.abs().max()))
     assert art.manifest["quantization"]["state_math_dtype"] == "float32"
     assert art.manifest["quantization"]["compute_dtype"] == "float16"
 
@@ -599,11 +724,12 @@ def test_state_check_covers_passed_through_ring_buffer_frames(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         art = edgeseq.export(step, tmp_path / "clip", target="executorch", steps=300)
-    assert art.parity["max_scaled_error"] <= art.parity["tolerance"]
+    rel = _vs_float(art, edgeseq.convert(OfflineModel(net, (3, 8, 8), window=5)), torch.randn(300, 1, 192))
+    assert 1e-6 < rel < 0.005, rel  # quantized, and close to the float network (measured 1.5e-3)
     assert art.manifest["quantization"]["quantized_layers"] == 2
     passed = art.manifest["runtime"]["passthrough_state"]
     checks = art.manifest["quantization"]["state_check"]
-    assert [r["name"] for r in checks] == list(step.state_spec.names) and all(r["ok"] for r in checks)
+    assert [r["name"] for r in checks] == list(step.state_spec.names)
     assert passed and {r["name"]: r["producer"] for r in checks if r["name"] in passed} == {
         n: f"input {src} (passed through)" for n, src in passed.items()}
     assert all(r["dtype"] == "float32" for r in checks)
@@ -645,8 +771,7 @@ def test_tensorrt_qdq_follows_explicit_quantization_rules(trained, tmp_path):
 
     r = CliRunner().invoke(app, ["inspect", str(art.path)])
     assert r.exit_code == 0 and "tensorrt: 4 QuantizeLinear / 6 DequantizeLinear (2 on weights)" in " ".join(r.output.split())
-    assert art.parity["steps"] == 2000 and art.parity["max_scaled_error"] <= art.parity["tolerance"]
-    assert all(r["ok"] and r["dtype"] == "float32" for r in art.manifest["quantization"]["state_check"])
+    assert [r["dtype"] for r in art.manifest["quantization"]["state_check"]] == ["float32", "float32"]
     graph = onnx.load(str(art.path)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     assert not [n for n, a in inits.items() if a.dtype in (np.uint8, np.int32)]
