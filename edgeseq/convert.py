@@ -55,11 +55,27 @@ def find_converter(model: nn.Module) -> Converter:
     )
 
 
-def convert(model: nn.Module) -> StepModule:
-    """Rewrite a trained model into its constant-memory step form (weights are copied, ``model`` is untouched)."""
+def convert(model: nn.Module, example: torch.Tensor | None = None, time_axis: int = 1) -> StepModule:
+    """Rewrite a trained model into its constant-memory step form (weights are copied, ``model`` is untouched).
+
+    A registered type uses its converter. Any other causal model is traced and rewritten by the graph converter
+    (:mod:`edgeseq.graph`), given ``example``: a real-shaped input (batch, time, *frame), or with time on
+    ``time_axis`` (-1 for (batch, channels, time) models)."""
     if isinstance(model, StepModule):
         return model
-    step = find_converter(model).convert(model)
+    try:
+        conv = find_converter(model)
+    except UnsupportedModuleError as exc:
+        if example is None:
+            raise UnsupportedModuleError(f"{exc}; or pass example= (a real-shaped input) to trace and convert any "
+                                         "causal model: edgeseq.convert(model, example=x)") from None
+        conv = None
+    if conv is None:
+        from edgeseq.graph import convert_graph
+
+        step = convert_graph(model, example, time_axis)
+    else:
+        step = conv.convert(model)
     if getattr(model, "pruning", None) is not None:
         step.pruning = model.pruning  # recorded in the manifest
     return step.eval()

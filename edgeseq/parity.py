@@ -98,10 +98,24 @@ def check_parity(
     """
     from edgeseq.convert import reference_outputs
 
+    if callable(getattr(step, "frames_of", None)):  # a traced model: x in the model's own layout, the model itself as reference
+        step.eval()
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                ref_full = step.outputs_of(model(x))
+        finally:
+            model.train(was)
+        return _compare_rollout(step, step.frames_of(x), ref_full, progress)
     if x.dim() != 3 or x.shape[-1] != step.d_in:
         raise ShapeError(f"check_parity: expected x of shape (batch, T, {step.d_in}), got {tuple(x.shape)}")
     step.eval()
-    ref = reference_outputs(model, x)  # (B, T_out, d_out)
+    return _compare_rollout(step, x, reference_outputs(model, x), progress)
+
+
+def _compare_rollout(step: StepModule, x: torch.Tensor, ref: torch.Tensor, progress) -> ParityReport:
+    """The step rolled out over x (batch, T, d_in) against the parallel outputs ref (batch, T_out, d_out)."""
     got = rollout(step, x.transpose(0, 1).contiguous(), progress)  # (T, B, d_out)
     delay, stride = step.state_spec.delay, step.state_spec.output_stride
     if delay or stride > 1:  # the step's output at delay + k * stride is the parallel output k; the others are not

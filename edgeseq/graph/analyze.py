@@ -1,0 +1,123 @@
+"""Annotate a traced graph: which axis of every tensor carries time, and which operations read other frames.
+
+Two passes over the graph (``torch.fx`` interpreters), written as small functions that each annotate
+``node.meta``:
+
+- :func:`time_axes` runs the graph on the example (batch 1) and on the same input one frame longer: the one axis of
+  a value whose size grows by one is its time axis (``meta["time"]``, with its length in ``meta["length"]``); a
+  value whose sizes do not change has none (weights, constants, a reduction over time).
+- :func:`frame_local` asks of every operation on time-carrying values whether it reads other frames: it runs the
+  operation again with every input frame but one replaced by noise and compares that one output frame
+  (``meta["local"]``). Elementwise math, ``Linear``, norms over features, transposes, reshapes that fold time into
+  the batch and anything inside a frame pass; a convolution or recurrence over time, a reduction, a flip or
+  attention over time do not, and must be rewritten by a stream operation (:mod:`edgeseq.graph.ops`) or refused.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+FRAMES_TESTED = 3  # first, middle and last frame
+
+
+class _Recorder(fx.Interpreter):
+    """Keeps every node's value as it was computed (a copy: an in-place op downstream, ``ReLU(inplace=True)``,
+    would otherwise change what was recorded for the node before it)."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm, garbage_collect_values=False)
+
+    def run_node(self, n: fx.Node):
+        out = super().run_node(n)
+        return out.clone() if isinstance(out, torch.Tensor) else out
+
+
+def run_recording(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, object]:
+    interp = _Recorder(gm)
+    with torch.no_grad():
+        interp.run(x)
+    return dict(interp.env)
+
+
+def longer(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """``x`` one frame longer along ``axis`` (its last frame repeated)."""
+    return torch.cat([x, x.narrow(axis, x.shape[axis] - 1, 1)], dim=axis)
+
+
+def _tensor_time(a, b) -> tuple[int | None, int | None, bool]:
+    """(time axis, length, consistent) of one value from the runs at lengths T and T + 1."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        return None, None, True
+    if a.dim() != b.dim():
+        return None, None, False
+    diff = [i for i, (p, q) in enumerate(zip(a.shape, b.shape)) if p != q]
+    if not diff:
+        return None, None, True
+    if len(diff) == 1 and b.shape[diff[0]] == a.shape[diff[0]] + 1:
+        return diff[0], a.shape[diff[0]], True
+    return None, None, False
+
+
+def time_axes(gm: fx.GraphModule, x: torch.Tensor, axis: int) -> dict[fx.Node, object]:
+    """Annotate ``meta["time"]``, ``meta["length"]`` (None: no time axis) and ``meta["time_consistent"]`` (False
+    where sizes change other than one axis by one frame: time folded in a way the converter cannot follow);
+    ``meta["int_of_length"]`` marks Python ints that change with the length (sizes read from a time axis).
+    Returns the values of the run at the example's length."""
+    env_a = run_recording(gm, x)
+    env_b = run_recording(gm, longer(x, axis))
+    for node in gm.graph.nodes:
+        a, b = env_a.get(node), env_b.get(node)
+        t, n, ok = _tensor_time(a, b)
+        node.meta["time"], node.meta["length"], node.meta["time_consistent"] = t, n, ok
+        node.meta["int_of_length"] = isinstance(a, int) and isinstance(b, int) and a != b
+        node.meta["value_longer"] = b if not isinstance(b, torch.Tensor) else None  # slices' bounds at T + 1
+    return env_a
+
+
+def time_inputs(node: fx.Node) -> list[fx.Node]:
+    return [a for a in node.all_input_nodes if a.meta.get("time") is not None]
+
+
+def _call(gm: fx.GraphModule, node: fx.Node, env: dict) -> object:
+    args = fx.node.map_arg(node.args, lambda n: env[n])
+    kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)
+    if node.op == "call_method":
+        self_obj, *rest = args
+        return getattr(self_obj, node.target)(*rest, **kwargs)
+    if node.op == "call_module":
+        return gm.get_submodule(node.target)(*args, **kwargs)
+    raise ValueError(node.op)
+
+
+def _scramble(v: torch.Tensor, axis: int, keep: int, gen: torch.Generator) -> torch.Tensor:
+    """``v`` with every frame along ``axis`` but ``keep`` replaced by noise (floats) or rolled (integers)."""
+    other = (torch.randn(v.shape, generator=gen, dtype=v.dtype) * (v.abs().max() + 1) if v.is_floating_point()
+             else torch.roll(v, 1, dims=axis))
+    idx = torch.arange(v.shape[axis]).reshape([-1 if i == axis else 1 for i in range(v.dim())])
+    return torch.where(idx == keep, v, other)
+
+
+def reads_other_frames(gm: fx.GraphModule, node: fx.Node, env: dict) -> bool:
+    """True when some output frame of ``node`` changes with input frames other than its own (see module doc).
+    Needs the node's time inputs and its output to share one length."""
+    out_axis = node.meta["time"]
+    ins = time_inputs(node)
+    gen = torch.Generator().manual_seed(0)
+    n = node.meta["length"]
+    ref = env[node]
+    for keep in sorted({0, n // 2, n - 1}):
+        local = dict(env)
+        for i in ins:
+            local[i] = _scramble(env[i], i.meta["time"], keep, gen)
+        with torch.no_grad():
+            got = _call(gm, node, local)
+        a, b = ref.narrow(out_axis, keep, 1), got.narrow(out_axis, keep, 1)
+        if a.is_floating_point():
+            if not torch.allclose(a, b, rtol=1e-5, atol=1e-6 * (float(a.abs().max()) + 1.0), equal_nan=True):
+                return True
+        elif not torch.equal(a, b):
+            return True
+    return False

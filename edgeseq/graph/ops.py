@@ -1,0 +1,432 @@
+"""Stream operations: what each time-mixing operation of a traced graph becomes in the step.
+
+Every value that carries time has a :class:`Timing` in the stream: at step n it holds the model's frame
+``n - delay``; its first real frame arrives at step ``first``; a pending left ``pad`` (frames of a constant that
+precede the real ones) waits for the convolution that reads it, whose ring buffer starts filled with it. The
+builders here are looked up by module type (``call_module``), by function (``call_function``) or by method name
+(``call_method``) in :data:`STREAM_OPS`; :func:`register_stream_op` adds one. The buffers are the continual
+family's (:class:`~edgeseq.models.continual_step.ConvStep`, :class:`~edgeseq.models.continual_step.DelayLine`),
+and a module with a registered converter runs as that converter's step.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import torch
+from torch import fx, nn
+
+from edgeseq.errors import ConfigError, UnsupportedModuleError
+from edgeseq.graph.trace import describe, where
+from edgeseq.models.continual_step import ConvStep, Ctx, DelayLine, fresh_mask
+from edgeseq.registry import Registry
+from edgeseq.step import StateTensor
+
+
+class StreamRefusal(UnsupportedModuleError):
+    """A model the graph converter cannot stream: names the operation, its source line and why."""
+
+
+def refuse(node: fx.Node, why: str) -> StreamRefusal:
+    return StreamRefusal(f"{describe(node)} at {where(node)}: {why}")
+
+
+@dataclass(frozen=True)
+class Timing:
+    delay: int = 0  # the value at step n is the model's frame n - delay
+    first: int = 0  # the step at which its first real frame arrives
+    span: int | None = 0  # input frames of history one frame depends on (None: unbounded)
+    pad: tuple[int, float] | None = None  # pending left padding (frames, value) for the next convolution
+
+
+def align(timings: list[Timing]) -> Timing:
+    """The timing of a per-frame op's output from its inputs' (aligned to the latest delay)."""
+    delay = max(t.delay for t in timings)
+    spans = [None if t.span is None else t.span + delay - t.delay for t in timings]  # a delayed input reaches back
+    return Timing(delay, max(t.first for t in timings), None if any(s is None for s in spans) else max(spans))
+
+
+class GraphOp(nn.Module):
+    """A stream operation: ``step(args, kwargs, state, t) -> (value, new state)``; ``states()`` its tensors."""
+
+    def states(self) -> tuple[StateTensor, ...]:
+        return ()
+
+    def step(self, args: tuple, kwargs: dict, state: tuple, t: torch.Tensor | None) -> tuple[Any, tuple]:
+        raise NotImplementedError
+
+
+class Identity(GraphOp):
+    """Padding or a slice along time: nothing to do in the stream (the timing records it)."""
+
+    def __init__(self, pick: Callable[[tuple, dict], Any]):
+        super().__init__()
+        self.pick = pick
+
+    def step(self, args, kwargs, state, t):
+        return self.pick(args, kwargs), ()
+
+
+def _frame(v: torch.Tensor, axis: int) -> torch.Tensor:
+    """A value with its size-1 time axis removed (a reshape: XNNPACK delegates it, not squeeze)."""
+    return v.reshape(*v.shape[:axis], *v.shape[axis + 1:])
+
+
+def _timed(v: torch.Tensor, axis: int) -> torch.Tensor:
+    """A frame with a size-1 time axis put back at ``axis`` (a reshape, not unsqueeze)."""
+    return v.reshape(*v.shape[:axis], 1, *v.shape[axis:])
+
+
+class ConvOp(GraphOp):
+    """``nn.Conv1d`` over time (time on the last axis of (B, C, T)): the continual family's ring buffer."""
+
+    def __init__(self, conv: ConvStep, axis: int):
+        super().__init__()
+        self.conv, self.axis = conv, axis
+
+    def states(self):
+        return self.conv.states()
+
+    def step(self, args, kwargs, state, t):
+        y, new = self.conv.step(_frame(args[0], self.axis), state, t)
+        return _timed(y, self.axis), new
+
+
+class DelayOp(GraphOp):
+    """A value held back ``delay`` frames, to meet a slower one (a residual around a delayed branch), starting
+    full of ``fill``: the frames of a left padding (the previous frame as ``F.pad(x, ...)[:, :-1]``)."""
+
+    def __init__(self, shape: tuple[int, ...], delay: int, fill: float = 0.0):
+        super().__init__()
+        self.shape, self.fill = shape, fill
+        self.line = DelayLine((math.prod(shape),), delay)
+
+    def states(self):
+        return tuple(replace(t, fill=self.fill) for t in self.line.states())
+
+    def step(self, args, kwargs, state, t):
+        v = args[0]
+        y, new = self.line.step(v.reshape(v.shape[0], -1), state, t)
+        return y.reshape(v.shape), new
+
+
+class LeafStepOp(GraphOp):
+    """A sub-module with a registered converter (an ``nn.GRU``, an edgeseq family model, a Hugging Face Mamba
+    block), run as its converter's step on the frame. Before its input's first real frame its state is held."""
+
+    def __init__(self, step, in_axis: int, out_axis: int, first: int, returns_tuple: bool):
+        super().__init__()
+        self.sub, self.in_axis, self.out_axis, self.first, self.returns_tuple = step, in_axis, out_axis, first, returns_tuple
+
+    def states(self):
+        return self.sub.state_spec.tensors
+
+    def step(self, args, kwargs, state, t):
+        x = _frame(args[0], self.in_axis)  # (B, d_in)
+        y, new = self.sub.step(x, tuple(state))
+        if self.first and t is not None:
+            fresh = fresh_mask(t, self.first, 1)
+            new = tuple(n * fresh.reshape(-1, *(1,) * (n.dim() - 1)) + o * (1.0 - fresh.reshape(-1, *(1,) * (o.dim() - 1)))
+                        for n, o in zip(new, state))
+        y = _timed(y, self.out_axis)
+        return ((y, None) if self.returns_tuple else y), new
+
+
+class RunningOp(GraphOp):
+    """``cumsum`` / ``cumprod`` along time: the running total is the state."""
+
+    def __init__(self, kind: str, shape: tuple[int, ...], first: int):
+        super().__init__()
+        self.kind, self.shape, self.first = kind, shape, first
+
+    def states(self):
+        return (StateTensor("total", self.shape, fill=0.0 if self.kind == "cumsum" else 1.0),)
+
+    def step(self, args, kwargs, state, t):
+        total = state[0] + args[0] if self.kind == "cumsum" else state[0] * args[0]
+        if self.first and t is not None:
+            fresh = fresh_mask(t, self.first, 1).reshape(-1, *(1,) * (total.dim() - 1))
+            total = total * fresh + state[0] * (1.0 - fresh)
+        return total, (total,)
+
+
+@dataclass
+class Build:
+    """What a builder returns: the op (None: run the node as is), the output's timing."""
+
+    op: GraphOp | None
+    timing: Timing
+
+
+@dataclass
+class BuildCtx:
+    gm: fx.GraphModule
+    node: fx.Node
+    env: dict  # values of the example run
+    timings: dict  # fx.Node -> Timing, of the inputs
+
+    def arg(self, i: int, name: str | None = None, default=None):
+        node = self.node
+        if i < len(node.args):
+            return node.args[i]
+        return node.kwargs.get(name, default) if name else default
+
+    def value(self, a):
+        return fx.node.map_arg(a, lambda n: self.env[n])
+
+    def value_longer(self, a):
+        return fx.node.map_arg(a, lambda n: n.meta["value_longer"] if n.meta.get("value_longer") is not None else self.env[n])
+
+    def timing(self, n: fx.Node) -> Timing:
+        return self.timings[n]
+
+
+STREAM_OPS: Registry[Callable[[BuildCtx], Build]] = Registry("stream operation")
+
+
+def register_stream_op(key, build: Callable[[BuildCtx], Build]) -> None:
+    """Teach the graph converter a time-mixing operation: ``key`` is a module type, a function or a method name."""
+    STREAM_OPS.register(key, build)
+
+
+def find_builder(gm: fx.GraphModule, node: fx.Node) -> Callable[[BuildCtx], Build] | None:
+    if node.op == "call_module":
+        for cls in type(gm.get_submodule(node.target)).__mro__:
+            if cls in STREAM_OPS:
+                return STREAM_OPS.get(cls)
+        from edgeseq.graph.trace import has_converter
+
+        return _leaf if has_converter(gm.get_submodule(node.target)) else None
+    if node.op in ("call_function", "call_method") and node.target in STREAM_OPS:
+        return STREAM_OPS.get(node.target)
+    return None
+
+
+def no_pending_pad(ctx: BuildCtx) -> None:
+    for a in ctx.node.all_input_nodes:
+        if a in ctx.timings and ctx.timings[a].pad is not None:
+            raise refuse(ctx.node, "reads a sequence padded along time; padding along time must feed a convolution "
+                                   "over time directly (nn.Conv1d), which turns it into the initial ring buffer")
+
+
+# ----------------------------------------------------------------------------------------------- padding
+def _time_pad(node: fx.Node, pad: tuple, axis: int, ndim: int) -> tuple[int, int]:
+    k = ndim - 1 - axis  # F.pad lists (left, right) pairs from the last axis backwards
+    pairs = [tuple(pad[i:i + 2]) for i in range(0, len(pad), 2)]
+    others = [p for i, p in enumerate(pairs) if i != k and any(p)]
+    left, right = pairs[k] if k < len(pairs) else (0, 0)
+    if others and (left or right):
+        raise refuse(node, "pads the time axis and a frame axis in one call; pad them in two calls")
+    return int(left), int(right)
+
+
+def _pad_timing(ctx: BuildCtx, left: int, right: int, value: float, mode: str = "constant") -> Build:
+    node, src = ctx.node, ctx.node.all_input_nodes[0]
+    if mode != "constant":
+        raise refuse(node, f"{mode} padding along time copies frames from later in the sequence (or its end) to its "
+                           "start; a stream has not seen them: use constant (zero) padding on the left")
+    if left < 0 or right < 0:
+        raise refuse(node, "negative padding along time crops frames; slice instead")
+    t = ctx.timing(src)
+    if t.pad is not None and left and t.pad[1] != value:
+        raise refuse(node, f"pads with {value} a sequence already padded with {t.pad[1]}: one value per convolution")
+    pending = (t.pad[0] if t.pad else 0) + left
+    timing = replace(t, delay=t.delay - left, pad=(pending, float(value)) if pending else None)
+    return Build(Identity(lambda args, kwargs: args[0]), timing)
+
+
+def _fpad(ctx: BuildCtx) -> Build:
+    node = ctx.node
+    src = node.all_input_nodes[0]
+    pad = ctx.value(ctx.arg(1, "pad"))
+    mode = ctx.value(ctx.arg(2, "mode", "constant")) or "constant"
+    value = ctx.value(ctx.arg(3, "value", 0.0)) or 0.0
+    left, right = _time_pad(node, tuple(pad), src.meta["time"], ctx.env[src].dim())
+    if not (left or right):
+        return None  # padding inside the frame (reflect padding of a per-frame sub-network): run as is
+    return _pad_timing(ctx, left, right, float(value), mode)
+
+
+def _pad_module(ctx: BuildCtx) -> Build:
+    m = ctx.gm.get_submodule(ctx.node.target)
+    src = ctx.node.all_input_nodes[0]
+    left, right = _time_pad(ctx.node, tuple(m.padding), src.meta["time"], ctx.env[src].dim())
+    if not (left or right):
+        return None
+    return _pad_timing(ctx, left, right, float(getattr(m, "value", 0.0)))
+
+
+for _key in (nn.functional.pad, torch.nn.functional.pad):
+    if _key not in STREAM_OPS:
+        register_stream_op(_key, _fpad)
+for _cls in (nn.ConstantPad1d, nn.ZeroPad1d, nn.ConstantPad2d, nn.ZeroPad2d, nn.ConstantPad3d):
+    register_stream_op(_cls, _pad_module)
+
+
+# ----------------------------------------------------------------------------------------------- slicing
+def _index_entry(index: tuple, ndim: int, axis: int) -> int | None:
+    """Which entry of an index tuple addresses input axis ``axis`` (None: the axis is taken whole by omission)."""
+    consuming = [i for i, e in enumerate(index) if e is not None and e is not Ellipsis]
+    pos = 0
+    for i, e in enumerate(index):
+        if e is None:
+            continue
+        if e is Ellipsis:
+            pos += ndim - len(consuming)
+            if pos > axis:
+                return None
+            continue
+        if pos == axis:
+            return i
+        pos += 1
+    return None
+
+
+def _getitem(ctx: BuildCtx) -> Build | None:
+    node = ctx.node
+    src = node.args[0]
+    if not isinstance(src, fx.Node) or src.meta.get("time") is None or not isinstance(ctx.env[src], torch.Tensor):
+        return None  # indexing a tuple (an RNN's outputs) or a shape: nothing to do with time here
+    index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    axis, n = src.meta["time"], src.meta["length"]
+    entry = _index_entry(index, ctx.env[src].dim(), axis)
+    if entry is None:
+        return None
+    e_a, e_b = ctx.value(index[entry]), ctx.value_longer(index[entry])
+    if not isinstance(e_a, slice):
+        raise refuse(node, "selects single frames of the sequence (x[:, -1], an index along time): a stream gives "
+                           "an output per frame; return the whole sequence and read the frame you need from the stream")
+    start_a, stop_a, step_a = e_a.indices(n)
+    start_b, stop_b, _ = e_b.indices(n + 1)
+    if step_a != 1:
+        raise refuse(node, f"takes every {step_a}th frame: it changes the frame rate along time, which a step that "
+                           "emits one output per input frame cannot do")
+    if start_a != start_b:
+        raise refuse(node, "slices from a start that depends on the sequence length (x[:, -k:] keeps the last frames "
+                           "of the whole sequence, which a stream has not seen yet)")
+    if n - stop_a != n + 1 - stop_b:
+        raise refuse(node, f"keeps only frames {start_a}..{stop_a - 1} (a stop that does not move with the sequence "
+                           "length): a stream never ends")
+    t = ctx.timing(src)
+    if t.pad is not None:  # dropping the first frames of a padding leaves less of it pending
+        left, value = t.pad
+        rest = left - start_a
+        timing = replace(t, delay=t.delay + start_a, first=t.first + max(0, -rest),
+                         pad=(rest, value) if rest > 0 else None)
+    else:
+        timing = replace(t, delay=t.delay + start_a, first=t.first + start_a)
+
+    def pick(args, kwargs, _entry=entry):
+        idx = list(args[1]) if isinstance(args[1], tuple) else [args[1]]
+        idx[_entry] = slice(None)
+        if all(isinstance(i, slice) and i == slice(None) for i in idx):
+            return args[0]  # only the time axis was sliced: nothing to do on one frame (no alias op in the program)
+        return args[0][tuple(idx)]
+
+    return Build(Identity(pick), timing)
+
+
+register_stream_op(operator.getitem, _getitem)
+
+
+# ----------------------------------------------------------------------------------------------- convolution
+def _conv1d(ctx: BuildCtx) -> Build:
+    node, conv = ctx.node, ctx.gm.get_submodule(ctx.node.target)
+    src = node.all_input_nodes[0]
+    x = ctx.env[src]
+    axis = src.meta["time"]
+    if x.dim() == 3 and axis == 0:
+        return None  # time folded into the batch: a convolution over each frame's own axis, run as is
+    if x.dim() != 3 or axis != 2:
+        raise refuse(node, f"convolves a (batch, channels, time) input, but time is on axis {axis} of shape "
+                           f"{tuple(x.shape)}: transpose time to the last axis first (the channels would mix frames)")
+    if conv.stride[0] != 1:
+        raise refuse(node, f"stride {conv.stride[0]} along time changes the frame rate (one output every "
+                           f"{conv.stride[0]} frames), which the graph converter does not stream yet")
+    if conv.padding_mode != "zeros":
+        raise refuse(node, f"padding_mode={conv.padding_mode!r} reads frames from the end of the sequence or mirrors "
+                           "future ones; a stream cannot (use zero padding on the left)")
+    span = (conv.kernel_size[0] - 1) * conv.dilation[0]
+    own = (span // 2 if conv.padding == "same" else 0 if conv.padding == "valid" else int(conv.padding[0]))
+    t = ctx.timing(src)
+    pending, value = t.pad if t.pad else (0, 0.0)
+    if own and pending and value != 0.0:
+        raise refuse(node, f"zero padding of its own after padding with {value}: two padding values in one window")
+    left = pending + own
+    try:
+        step = ConvStep(conv, Ctx((conv.in_channels,), what=f"{describe(node)} at {where(node)}"), left, value)
+    except ConfigError as exc:
+        raise StreamRefusal(str(exc)) from None
+    if t.pad is not None and t.first:
+        step.upstream = t.first  # the padding frames wait in the buffer until the real ones come
+    delay = t.delay - own + span
+    return Build(ConvOp(step, axis), Timing(delay, max(delay, t.first), None if t.span is None else t.span + span))
+
+
+register_stream_op(nn.Conv1d, _conv1d)
+
+
+# ----------------------------------------------------------------------------------------------- sub-models
+def _leaf(ctx: BuildCtx) -> Build:
+    """A module with a registered converter (nn.LSTM / GRU / RNN, an edgeseq model, a Hugging Face Mamba)."""
+    from edgeseq.convert import convert
+
+    node, module = ctx.node, ctx.gm.get_submodule(ctx.node.target)
+    no_pending_pad(ctx)
+    src = node.args[0] if node.args else None
+    if not isinstance(src, fx.Node) or src.meta.get("time") is None:
+        raise refuse(node, "takes no time-carrying input")
+    if len(node.args) > 1 or node.kwargs:
+        raise refuse(node, "is given an initial state or extra arguments; the step starts from the converter's own "
+                           "initial state: call it with the sequence alone")
+    rnn = isinstance(module, nn.RNNBase)
+    if rnn and module.bidirectional:
+        raise refuse(node, "is bidirectional: its backward direction reads the sequence from its end, which a stream "
+                           "never reaches (use bidirectional=False)")
+    in_axis = src.meta["time"]
+    expect = (1 if module.batch_first else 0) if rnn else 1
+    if in_axis != expect:
+        raise refuse(node, f"reads time on axis {expect}, but its input has time on axis {in_axis}")
+    x = ctx.env[src]
+    if x.dim() != 3:
+        raise refuse(node, f"takes (batch, time, features) frames; its input has shape {tuple(x.shape)}")
+    if rnn:
+        from edgeseq.models.rnn import RNNModel
+
+        sub = convert(RNNModel.from_module(module))
+    else:
+        sub = convert(module)
+    out = ctx.env[node]
+    out_axis = expect  # the output keeps the input's layout: (B, T, H), or (T, B, H) for batch_first=False
+    t = ctx.timing(src)
+    d = sub.state_spec.delay
+    span = None if (t.span is None or sub.state_spec.receptive_field is None) else t.span + sub.state_spec.receptive_field - 1
+    return Build(LeafStepOp(sub, in_axis, out_axis, t.first, isinstance(out, tuple)),
+                 Timing(t.delay + d, t.first + d, span))
+
+
+# ----------------------------------------------------------------------------------------------- running ops
+def _running(kind: str):
+    def build(ctx: BuildCtx) -> Build:
+        node = ctx.node
+        no_pending_pad(ctx)
+        src = node.args[0]
+        dim = ctx.value(ctx.arg(1, "dim"))
+        x = ctx.env[src]
+        if dim is None or dim % x.dim() != src.meta["time"]:
+            return None
+        if node.kwargs.get("dtype") is not None:
+            raise refuse(node, "with a dtype= argument is not supported")
+        t = ctx.timing(src)
+        shape = tuple(s if i != src.meta["time"] else 1 for i, s in enumerate(x.shape))[1:]
+        return Build(RunningOp(kind, shape, t.first), replace(t, span=None))
+
+    return build
+
+
+for _kind in ("cumsum", "cumprod"):
+    register_stream_op(getattr(torch, _kind), _running(_kind))
+    register_stream_op(_kind, _running(_kind))

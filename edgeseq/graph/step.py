@@ -1,0 +1,291 @@
+"""The graph converter: a user's causal model, traced, annotated and rewritten into a :class:`GraphStep`.
+
+Passes, each reading what the one before wrote on the graph's nodes (``node.meta``):
+
+1. :func:`edgeseq.graph.trace.trace` -- the model as a torch.fx graph, temporal modules as leaves;
+2. :func:`edgeseq.graph.analyze.time_axes` -- the time axis of every value (runs at two lengths);
+3. :func:`plan` -- per node: run as is on the one-frame value (per-frame operations, checked to read no other
+   frame), or a stream operation with explicit state (:mod:`edgeseq.graph.ops`), with delay lines where values
+   of different delays meet; everything else is refused before any step exists;
+4. :class:`GraphStep` -- the step: the same graph run on a value whose time axis has length 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx, nn
+
+from edgeseq.errors import ShapeError
+from edgeseq.graph import analyze
+from edgeseq.graph.ops import (
+    Build, BuildCtx, DelayOp, GraphOp, StreamRefusal, Timing, align, find_builder, refuse,
+)
+from edgeseq.graph.trace import describe, trace, where
+from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
+
+# tensor-making operations that may take a size read from the time axis: in the step that size is 1, and these
+# build the same one-frame tensor with it (folding time into the batch and back)
+SHAPE_OPS = {"view", "reshape", "expand", "unflatten", "flatten", "new_zeros", "new_ones", "new_empty", "expand_as",
+             torch.reshape, torch.flatten, torch.unflatten}
+
+
+@dataclass
+class Entry:
+    node: fx.Node
+    op: str | None = None  # name of its GraphOp in GraphStep.ops (None: run the node as is)
+    delays: dict = field(default_factory=dict)  # input node -> name of the DelayOp that aligns it
+
+
+def _state_prefix(node: fx.Node) -> str:
+    return str(node.target) if node.op == "call_module" else node.name
+
+
+def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[Entry], dict[str, GraphOp], Timing]:
+    """Decide what every node becomes in the step (see the module doc); refuse what cannot stream."""
+    timings: dict[fx.Node, Timing] = {}
+    entries: list[Entry] = []
+    ops: dict[str, GraphOp] = {}
+    lines: dict[tuple[fx.Node, int], str] = {}
+    out_timing = None
+    for node in gm.graph.nodes:
+        entry = Entry(node)
+        entries.append(entry)
+        if node.op == "placeholder":
+            timings[node] = Timing()
+            continue
+        if node.op == "output":
+            res = node.args[0]
+            if not isinstance(res, fx.Node) or not isinstance(env[res], torch.Tensor):
+                raise StreamRefusal(f"{type(gm).__name__}.forward returns {type(env.get(res, res)).__name__}, not one "
+                                    "tensor: the graph converter streams models with one output tensor (return the "
+                                    "sequence output alone)")
+            if res.meta.get("time") is None:
+                raise refuse(res, "is the model's output and has no time axis (a reduction over time, or one frame "
+                                  "picked): a stream needs an output per frame, with the input's time axis")
+            if res.meta["time"] != out_axis_expected:
+                raise refuse(res, f"is the model's output with time on axis {res.meta['time']}; the input has it on "
+                                  f"axis {out_axis_expected}: return the output in the input's layout")
+            out_timing = timings[res]
+            if out_timing.pad is not None:
+                raise refuse(res, "is padded along time and returned as is")
+            if out_timing.delay < 0:
+                raise refuse(res, f"is the model's output, and its frame n depends on input frame n + {-out_timing.delay}: "
+                                  "the model is not causal (right padding, or a slice that shifts time forward)")
+            continue
+        if node.op == "get_attr":
+            continue
+        if _element_of_stream_tuple(node, env, timings):  # z, _ = self.gru(x): the sequence output
+            timings[node] = timings[node.args[0]]
+            continue
+        tin = [a for a in node.all_input_nodes if a in timings and a.meta.get("time") is not None]
+        if not node.meta.get("time_consistent", True):
+            raise refuse(node, "changes the sizes of several axes with the sequence length (time folded with "
+                               "something other than the batch): the converter cannot follow its time axis")
+        builder = find_builder(gm, node)
+        built = builder(BuildCtx(gm, node, env, timings)) if builder is not None and tin else None
+        if built is not None:
+            if built.op is not None:
+                name = _unique(ops, _state_prefix(node))
+                ops[name] = built.op
+                entry.op = name
+            timings[node] = built.timing
+            continue
+        if node.op == "call_module" and builder is not None and not tin:
+            raise refuse(node, "takes no time-carrying input")
+        _check_length_ints(node, env)
+        if not tin:
+            if node.meta.get("time") is not None:
+                raise refuse(node, "makes a tensor along time from the sequence length (torch.arange(T), zeros of "
+                                   "length T): the graph converter cannot stream it yet")
+            continue  # weights, constants, shapes: as in the model
+        if node.meta.get("time") is None:
+            if isinstance(env[node], torch.Tensor):
+                raise refuse(node, "reduces over the time axis (a mean, sum, max, norm or attention over the whole "
+                                   "sequence): its result needs frames a stream has not seen yet")
+            continue  # an int (a size) or a tuple of values: no timing of its own
+        lengths = {a.meta["length"] for a in tin} | {node.meta["length"]}
+        if len(lengths) > 1:
+            raise refuse(node, f"changes the number of frames ({sorted(lengths)}) in a way the converter does not "
+                               "know (only padding, slicing and convolutions along time are rewritten)")
+        if analyze.reads_other_frames(gm, node, env):
+            raise refuse(node, "mixes frames: its output at frame t reads other frames (a convolution or recurrence "
+                               "along time the converter has no stream form for, a flip, an attention or a pooling "
+                               "over time); register a stream form with edgeseq.graph.register_stream_op")
+        ts = [timings[a] for a in tin]
+        out = align(ts)
+        for a, t in zip(tin, ts):
+            k = out.delay - t.delay
+            if t.pad is not None and (k < t.pad[0] or t.first):
+                raise refuse(node, "reads a sequence padded along time that no convolution or later frame consumes: "
+                                   "padding along time must feed a convolution over time, or meet the unpadded "
+                                   "sequence (the previous frame: F.pad(x, ...)[:, :-1] next to x)")
+            if k > 0:
+                if (a, k) not in lines:  # one delay line per value and delay, however many nodes read it
+                    name = _unique(ops, f"{_state_prefix(a)}.delay")
+                    frame = tuple(s if i != a.meta["time"] else 1 for i, s in enumerate(env[a].shape))[1:]
+                    ops[name] = DelayOp(frame, k, t.pad[1] if t.pad else 0.0)
+                    lines[(a, k)] = name
+                entry.delays[a] = lines[(a, k)]
+        timings[node] = out
+    return entries, ops, out_timing
+
+
+def _element_of_stream_tuple(node: fx.Node, env: dict, timings: dict) -> bool:
+    """``node`` picks an element of a stream op's tuple output (``out, h_n = self.gru(x)``): True for the sequence
+    output; the final state (h_n) is refused: it is the state after the whole sequence, not a per-frame value."""
+    import operator
+
+    src = node.args[0] if node.args else None
+    if node.target is not operator.getitem or not isinstance(src, fx.Node) or src not in timings:
+        return False
+    if not isinstance(env[src], tuple):
+        return False
+    if node.args[1] != 0:
+        raise refuse(src, "'s final state (h_n) is used: it is the state after the whole sequence, which a stream "
+                          "never has; use the per-frame output (the first element)")
+    return True
+
+
+def _check_length_ints(node: fx.Node, env: dict) -> None:
+    """A size read from the time axis is 1 in the step: it may only shape tensors (fold time into the batch)."""
+    if not any(a.meta.get("int_of_length") for a in node.all_input_nodes):
+        return
+    if node.target in SHAPE_OPS or not isinstance(env[node], torch.Tensor):
+        return  # a shape, or an int computed from one
+    raise refuse(node, "computes with the sequence length as a number (x.size(1) used in tensor arithmetic or to make "
+                       "a tensor): in a stream the length is not known")
+
+
+def _unique(ops: dict, name: str) -> str:
+    base, i = name, 1
+    while name in ops:
+        i += 1
+        name = f"{base}_{i}"
+    return name
+
+
+class GraphStep(StepModule):
+    """A user's model as a step: the traced graph run on one frame (time axis of length 1), its stream
+    operations' states threaded through. State names: ``<module path>.<tensor>`` (``front.conv.buf``,
+    ``gru.h0``), plus ``frames`` (a saturating step counter) when a buffer must wait for its first real frame."""
+
+    def __init__(self, gm: fx.GraphModule, entries: list[Entry], ops: dict[str, GraphOp], frame: tuple[int, ...],
+                 time_axis: int, out_timing: Timing, out_frame: tuple[int, ...], info: StepInfo):
+        super().__init__()
+        self.net = gm
+        self.graph_ops = nn.ModuleDict({k.replace(".", "/"): v for k, v in ops.items()})
+        self.entries = entries
+        self.names = list(ops)
+        self.frame, self.time_axis = frame, time_axis  # the model's input without batch, time as length 1
+        self.d_in, self.d_out = math.prod(frame), math.prod(out_frame)
+        self.out_frame = out_frame
+        tensors, self.slots = [], {}
+        for name in self.names:
+            own = ops[name].states()
+            self.slots[name] = (len(tensors), len(tensors) + len(own))
+            tensors += [StateTensor(f"{name}.{t.name}", t.shape, t.dtype, t.fill) for t in own]
+        waits = [getattr(getattr(op, "conv", op), "upstream", 0) or getattr(op, "first", 0) for op in ops.values()]
+        self.cap = max(waits, default=0)
+        if self.cap:
+            tensors.append(StateTensor("frames", (1,)))
+        span = out_timing.span
+        self.state_spec = StateSpec(tuple(tensors), delay=out_timing.delay,
+                                    receptive_field=None if span is None else span + 1)
+        self.info = info
+
+    def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        t = state[-1] if self.cap else None
+        env: dict[fx.Node, object] = {}
+        delayed: dict[str, object] = {}  # a delay line's output this step (read by several nodes, stepped once)
+        new: list[torch.Tensor] = []
+        out = None
+        for e in self.entries:
+            n = e.node
+            if n.op == "placeholder":
+                env[n] = x.reshape(x.shape[0], *self.frame)
+                continue
+            if n.op == "output":
+                out = env[n.args[0]]
+                break
+            if n.op == "get_attr":
+                env[n] = _attr(self.net, n.target)
+                continue
+            local = env
+            if e.delays:
+                local = dict(env)
+                for a, name in e.delays.items():
+                    if name not in delayed:
+                        lo, hi = self.slots[name]
+                        delayed[name], s = self.graph_ops[name.replace(".", "/")].step((env[a],), {}, tuple(state[lo:hi]), t)
+                        new += s
+                    local[a] = delayed[name]
+            args = fx.node.map_arg(n.args, lambda a: local[a])
+            kwargs = fx.node.map_arg(n.kwargs, lambda a: local[a])
+            if e.op is not None:
+                lo, hi = self.slots[e.op]
+                env[n], s = self.graph_ops[e.op.replace(".", "/")].step(args, kwargs, tuple(state[lo:hi]), t)
+                new += s
+            elif n.op == "call_function":
+                env[n] = n.target(*args, **kwargs)
+            elif n.op == "call_method":
+                env[n] = getattr(args[0], n.target)(*args[1:], **kwargs)
+            else:
+                env[n] = self.net.get_submodule(n.target)(*args, **kwargs)
+        if self.cap:
+            new.append(t + 1.0 - torch.clamp(t + 1.0 - float(self.cap), 0.0, 1.0))  # counts up to cap, then stays
+        return out.reshape(out.shape[0], -1), tuple(new)
+
+    # the model's own layout <-> the step contract's (batch, T, d): check_parity and the CLI use these
+    def frames_of(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input (its own layout) as step inputs (batch, T, d_in)."""
+        a = self.time_axis
+        return x.movedim(a, 1).reshape(x.shape[0], x.shape[a], -1)
+
+    def outputs_of(self, y: torch.Tensor) -> torch.Tensor:
+        """The model's output (its own layout) as step outputs (batch, T, d_out)."""
+        a = self.time_axis
+        return y.movedim(a, 1).reshape(y.shape[0], y.shape[a], -1)
+
+
+def _attr(root: nn.Module, target: str):
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def convert_graph(model: nn.Module, example: torch.Tensor, time_axis: int = 1) -> GraphStep:
+    """Trace ``model`` and rewrite it into a :class:`GraphStep` (see the module doc). ``example``: a real-shaped
+    input (batch, time, *frame), or with time on ``time_axis`` (-1: (batch, channels, time))."""
+    if not isinstance(example, torch.Tensor) or not example.is_floating_point():
+        raise ShapeError("convert: example must be a floating-point tensor (batch, time, ...)")
+    if example.dim() < 2:
+        raise ShapeError(f"convert: example must have a batch and a time axis, got shape {tuple(example.shape)}")
+    axis = time_axis % example.dim()
+    if axis == 0:
+        raise ShapeError("convert: time_axis 0 is the batch axis; the model's input is (batch, time, ...) "
+                         "(time_axis=1) or (batch, ..., time) (time_axis=-1)")
+    if example.shape[axis] < 4:
+        raise ShapeError(f"convert: the example has {example.shape[axis]} frames on axis {axis}; give at least 4 "
+                         "(a real-length sequence traces best)")
+    model = model.eval()
+    gm = trace(model)
+    x = example[:1].detach().float()
+    try:
+        env = analyze.time_axes(gm, x, axis)
+    except StreamRefusal:
+        raise
+    except Exception as exc:
+        line = " ".join(str(exc).split())[:240]
+        raise ShapeError(f"convert: {type(model).__name__} fails on the example of shape {tuple(example.shape)} "
+                         f"(or one frame longer): {type(exc).__name__}: {line}") from None
+    entries, ops, out_timing = plan(gm, env, axis)
+    frame = tuple(s if i != axis else 1 for i, s in enumerate(x.shape))[1:]
+    out = env[next(n for n in gm.graph.nodes if n.op == "output").args[0]]
+    out_frame = tuple(s for i, s in enumerate(out.shape) if i not in (0, axis))
+    info = StepInfo("graph", {"model": type(model).__name__, "time_axis": axis, "frame": list(frame),
+                              "ops": {k: type(v).__name__ for k, v in ops.items()}})
+    return GraphStep(gm, entries, ops, frame, axis, out_timing, out_frame, info).eval()

@@ -1,0 +1,95 @@
+"""Trace a user's model into a torch.fx graph, with temporal modules kept whole as leaves.
+
+torch.fx rather than torch.export: an ``nn.GRU`` / ``nn.LSTM`` cannot be exported with a dynamic time dimension
+(torch 2.13 specialises T to the example's length), while the converter needs each module as one unit (a
+recurrent layer, a registered model inside the user's, a convolution) with its path for the state names, and a
+graph it can run at several lengths to find the time axis. ``symbolic_trace`` keeps ``torch.nn`` modules and every
+module with a registered converter as leaves, and records each node's source line for error messages.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+from edgeseq.errors import UnsupportedModuleError
+
+
+def has_converter(module: nn.Module) -> bool:
+    from edgeseq.convert import find_converter
+
+    try:
+        find_converter(module)
+    except UnsupportedModuleError:
+        return False
+    return True
+
+
+class LeafTracer(fx.Tracer):
+    """torch.nn modules (fx's default) and modules with a registered converter are leaves."""
+
+    def __init__(self):
+        super().__init__()
+        self.record_stack_traces = True
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            return False  # containers are traced through (their own converters expect the whole model's layout)
+        if isinstance(m, nn.RNNBase) or (has_converter(m) and qualname):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """The model's forward as an fx graph; data-dependent control flow gets a one-line reason and a way out."""
+    tracer = LeafTracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError ... from the user's own code
+        line = " ".join(str(exc).split())[:300]
+        raise UnsupportedModuleError(
+            f"cannot trace {type(model).__name__}.forward ({type(exc).__name__}: {line}). The graph converter follows "
+            "forward symbolically: Python control flow that depends on tensor values or shapes (if x.shape[1] > ..., "
+            "loops over time, .item(), .tolist()) cannot be traced; write it with tensor ops, move it out of forward, "
+            "or register a converter for the module that holds it (edgeseq.register_converter)"
+        ) from None
+    gm = fx.GraphModule(model, graph, type(model).__name__)
+    gm.graph.eliminate_dead_code()  # unused values (the h_n of `out, _ = self.gru(x)`) are not the stream's concern
+    gm.recompile()
+    return gm
+
+
+def where(node: fx.Node) -> str:
+    """The user's source line that made ``node`` ("file.py:12: code"), or its graph name. fx records the stack from
+    the user's frame inward; torch's own frames are skipped."""
+    lines = (node.meta.get("stack_trace") or "").splitlines()
+    for i, line in enumerate(lines):
+        loc = line.strip()
+        if not loc.startswith("File ") or "/torch/" in loc:
+            continue
+        code = lines[i + 1].strip() if i + 1 < len(lines) and not lines[i + 1].strip().startswith("File ") else ""
+        try:
+            fname = loc.split('"')[1].rsplit("/", 1)[-1]
+            lineno = loc.split("line ")[1].split(",")[0]
+        except IndexError:
+            return loc
+        return f"{fname}:{lineno} ({code})" if code else f"{fname}:{lineno}"
+    src = next((a for a in node.all_input_nodes if a.op != "placeholder"), None)
+    return where(src) if src is not None else f"graph node {node.name}"
+
+
+def describe(node: fx.Node) -> str:
+    """What a node does, in the user's words: ``self.gru`` (GRU), ``torch.flip``, ``.mean()``."""
+    if node.op == "call_module":
+        return f"self.{node.target} ({type(node.graph.owning_module.get_submodule(node.target)).__name__})"
+    if node.op == "call_method":
+        return f".{node.target}()"
+    if node.op == "call_function":
+        mod = getattr(node.target, "__module__", "") or ""
+        name = getattr(node.target, "__name__", str(node.target))
+        if mod.startswith("torch.nn.functional"):
+            return f"F.{name}"
+        if mod.startswith("_operator") or mod == "operator":
+            return {"getitem": "indexing [...]", "add": "+", "sub": "-", "mul": "*", "truediv": "/"}.get(name, name)
+        return f"torch.{name}"
+    return node.name

@@ -1,0 +1,215 @@
+"""The graph converter on users' own models: each streamed 2,000 frames against the model itself (fp32, max abs
+error <= 1e-5), its state named after module paths, its delay and receptive field; refusals before any step
+exists, naming the operation and the source line."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import edgeseq
+from edgeseq.errors import EdgeseqError, ShapeError
+from edgeseq.graph import GraphStep
+
+import models as M  # tests/graph/models.py
+
+T = 2000
+
+
+def _convert_and_check(model, example, long, time_axis=1):
+    model.eval()
+    step = edgeseq.convert(model, example=example, time_axis=time_axis)
+    assert isinstance(step, GraphStep)
+    report = edgeseq.check_parity(model, step, long)
+    assert report.steps == T - step.state_spec.delay and report.max_abs_error <= 1e-5, report.summary()
+    return step
+
+
+def test_keyword_model_conv_gru_linear():
+    torch.manual_seed(0)
+    step = _convert_and_check(M.KeywordNet(), torch.randn(2, 40, 10), torch.randn(1, T, 10))
+    assert step.state_spec.names == ("conv.buf", "gru.h0") and step.state_spec.delay == 0
+    assert step.state_spec.receptive_field is None  # a recurrence: unbounded
+    assert [t.shape for t in step.state_spec.tensors] == [(10, 4), (32,)]  # 4 past frames of 10 channels; h
+
+
+def test_chomp_tcn_on_channels_time_layout():
+    torch.manual_seed(0)
+    step = _convert_and_check(M.ChompTCN(), torch.randn(2, 4, 40), torch.randn(1, 4, T), time_axis=-1)
+    spec = step.state_spec
+    assert spec.delay == 0 and spec.receptive_field == 1 + 2 * (1 + 2 + 4) * 2  # two k=3 convs per level, d = 1, 2, 4
+    assert spec.names == tuple(f"blocks.{i}.conv{j}.buf" for i in range(3) for j in (1, 2))
+
+
+def test_per_frame_subnetwork_folded_into_batch_then_lstm():
+    """Time folded into the batch for a per-frame front-end (reflect padding and a strided convolution inside the
+    frame, magnitudes, a mean over the frame), unfolded, an LSTM with batch_first=False, 2 layers and proj_size."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch: "LSTM with projections is not supported with oneDNN"
+        step = _convert_and_check(M.AudioFrontLSTM(), torch.randn(2, 40, 64), torch.randn(1, T, 64))
+    assert step.state_spec.names == ("lstm.h0", "lstm.c0", "lstm.h1", "lstm.c1")
+    assert [t.shape for t in step.state_spec.tensors] == [(12,), (24,), (12,), (24,)]
+
+
+def test_non_causal_same_convolution_becomes_a_delay_and_the_skip_waits():
+    torch.manual_seed(0)
+    model = M.SameConvResidual()
+    model.norm.running_mean.normal_()
+    model.norm.running_var.uniform_(0.5, 2.0)
+    step = _convert_and_check(model, torch.randn(2, 6, 40), torch.randn(1, 6, T), time_axis=-1)
+    assert step.state_spec.delay == 2 and step.state_spec.receptive_field == 5
+    assert step.state_spec.names == ("conv.buf", "x.delay.line")  # the residual's skip path delayed 2 frames
+
+
+def test_previous_frame_differences_and_running_reductions():
+    torch.manual_seed(0)
+    step = _convert_and_check(M.Context(), torch.randn(2, 40, 5), torch.randn(1, T, 5) * 0.1)
+    # one delay line for the previous frame, read twice; the running sum and product
+    assert step.state_spec.names == ("getitem.delay.line", "cumsum.total", "cumprod.total")
+    assert step.state_spec.tensors[2].fill == 1.0
+
+
+class _LookAhead(nn.Module):
+    def forward(self, x):
+        nxt = F.pad(x, (0, 0, 0, 1))[:, 1:]  # the next frame: one frame of look-ahead
+        return x * nxt
+
+
+def test_look_ahead_by_slicing_is_a_delay():
+    torch.manual_seed(0)
+    step = _convert_and_check(_LookAhead(), torch.randn(1, 20, 3), torch.randn(1, T, 3))
+    assert step.state_spec.delay == 1 and step.state_spec.receptive_field == 2
+
+
+class _WithRegistered(nn.Module):
+    """An edgeseq family model used as a sub-module: its registered converter becomes a leaf of the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(7, 12)
+        self.core = edgeseq.build("aaren", d_in=12, d_out=5, d_model=16, n_layers=1)
+
+    def forward(self, x):
+        return self.core(torch.tanh(self.proj(x))) * 2.0
+
+
+def test_registered_model_inside_a_users_model_is_a_leaf():
+    torch.manual_seed(0)
+    step = _convert_and_check(_WithRegistered(), torch.randn(2, 40, 7), torch.randn(1, T, 7))
+    aaren = edgeseq.convert(edgeseq.build("aaren", d_in=12, d_out=5, d_model=16, n_layers=1))
+    assert step.state_spec.names == tuple(f"core.{n}" for n in aaren.state_spec.names)
+
+
+def test_registered_types_keep_their_own_converters():
+    lstm = nn.LSTM(3, 8, batch_first=True)
+    step = edgeseq.convert(lstm, example=torch.randn(1, 10, 3))
+    assert not isinstance(step, GraphStep) and step.info.family == "rnn"
+
+
+def test_a_model_without_converter_and_without_example_is_told_how():
+    with pytest.raises(EdgeseqError, match=r"no converter for KeywordNet.*pass example="):
+        edgeseq.convert(M.KeywordNet())
+
+
+# ------------------------------------------------------------------------------------------------- refusals
+class _Net(nn.Module):
+    def __init__(self, fn, **mods):
+        super().__init__()
+        self.fn = fn
+        for k, v in mods.items():
+            setattr(self, k, v)
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def _bidir(self, x):
+    return self.gru(x)[0]
+
+
+def _mean_over_time(self, x):
+    return x - x.mean(dim=1, keepdim=True)
+
+
+def _flip(self, x):
+    return torch.flip(x, dims=[1])
+
+
+def _strided(self, x):
+    return self.conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _final_state(self, x):
+    out, h = self.gru(x)
+    return out + h.transpose(0, 1)
+
+
+def _two_outputs(self, x):
+    return x * 2, x
+
+
+def _data_dependent(self, x):
+    if x.sum() > 0:
+        return x
+    return -x
+
+
+def _last_frame(self, x):
+    return x[:, -1]
+
+
+REFUSALS = [
+    (_bidir, dict(gru=nn.GRU(4, 4, batch_first=True, bidirectional=True)), r"self\.gru \(GRU\) at .*is bidirectional"),
+    (_mean_over_time, {}, r"\.mean\(\) at test_graph_convert\.py:\d+ .*reduces over the time axis|mixes frames"),
+    (_flip, {}, r"torch\.flip at test_graph_convert\.py:\d+ .*mixes frames"),
+    (_strided, dict(conv=nn.Conv1d(4, 4, 3, stride=2)), r"self\.conv \(Conv1d\) .*stride 2 along time changes the frame rate"),
+    (_final_state, dict(gru=nn.GRU(4, 4, batch_first=True)), r"final state \(h_n\) is used"),
+    (_two_outputs, {}, r"returns tuple, not one tensor"),
+    (_data_dependent, {}, r"cannot trace _Net\.forward.*control flow"),
+    (_last_frame, {}, r"selects single frames"),
+]
+
+
+@pytest.mark.parametrize("fn,mods,match", REFUSALS, ids=[r[0].__name__.strip("_") for r in REFUSALS])
+def test_refusals_name_the_operation_and_line(fn, mods, match):
+    with pytest.raises(EdgeseqError, match=match):
+        edgeseq.convert(_Net(fn, **mods), example=torch.randn(1, 12, 4))
+
+
+def test_bad_examples_are_refused():
+    model = M.KeywordNet()
+    with pytest.raises(ShapeError, match="fails on the example of shape"):
+        edgeseq.convert(model, example=torch.randn(1, 20, 7))  # 7 features, the model takes 10
+    with pytest.raises(ShapeError, match="batch and a time axis"):
+        edgeseq.convert(model, example=torch.randn(20))
+    with pytest.raises(ShapeError, match="time_axis 0 is the batch axis"):
+        edgeseq.convert(model, example=torch.randn(1, 20, 10), time_axis=0)
+
+
+# ------------------------------------------------------------------------------------------------- export
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_exported_user_model_streams_like_the_model(target, tmp_path):
+    """The generic step exports like the families' (validated over 2,000 steps before anything is written); its
+    session, fed the model's frames, gives the model's own outputs; ExecuTorch runs it in one XNNPACK partition."""
+    from extras import need  # tests/extras.py
+
+    need(target if target == "executorch" else "onnxruntime", target)
+    torch.manual_seed(0)
+    model = M.KeywordNet().eval()
+    step = edgeseq.convert(model, example=torch.randn(2, 40, 10))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "kws", target=target)
+    x = torch.randn(1, 1000, 10)
+    got = edgeseq.open(art.path).run(x[0].numpy())
+    with torch.no_grad():
+        ref = model(x)[0].numpy()
+    assert np.abs(got - ref).max() <= 1e-5
+    assert art.manifest["family"] == "graph" and [t["name"] for t in art.manifest["state_spec"]["tensors"]] == ["conv.buf", "gru.h0"]
+    if target == "executorch":
+        g = art.manifest["graph"]
+        assert g["partitions"] == 1 and g["non_delegated_ops"] == 0, g
