@@ -14,7 +14,7 @@ import edgeseq
 from edgeseq.errors import EdgeseqError, ShapeError
 from edgeseq.graph import GraphStep
 
-import models as M  # tests/graph/models.py
+import user_models as M  # tests/graph/user_models.py
 
 T = 2000
 
