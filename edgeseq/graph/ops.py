@@ -259,9 +259,7 @@ def _pad_module(ctx: BuildCtx) -> Build:
     return _pad_timing(ctx, left, right, float(getattr(m, "value", 0.0)))
 
 
-for _key in (nn.functional.pad, torch.nn.functional.pad):
-    if _key not in STREAM_OPS:
-        register_stream_op(_key, _fpad)
+register_stream_op(nn.functional.pad, _fpad)
 for _cls in (nn.ConstantPad1d, nn.ZeroPad1d, nn.ConstantPad2d, nn.ZeroPad2d, nn.ConstantPad3d):
     register_stream_op(_cls, _pad_module)
 

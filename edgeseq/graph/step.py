@@ -21,9 +21,9 @@ from torch import fx, nn
 from edgeseq.errors import ShapeError
 from edgeseq.graph import analyze
 from edgeseq.graph.ops import (
-    Build, BuildCtx, DelayOp, GraphOp, StreamRefusal, Timing, align, find_builder, refuse,
+    BuildCtx, DelayOp, GraphOp, StreamRefusal, Timing, align, find_builder, refuse,
 )
-from edgeseq.graph.trace import describe, trace, where
+from edgeseq.graph.trace import trace
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
 # tensor-making operations that may take a size read from the time axis: in the step that size is 1, and these

@@ -9,7 +9,6 @@ module with a registered converter as leaves, and records each node's source lin
 
 from __future__ import annotations
 
-import torch
 from torch import fx, nn
 
 from edgeseq.errors import UnsupportedModuleError
