@@ -72,6 +72,8 @@ def time_axes(gm: fx.GraphModule, x: torch.Tensor, axis: int) -> dict[fx.Node, o
         node.meta["time"], node.meta["length"], node.meta["time_consistent"] = t, n, ok
         node.meta["int_of_length"] = isinstance(a, int) and isinstance(b, int) and a != b
         node.meta["value_longer"] = b if not isinstance(b, torch.Tensor) else None  # slices' bounds at T + 1
+        if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b):  # x.max(dim=-1)
+            node.meta["elements"] = [_tensor_time(p, q) for p, q in zip(a, b)]
     return env_a
 
 
@@ -102,22 +104,24 @@ def _scramble(v: torch.Tensor, axis: int, keep: int, gen: torch.Generator) -> to
 
 def reads_other_frames(gm: fx.GraphModule, node: fx.Node, env: dict) -> bool:
     """True when some output frame of ``node`` changes with input frames other than its own (see module doc).
-    Needs the node's time inputs and its output to share one length."""
-    out_axis = node.meta["time"]
+    Needs the node's time inputs and its output (each element of a tuple output) to share one length."""
     ins = time_inputs(node)
     gen = torch.Generator().manual_seed(0)
-    n = node.meta["length"]
     ref = env[node]
+    n = node.meta["length"] if not isinstance(ref, (tuple, list)) else node.meta["elements"][0][1]
     for keep in sorted({0, n // 2, n - 1}):
         local = dict(env)
         for i in ins:
             local[i] = _scramble(env[i], i.meta["time"], keep, gen)
         with torch.no_grad():
             got = _call(gm, node, local)
-        a, b = ref.narrow(out_axis, keep, 1), got.narrow(out_axis, keep, 1)
-        if a.is_floating_point():
-            if not torch.allclose(a, b, rtol=1e-5, atol=1e-6 * (float(a.abs().max()) + 1.0), equal_nan=True):
+        pairs = (zip(ref, got, [e[0] for e in node.meta["elements"]]) if isinstance(ref, (tuple, list))
+                 else [(ref, got, node.meta["time"])])
+        for r, g, axis in pairs:
+            a, b = r.narrow(axis, keep, 1), g.narrow(axis, keep, 1)
+            if a.is_floating_point():
+                if not torch.allclose(a, b, rtol=1e-5, atol=1e-6 * (float(a.abs().max()) + 1.0), equal_nan=True):
+                    return True
+            elif not torch.equal(a, b):
                 return True
-        elif not torch.equal(a, b):
-            return True
     return False

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import namedtuple
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
 from torch import fx, nn
+from torch.nn import functional as F
 
 from edgeseq.errors import ConfigError, UnsupportedModuleError
 from edgeseq.graph.trace import describe, where
-from edgeseq.models.continual_step import ConvStep, Ctx, DelayLine, fresh_mask
+from edgeseq.models.continual_step import LOWEST, ConvStep, Ctx, DelayLine, fresh_mask
 from edgeseq.registry import Registry
 from edgeseq.step import StateTensor
 
@@ -47,6 +49,11 @@ def align(timings: list[Timing]) -> Timing:
     delay = max(t.delay for t in timings)
     spans = [None if t.span is None else t.span + delay - t.delay for t in timings]  # a delayed input reaches back
     return Timing(delay, max(t.first for t in timings), None if any(s is None for s in spans) else max(spans))
+
+
+# what a stream op with a pair of outputs gives in the step: the per-frame value first (an RNN's sequence output,
+# a running max's values), the second (h_n, the indices) never read (the plan refuses it)
+Pair = namedtuple("Pair", "values indices")
 
 
 class GraphOp(nn.Module):
@@ -81,18 +88,21 @@ def _timed(v: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 class ConvOp(GraphOp):
-    """``nn.Conv1d`` over time (time on the last axis of (B, C, T)): the continual family's ring buffer."""
+    """A convolution with time on one of its spatial axes: the continual family's ring buffer
+    (:class:`~edgeseq.models.continual_step.ConvStep`) on the frame in its canonical layout, (C,) for a Conv1d or
+    (C, *other spatial axes) with the kernel's time taps first. Moving a length-1 time axis is a reshape."""
 
-    def __init__(self, conv: ConvStep, axis: int):
+    def __init__(self, conv: ConvStep, canon: tuple[int, ...], out_frame: tuple[int, ...]):
         super().__init__()
-        self.conv, self.axis = conv, axis
+        self.conv, self.canon, self.out_frame = conv, canon, out_frame
 
     def states(self):
         return self.conv.states()
 
     def step(self, args, kwargs, state, t):
-        y, new = self.conv.step(_frame(args[0], self.axis), state, t)
-        return _timed(y, self.axis), new
+        x = args[0]
+        y, new = self.conv.step(x.reshape(x.shape[0], *self.canon), state, t)
+        return y.reshape(y.shape[0], *self.out_frame), new
 
 
 class DelayOp(GraphOp):
@@ -132,25 +142,52 @@ class LeafStepOp(GraphOp):
             new = tuple(n * fresh.reshape(-1, *(1,) * (n.dim() - 1)) + o * (1.0 - fresh.reshape(-1, *(1,) * (o.dim() - 1)))
                         for n, o in zip(new, state))
         y = _timed(y, self.out_axis)
-        return ((y, None) if self.returns_tuple else y), new
+        return (Pair(y, None) if self.returns_tuple else y), new
+
+
+RUNNING = {  # kind -> (combine(total, frame), the total before the first frame)
+    "cumsum": (torch.add, 0.0),
+    "cumprod": (torch.mul, 1.0),
+    "cummax": (torch.maximum, LOWEST),  # float32's lowest finite value for -inf (see continual_step.LOWEST)
+    "cummin": (torch.minimum, -LOWEST),
+}
 
 
 class RunningOp(GraphOp):
-    """``cumsum`` / ``cumprod`` along time: the running total is the state."""
+    """A running reduction along time (``cumsum``, ``cumprod``, ``cummax``, ``cummin``): the running total is the
+    state. ``cummax``/``cummin`` give a (values, indices) pair; the indices (frame numbers) are refused when read."""
 
     def __init__(self, kind: str, shape: tuple[int, ...], first: int):
         super().__init__()
         self.kind, self.shape, self.first = kind, shape, first
 
     def states(self):
-        return (StateTensor("total", self.shape, fill=0.0 if self.kind == "cumsum" else 1.0),)
+        return (StateTensor("total", self.shape, fill=RUNNING[self.kind][1]),)
 
     def step(self, args, kwargs, state, t):
-        total = state[0] + args[0] if self.kind == "cumsum" else state[0] * args[0]
+        total = RUNNING[self.kind][0](state[0], args[0])
         if self.first and t is not None:
             fresh = fresh_mask(t, self.first, 1).reshape(-1, *(1,) * (total.dim() - 1))
             total = total * fresh + state[0] * (1.0 - fresh)
-        return total, (total,)
+        return (Pair(total, None) if self.kind in ("cummax", "cummin") else total), (total,)
+
+
+class CounterOp(GraphOp):
+    """``torch.arange`` over the sequence length (``torch.arange(1, T + 1)``, the count of a running mean
+    ``x.cumsum(1) / torch.arange(1, T + 1)``): at step n it is ``start + n * step``; the state counts the steps.
+    A float32 count is exact up to 2**24 frames (46 hours at 100 frames/s)."""
+
+    def __init__(self, start: float, step: float, dtype: torch.dtype):
+        super().__init__()
+        self.start, self.stride, self.dtype = float(start), float(step), dtype
+
+    def states(self):
+        return (StateTensor("count", (1,), fill=self.start),)
+
+    def step(self, args, kwargs, state, t):
+        now = state[0]
+        value = now[:1].reshape(1)  # every stream of a batch started together: one count
+        return (value if self.dtype.is_floating_point else value.to(self.dtype)), (now + self.stride,)
 
 
 @dataclass
@@ -159,6 +196,8 @@ class Build:
 
     op: GraphOp | None
     timing: Timing
+    # for an op with a pair of outputs: the keys of the element that streams, and why the other cannot
+    element: tuple[set, str] | None = None
 
 
 @dataclass
@@ -331,40 +370,122 @@ register_stream_op(operator.getitem, _getitem)
 
 
 # ----------------------------------------------------------------------------------------------- convolution
-def _conv1d(ctx: BuildCtx) -> Build:
-    node, conv = ctx.node, ctx.gm.get_submodule(ctx.node.target)
+@dataclass
+class ConvSpec:
+    """A convolution's parameters, from an ``nn.ConvNd`` or an ``F.convNd`` call with constant weights, in the
+    canonical layout :class:`ConvStep` reads: time the first spatial axis, a Conv2d given a trailing unit axis
+    (a Conv3d whose last axis has size 1), so that its other axis is convolved inside each frame."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str = "zeros"
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        return tuple(self.weight.shape[2:])
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+
+def _numeric_padding(node: fx.Node, spec: ConvSpec, k: int) -> tuple[int, ...]:
+    """Padding per spatial axis; ``"same"`` resolved (symmetric on every frame axis, or refused)."""
+    nd = len(spec.kernel_size)
+    if spec.padding == "valid":
+        return (0,) * nd
+    if spec.padding == "same":
+        totals = [d * (kk - 1) for d, kk in zip(spec.dilation, spec.kernel_size)]
+        for i, tot in enumerate(totals):
+            if i != k and tot % 2:
+                raise refuse(node, f"padding='same' with an even kernel pads axis {i + 2} of each frame asymmetrically;"
+                                   " give the padding as numbers")
+        return tuple(tot // 2 for tot in totals)
+    return tuple(int(p) for p in spec.padding)
+
+
+def _conv(ctx: BuildCtx, spec: ConvSpec) -> Build | None:
+    node = ctx.node
     src = node.all_input_nodes[0]
     x = ctx.env[src]
-    axis = src.meta["time"]
-    if x.dim() == 3 and axis == 0:
-        return None  # time folded into the batch: a convolution over each frame's own axis, run as is
-    if x.dim() != 3 or axis != 2:
-        raise refuse(node, f"convolves a (batch, channels, time) input, but time is on axis {axis} of shape "
-                           f"{tuple(x.shape)}: transpose time to the last axis first (the channels would mix frames)")
-    if conv.stride[0] != 1:
-        raise refuse(node, f"stride {conv.stride[0]} along time changes the frame rate (one output every "
-                           f"{conv.stride[0]} frames), which the graph converter does not stream yet")
-    if conv.padding_mode != "zeros":
-        raise refuse(node, f"padding_mode={conv.padding_mode!r} reads frames from the end of the sequence or mirrors "
+    axis, nd = src.meta["time"], x.dim() - 2
+    if axis == 0:
+        return None  # time folded into the batch: a convolution over each frame's own axes, run as is
+    if axis == 1:
+        raise refuse(node, f"convolves an input of shape {tuple(x.shape)} whose time is on the channel axis (1): "
+                           "transpose time to a spatial axis first (the convolution would mix frames as channels)")
+    k = axis - 2  # which spatial axis carries time
+    if spec.stride[k] != 1:
+        raise refuse(node, f"stride {spec.stride[k]} along time changes the frame rate (one output every "
+                           f"{spec.stride[k]} frames), which the graph converter does not stream yet")
+    if spec.padding_mode != "zeros":
+        raise refuse(node, f"padding_mode={spec.padding_mode!r} reads frames from the end of the sequence or mirrors "
                            "future ones; a stream cannot (use zero padding on the left)")
-    span = (conv.kernel_size[0] - 1) * conv.dilation[0]
-    own = (span // 2 if conv.padding == "same" else 0 if conv.padding == "valid" else int(conv.padding[0]))
+    padding = _numeric_padding(node, spec, k)
+    kt, dt = spec.kernel_size[k], spec.dilation[k]
+    span, own = (kt - 1) * dt, padding[k]
+    if nd == 1:
+        canon_spec, canon = spec, (x.shape[1],)
+    else:  # time to the first spatial axis; a Conv2d gets a unit axis to run as the 3D form ConvStep knows
+        order = [k] + [i for i in range(nd) if i != k]
+        unit = (1,) if nd == 2 else ()
+        w = spec.weight.permute(0, 1, *(2 + i for i in order))
+        w = w.reshape(*w.shape, *unit)
+        pick = lambda v, pad: tuple(v[i] for i in order) + pad  # noqa: E731
+        canon_spec = replace(spec, weight=w, stride=pick(spec.stride, unit), padding=pick(padding, (0,) * len(unit)),
+                             dilation=pick(spec.dilation, unit))
+        canon = (x.shape[1], *(x.shape[2 + i] for i in order[1:]), *unit)
     t = ctx.timing(src)
     pending, value = t.pad if t.pad else (0, 0.0)
     if own and pending and value != 0.0:
         raise refuse(node, f"zero padding of its own after padding with {value}: two padding values in one window")
-    left = pending + own
     try:
-        step = ConvStep(conv, Ctx((conv.in_channels,), what=f"{describe(node)} at {where(node)}"), left, value)
+        step = ConvStep(canon_spec, Ctx(canon, what=f"{describe(node)} at {where(node)}"), pending + own, value)
     except ConfigError as exc:
         raise StreamRefusal(str(exc)) from None
     if t.pad is not None and t.first:
         step.upstream = t.first  # the padding frames wait in the buffer until the real ones come
+    out = ctx.env[node]
+    out_frame = tuple(1 if i == axis else s for i, s in enumerate(out.shape))[1:]
     delay = t.delay - own + span
-    return Build(ConvOp(step, axis), Timing(delay, max(delay, t.first), None if t.span is None else t.span + span))
+    return Build(ConvOp(step, canon, out_frame), Timing(delay, max(delay, t.first), None if t.span is None else t.span + span))
 
 
-register_stream_op(nn.Conv1d, _conv1d)
+def _conv_module(ctx: BuildCtx) -> Build | None:
+    m = ctx.gm.get_submodule(ctx.node.target)
+    spec = ConvSpec(m.weight.detach(), None if m.bias is None else m.bias.detach(), tuple(m.stride),
+                    m.padding if isinstance(m.padding, str) else tuple(m.padding), tuple(m.dilation), m.groups,
+                    m.padding_mode)
+    return _conv(ctx, spec)
+
+
+def _conv_function(nd: int):
+    def build(ctx: BuildCtx) -> Build | None:
+        node = ctx.node
+        weight, bias = ctx.arg(1, "weight"), ctx.arg(2, "bias")
+        for name, a in (("weight", weight), ("bias", bias)):
+            if isinstance(a, fx.Node) and a.meta.get("time") is not None:
+                raise refuse(node, f"takes a {name} that changes along time")
+            if isinstance(a, fx.Node) and a.op != "get_attr":
+                raise refuse(node, f"takes a {name} computed in forward; the converter streams convolutions with the "
+                                   "model's own weights (an attribute or parameter)")
+        n = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * nd  # noqa: E731
+        padding = ctx.value(ctx.arg(4, "padding", 0))
+        spec = ConvSpec(ctx.value(weight).detach(), None if bias is None else ctx.value(bias).detach(),
+                        n(ctx.value(ctx.arg(3, "stride", 1))), padding if isinstance(padding, str) else n(padding),
+                        n(ctx.value(ctx.arg(5, "dilation", 1))), int(ctx.value(ctx.arg(6, "groups", 1))))
+        return _conv(ctx, spec)
+
+    return build
+
+
+for _nd, (_cls, _fn) in enumerate(((nn.Conv1d, F.conv1d), (nn.Conv2d, F.conv2d), (nn.Conv3d, F.conv3d)), start=1):
+    register_stream_op(_cls, _conv_module)
+    register_stream_op(_fn, _conv_function(_nd))
 
 
 # ----------------------------------------------------------------------------------------------- sub-models
@@ -403,7 +524,9 @@ def _leaf(ctx: BuildCtx) -> Build:
     d = sub.state_spec.delay
     span = None if (t.span is None or sub.state_spec.receptive_field is None) else t.span + sub.state_spec.receptive_field - 1
     return Build(LeafStepOp(sub, in_axis, out_axis, t.first, isinstance(out, tuple)),
-                 Timing(t.delay + d, t.first + d, span))
+                 Timing(t.delay + d, t.first + d, span),
+                 ({0}, "its final state (h_n) is used: it is the state after the whole sequence, which a stream never "
+                       "has; use the per-frame output (the first element)"))
 
 
 # ----------------------------------------------------------------------------------------------- running ops
@@ -420,11 +543,31 @@ def _running(kind: str):
             raise refuse(node, "with a dtype= argument is not supported")
         t = ctx.timing(src)
         shape = tuple(s if i != src.meta["time"] else 1 for i, s in enumerate(x.shape))[1:]
-        return Build(RunningOp(kind, shape, t.first), replace(t, span=None))
+        pair = ({0, "values"}, "its indices are used: they count frames from the start of the sequence; use the "
+                               "values") if kind in ("cummax", "cummin") else None
+        return Build(RunningOp(kind, shape, t.first), replace(t, span=None), pair)
 
     return build
 
 
-for _kind in ("cumsum", "cumprod"):
+for _kind in RUNNING:
     register_stream_op(getattr(torch, _kind), _running(_kind))
     register_stream_op(_kind, _running(_kind))
+
+
+def _arange(ctx: BuildCtx) -> Build | None:
+    node = ctx.node
+    ints = [a for a in node.args if isinstance(a, fx.Node)]
+    if node.meta.get("time") is None or not ints:
+        return None
+    args = [ctx.value(a) for a in node.args]
+    start, stop, step = (0, args[0], 1) if len(args) == 1 else (args[0], args[1], args[2] if len(args) > 2 else 1)
+    starts_at = node.args[0] if len(node.args) > 1 else None
+    if isinstance(starts_at, fx.Node) and starts_at.meta.get("int_of_length"):
+        raise refuse(node, "counts from a start that depends on the sequence length: a stream does not know its end")
+    if ctx.env[node].dim() != 1:
+        raise refuse(node, "makes a tensor along time from the sequence length that the converter cannot follow")
+    return Build(CounterOp(start, step, ctx.env[node].dtype), Timing())
+
+
+register_stream_op(torch.arange, _arange)

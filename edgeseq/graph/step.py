@@ -49,6 +49,7 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
     entries: list[Entry] = []
     ops: dict[str, GraphOp] = {}
     lines: dict[tuple[fx.Node, int], str] = {}
+    pairs: dict[fx.Node, tuple[set, str] | None] = {}  # tuple-valued nodes: which elements stream (None: all)
     out_timing = None
     for node in gm.graph.nodes:
         entry = Entry(node)
@@ -77,21 +78,24 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
             continue
         if node.op == "get_attr":
             continue
-        if _element_of_stream_tuple(node, env, timings):  # z, _ = self.gru(x): the sequence output
+        if _element_of_pair(node, pairs):  # z, _ = self.gru(x): the sequence output
             timings[node] = timings[node.args[0]]
             continue
-        tin = [a for a in node.all_input_nodes if a in timings and a.meta.get("time") is not None]
+        tin = [a for a in node.all_input_nodes if a in timings and (a.meta.get("time") is not None or a in pairs)]
         if not node.meta.get("time_consistent", True):
             raise refuse(node, "changes the sizes of several axes with the sequence length (time folded with "
                                "something other than the batch): the converter cannot follow its time axis")
         builder = find_builder(gm, node)
-        built = builder(BuildCtx(gm, node, env, timings)) if builder is not None and tin else None
+        timed = tin or node.meta.get("time") is not None  # an arange over the length has no timed input
+        built = builder(BuildCtx(gm, node, env, timings)) if builder is not None and timed else None
         if built is not None:
             if built.op is not None:
                 name = _unique(ops, _state_prefix(node))
                 ops[name] = built.op
                 entry.op = name
             timings[node] = built.timing
+            if isinstance(env[node], tuple):
+                pairs[node] = built.element
             continue
         if node.op == "call_module" and builder is not None and not tin:
             raise refuse(node, "takes no time-carrying input")
@@ -101,12 +105,21 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
                 raise refuse(node, "makes a tensor along time from the sequence length (torch.arange(T), zeros of "
                                    "length T): the graph converter cannot stream it yet")
             continue  # weights, constants, shapes: as in the model
-        if node.meta.get("time") is None:
+        elements = node.meta.get("elements") if isinstance(env[node], (tuple, list)) else None
+        if elements and all(isinstance(v, torch.Tensor) for v in env[node]):  # x.max(dim=-1): (values, indices)
+            if any(e[0] is None for e in elements):
+                raise refuse(node, "reduces over the time axis (a max, min or sort over the whole sequence): its "
+                                   "result needs frames a stream has not seen yet")
+            out_lengths = {e[1] for e in elements}
+            pairs[node] = None
+        elif node.meta.get("time") is None:
             if isinstance(env[node], torch.Tensor):
                 raise refuse(node, "reduces over the time axis (a mean, sum, max, norm or attention over the whole "
                                    "sequence): its result needs frames a stream has not seen yet")
             continue  # an int (a size) or a tuple of values: no timing of its own
-        lengths = {a.meta["length"] for a in tin} | {node.meta["length"]}
+        else:
+            out_lengths = {node.meta["length"]}
+        lengths = {_length(a, env) for a in tin} | out_lengths
         if len(lengths) > 1:
             raise refuse(node, f"changes the number of frames ({sorted(lengths)}) in a way the converter does not "
                                "know (only padding, slicing and convolutions along time are rewritten)")
@@ -123,6 +136,9 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
                                    "padding along time must feed a convolution over time, or meet the unpadded "
                                    "sequence (the previous frame: F.pad(x, ...)[:, :-1] next to x)")
             if k > 0:
+                if a in pairs:
+                    raise refuse(node, "reads a pair of values (values, indices) that must wait for a slower input; "
+                                       "pick the element first")
                 if (a, k) not in lines:  # one delay line per value and delay, however many nodes read it
                     name = _unique(ops, f"{_state_prefix(a)}.delay")
                     frame = tuple(s if i != a.meta["time"] else 1 for i, s in enumerate(env[a].shape))[1:]
@@ -133,20 +149,24 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
     return entries, ops, out_timing
 
 
-def _element_of_stream_tuple(node: fx.Node, env: dict, timings: dict) -> bool:
-    """``node`` picks an element of a stream op's tuple output (``out, h_n = self.gru(x)``): True for the sequence
-    output; the final state (h_n) is refused: it is the state after the whole sequence, not a per-frame value."""
+def _element_of_pair(node: fx.Node, pairs: dict) -> bool:
+    """``node`` picks an element of a tuple-valued node (``out, h_n = self.gru(x)``, ``x.cummax(1).values``,
+    ``x.max(dim=-1)[0]``): True when that element streams; a stream op's other element is refused (an RNN's h_n is
+    the state after the whole sequence; a running max's indices count frames from the sequence start)."""
     import operator
 
     src = node.args[0] if node.args else None
-    if node.target is not operator.getitem or not isinstance(src, fx.Node) or src not in timings:
+    if node.target not in (operator.getitem, getattr) or src not in pairs:
         return False
-    if not isinstance(env[src], tuple):
-        return False
-    if node.args[1] != 0:
-        raise refuse(src, "'s final state (h_n) is used: it is the state after the whole sequence, which a stream "
-                          "never has; use the per-frame output (the first element)")
+    allowed = pairs[src]
+    if allowed is not None and node.args[1] not in allowed[0]:
+        raise refuse(src, allowed[1])
     return True
+
+
+def _length(node: fx.Node, env: dict) -> int:
+    elements = node.meta.get("elements") if node.meta.get("time") is None else None
+    return elements[0][1] if elements else node.meta["length"]
 
 
 def _check_length_ints(node: fx.Node, env: dict) -> None:

@@ -73,6 +73,40 @@ def test_previous_frame_differences_and_running_reductions():
     assert step.state_spec.tensors[2].fill == 1.0
 
 
+def test_spectrogram_conv2d_with_time_on_the_last_axis():
+    """Conv2d over (freq, time): the dilated causal kernel streams with a ring buffer of 4 frames of
+    (channels, freq); the 'same' padding along time is a delay of 1; stride and groups act inside the frame."""
+    torch.manual_seed(0)
+    step = _convert_and_check(M.SpectrogramCNN(), torch.randn(2, 30, 16), torch.randn(1, T, 16))
+    spec = step.state_spec
+    assert spec.delay == 1 and spec.receptive_field == 1 + 4 + 2
+    assert spec.names == tuple(f"c1.buf{i}" for i in range(4)) + ("c2.buf0", "c2.buf1")
+    assert [t.shape for t in spec.tensors[:1] + spec.tensors[4:5]] == [(1, 16, 1), (4, 14, 1)]  # (C, F, unit)
+
+
+@pytest.mark.parametrize("axis", [2, 3, 4])
+def test_video_conv3d_with_time_on_any_spatial_axis(axis):
+    torch.manual_seed(0)
+    step = _convert_and_check(M.VideoConv(axis), torch.randn(1, 10, 2, 5, 6), torch.randn(1, T, 2, 5, 6))
+    # (channels, the two other spatial axes in their order): what one frame of the clip holds, whichever axis is time
+    assert step.state_spec.delay == 1 and [t.shape for t in step.state_spec.tensors] == [(2, 5, 6)] * 2
+
+
+def test_functional_conv1d_with_the_models_own_weight():
+    torch.manual_seed(0)
+    step = _convert_and_check(M.FunctionalConv(), torch.randn(2, 3, 20), torch.randn(1, 3, T), time_axis=-1)
+    assert step.state_spec.names == ("conv1d.buf",) and step.state_spec.receptive_field == 7
+
+
+def test_running_mean_max_min_and_per_frame_pairs():
+    torch.manual_seed(0)
+    step = _convert_and_check(M.RunningStats(), torch.randn(2, 20, 3), torch.randn(1, T, 3))
+    spec = step.state_spec
+    assert spec.names == ("cumsum.total", "arange.count", "cumsum_1.total", "arange_1.count", "cummax.total",
+                          "cummin.total")
+    assert [t.fill for t in spec.tensors][1:] == [1.0, 0.0, 0.0, np.finfo(np.float32).min, np.finfo(np.float32).max]
+
+
 class _LookAhead(nn.Module):
     def forward(self, x):
         nxt = F.pad(x, (0, 0, 0, 1))[:, 1:]  # the next frame: one frame of look-ahead
@@ -162,6 +196,22 @@ def _last_frame(self, x):
     return x[:, -1]
 
 
+def _cummax_indices(self, x):
+    return x.cummax(1).indices.float()
+
+
+def _max_over_time(self, x):
+    return x - x.max(dim=1, keepdim=True)[0]
+
+
+def _strided_2d(self, x):
+    return self.conv(x.transpose(1, 2).unsqueeze(1)).flatten(1, 2).transpose(1, 2)
+
+
+def _count_from_the_end(self, x):
+    return x * torch.arange(x.size(1), 0, -1).reshape(1, -1, 1)
+
+
 REFUSALS = [
     (_bidir, dict(gru=nn.GRU(4, 4, batch_first=True, bidirectional=True)), r"self\.gru \(GRU\) at .*is bidirectional"),
     (_mean_over_time, {}, r"\.mean\(\) at test_graph_convert\.py:\d+ .*reduces over the time axis|mixes frames"),
@@ -171,6 +221,10 @@ REFUSALS = [
     (_two_outputs, {}, r"returns tuple, not one tensor"),
     (_data_dependent, {}, r"cannot trace _Net\.forward.*control flow"),
     (_last_frame, {}, r"selects single frames"),
+    (_cummax_indices, {}, r"\.cummax\(\) at test_graph_convert\.py:\d+ .*its indices are used"),
+    (_max_over_time, {}, r"\.max\(\) at .*reduces over the time axis"),
+    (_strided_2d, dict(conv=nn.Conv2d(1, 2, 3, stride=(1, 2))), r"self\.conv \(Conv2d\) .*stride 2 along time"),
+    (_count_from_the_end, {}, r"torch\.arange at .*counts from a start that depends on the sequence length"),
 ]
 
 

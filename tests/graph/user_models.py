@@ -110,3 +110,60 @@ class Context(nn.Module):
         total = torch.cumsum(x, dim=1)
         prod = torch.sigmoid(x).cumprod(1)
         return self.head(torch.cat([prev, diff, total, prod], dim=-1))
+
+
+class SpectrogramCNN(nn.Module):
+    """A spectrogram model: frames (B, T, F) as an image (B, 1, F, T) with time on the last axis; Conv2d with a
+    causal left F.pad along time, dilation along time, a stride and groups along frequency (inside each frame),
+    then one 'same'-padded Conv2d (1 frame of look-ahead: a delay), frequency and channels flattened per frame."""
+
+    def __init__(self, f=16, n=5):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 4, (3, 3), dilation=(1, 2))  # (freq, time) kernel
+        self.c2 = nn.Conv2d(4, 4, (5, 3), stride=(2, 1), padding=(0, 1), groups=2)
+        self.head = nn.Linear(4 * ((f - 2 - 5) // 2 + 1), n)
+
+    def forward(self, x):  # (B, T, F)
+        z = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
+        z = torch.relu(self.c1(F.pad(z, (4, 0))))  # causal: 4 frames of left padding for a dilated k=3
+        z = self.c2(z)
+        return self.head(z.flatten(1, 2).transpose(1, 2))
+
+
+class VideoConv(nn.Module):
+    """A video clip (B, T, C, H, W) with time moved to spatial axis ``axis`` (2, 3 or 4) of a Conv3d."""
+
+    def __init__(self, axis, c=2):
+        super().__init__()
+        self.axis = axis
+        self.conv = nn.Conv3d(c, 3, (3, 3, 3), padding=1)
+
+    def forward(self, x):
+        return torch.tanh(self.conv(x.movedim(1, self.axis))).movedim(self.axis, 1)
+
+
+class FunctionalConv(nn.Module):
+    """F.conv1d with the model's own weight and bias, padded on the left with F.pad: (B, C, T) layout."""
+
+    def __init__(self, c=3, co=6, k=4, d=2):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(co, c, k) * 0.3)
+        self.bias = nn.Parameter(torch.randn(co))
+        self.pad, self.d = (k - 1) * d, d
+
+    def forward(self, x):
+        return F.conv1d(F.pad(x, (self.pad, 0)), self.weight, self.bias, dilation=self.d)
+
+
+class RunningStats(nn.Module):
+    """Running reductions over time: a running mean written as cumsum / arange (integer and float counts), a
+    running max and min (cummax / cummin values), and per-frame pairs (x.max over features: values and indices)."""
+
+    def forward(self, x):  # (B, T, C)
+        T = x.size(1)
+        mean = x.cumsum(1) / torch.arange(1, T + 1, device=x.device).reshape(1, -1, 1)
+        mean_f = torch.cumsum(x, dim=1) / torch.arange(T, dtype=x.dtype).add(1.0).unsqueeze(-1)
+        hi = torch.cummax(x, dim=1).values
+        lo = x.cummin(1)[0]
+        peak, where = torch.max(x, -1, keepdim=True)
+        return torch.cat([mean, mean_f, hi, lo, peak, where.float()], -1)
