@@ -90,12 +90,19 @@ def test_not_a_directory(tmp_path):
         edgeseq.load(tmp_path / "nothing")
 
 
+def _unsafe_torch_load(text: str) -> bool:
+    """A torch.load call without weights_only=True in its arguments (the safe unpickler of tensors only)."""
+    calls = text.split("torch.load(")[1:]
+    return any("weights_only=True" not in call.split("\n\n")[0][:200] for call in calls)
+
+
 def test_no_pickle_in_the_package():
     root = pathlib.Path(edgeseq.__file__).resolve().parent.parent
     offenders = []
     for folder in ("edgeseq", "exporters", "runtimes", "quant", "devices"):
         for f in (root / folder).rglob("*.py"):
             text = f.read_text()
-            if "import pickle" in text or "torch.load(" in text or "allow_pickle=True" in text:
+            if "import pickle" in text or _unsafe_torch_load(text) or "allow_pickle=True" in text:
                 offenders.append(str(f))
     assert not offenders
+    assert _unsafe_torch_load("x = torch.load(f)\n") and not _unsafe_torch_load("torch.load(io.BytesIO(b), weights_only=True)")

@@ -9,28 +9,34 @@ import typer
 
 from edgeseq.cli.choices import Target
 from edgeseq.cli.common import handle_errors, out, status
+from edgeseq.cli.source import ModelArg, TimeAxisOpt
 
 
 @handle_errors
 def export(
-    model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + model.safetensors).", exists=True, file_okay=False)],
+    model_dir: ModelArg,
     target: Annotated[Target, typer.Option(help="Export target.")] = Target("onnx"),
     out_path: Annotated[Path, typer.Option("--out", help="Output path stem, file or folder (OUT -> OUT.onnx + OUT.onnx.edgeseq.json).")] = Path("out/model"),
     batch: Annotated[int, typer.Option(min=1, help="Streams per call: fixed for ExecuTorch, the validation batch for ONNX (dynamic).")] = 1,
     steps: Annotated[int, typer.Option(min=1, help="Length of the validation rollout (state fed back).")] = 2000,
     tolerance: Annotated[float, typer.Option(help="Max scaled error (abs / max(1, |ref|)) vs eager; past it nothing is written.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of the validation inputs.")] = 0,
+    time_axis: TimeAxisOpt = None,
 ) -> None:
-    """Export MODEL_DIR's step function to TARGET and validate it on its runtime.
+    """Export MODEL's step function to TARGET and validate it on its runtime.
+
+    MODEL is an edgeseq model directory or a torch.export archive (.pt2) of your own model (docs/own-models.md).
 
     The artifact runs STEPS steps on its runtime beside the eager step, each feeding its own state back; the
     error goes into the manifest. Past TOLERANCE the export fails and writes nothing.
     """
     import edgeseq
+    from edgeseq.cli.source import open_model
 
-    model = edgeseq.load(model_dir)
+    with status(f"converting {model_dir}"):
+        _model, step = open_model(model_dir, time_axis)
     with status(f"exporting to {target.value} and validating over {steps} steps"):
-        art = edgeseq.export(edgeseq.convert(model), out_path, target=target.value, batch=batch, steps=steps,
+        art = edgeseq.export(step, out_path, target=target.value, batch=batch, steps=steps,
                              tolerance=tolerance, seed=seed)
     p = art.parity
     g = art.manifest.get("graph", {})

@@ -21,7 +21,7 @@ class Method(str, Enum):
 
 @handle_errors
 def prune(
-    model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + model.safetensors).", exists=True, file_okay=False)],
+    model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + model.safetensors).", exists=True)],
     method: Annotated[Method, typer.Option(help="structured: remove whole hidden units (rnn), attention heads and FF units (aaren), inner channels (mamba1), heads (mamba2) or convolution channels (continual), rewriting smaller matrices (smaller, faster); unstructured: zero the smallest weights (smaller download only); n:m: keep N of every M weights (2:4 for TensorRT sparse tensor cores); random-graph: connectivity from a fixed random graph (sparse-RNN thesis).")] = Method.structured,
     amount: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of hidden units, heads or channels (structured) or of weights (the other methods) to remove.")] = 0.5,
     scope: Annotated[str, typer.Option(help="unstructured: 'global' (one threshold) or 'layer' (the same fraction per matrix).")] = "global",
@@ -47,6 +47,9 @@ def prune(
     config = {"structured": lambda: StructuredConfig(amount), "unstructured": lambda: UnstructuredConfig(amount, scope),
               "n:m": lambda: NMConfig(n=n, m=m),
               "random-graph": lambda: RandomGraphConfig(amount, graph=graph, seed=seed)}[method.value]()
+    if model_dir.suffix == ".pt2":
+        raise ConfigError(f"{model_dir}: prune rewrites edgeseq's own model families; a torch.export archive of your "
+                          "own model is converted and quantized as it is (prune it in PyTorch before export)")
     model = edgeseq.load(model_dir)
     before = sum(p.numel() for p in model.parameters())
     ds = load_dataset(data.value) if data else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -11,6 +12,7 @@ import typer
 
 from edgeseq.cli.choices import ActivationGrid, Dataset, SchemeName, Target, WeightFormat
 from edgeseq.cli.common import handle_errors, out, progress_bar, status
+from edgeseq.cli.source import ModelArg, TimeAxisOpt
 from edgeseq.errors import ConfigError
 
 
@@ -26,7 +28,7 @@ def parse_state_policy(items: list[str]) -> dict[str, str]:
 
 @handle_errors
 def quantize(
-    model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + model.safetensors).", exists=True, file_okay=False)],
+    model_dir: ModelArg,
     scheme: Annotated[SchemeName, typer.Option(help="Quantization scheme (see docs/compression.md).")] = SchemeName("int8-dynamic"),
     target: Annotated[Target, typer.Option(help="Export target; a scheme it cannot run is refused before any work.")] = Target("executorch"),
     calib: Annotated[Optional[Dataset], typer.Option(help="Calibration data set (its train split, rolled out with the state fed back); needed by int8-static and int8 state.")] = None,
@@ -41,8 +43,11 @@ def quantize(
     budget: Annotated[Optional[float], typer.Option(help="Max relative output error vs fp32 over the drift rollout (implies --eval); past it nothing is written.")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Length of the artifact-vs-eager-quantized validation rollout.")] = 2000,
     tolerance: Annotated[Optional[float], typer.Option(help="Max scaled error of the artifact vs the eager quantized step (default: the scheme's).")] = None,
+    time_axis: TimeAxisOpt = None,
 ) -> None:
-    """Quantize MODEL_DIR's step with SCHEME, export it to TARGET and check it.
+    """Quantize MODEL's step with SCHEME, export it to TARGET and check it.
+
+    MODEL is an edgeseq model directory or a torch.export archive (.pt2) of your own model (docs/own-models.md).
 
     Recurrent state stays float32 unless --state opts a tensor in. The artifact is validated against the eager
     quantized step over STEPS real frames, and its state outputs are checked on the exported graph against the
@@ -71,8 +76,11 @@ def quantize(
         kwargs["block_size"] = block_size
     config = sch.config(**kwargs)
     check_target(config, target.value)
-    model = edgeseq.load(model_dir)
-    step = edgeseq.convert(model)
+    from edgeseq.cli.source import open_model
+
+    with status(f"converting {model_dir}"):
+        _model, step = open_model(model_dir, time_axis)
+    float_step = copy.deepcopy(step)  # the fp32 reference of the drift rollout
     with status(f"quantizing ({scheme.value}{', calibrating on ' + calib.value if calib else ''})"):
         quantize_(step, config, calib=calib.value if calib else None, target=target.value)
     ds = load_dataset(data.value)
@@ -84,7 +92,7 @@ def quantize(
             raise ConfigError(f"--data {data.value} has {ds.d_in} features per frame; this model takes {step.d_in}")
         with progress_bar() as bar:
             task = bar.add_task(f"drift rollout on {data.value}", total=eval_steps)
-            rep = evaluate(edgeseq.convert(model), step, data.value, eval_steps, budget=budget,
+            rep = evaluate(float_step, step, data.value, eval_steps, budget=budget,
                            progress=lambda i, n: bar.update(task, completed=i))
         s = rep.summary()
         step.quant_drift = s

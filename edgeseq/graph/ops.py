@@ -328,11 +328,25 @@ def _getitem(ctx: BuildCtx) -> Build | None:
     if not isinstance(src, fx.Node) or src.meta.get("time") is None or not isinstance(ctx.env[src], torch.Tensor):
         return None  # indexing a tuple (an RNN's outputs) or a shape: nothing to do with time here
     index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
-    axis, n = src.meta["time"], src.meta["length"]
-    entry = _index_entry(index, ctx.env[src].dim(), axis)
+    entry = _index_entry(index, ctx.env[src].dim(), src.meta["time"])
     if entry is None:
         return None
-    e_a, e_b = ctx.value(index[entry]), ctx.value_longer(index[entry])
+
+    def pick(args, kwargs, _entry=entry):
+        idx = list(args[1]) if isinstance(args[1], tuple) else [args[1]]
+        idx[_entry] = slice(None)
+        if all(isinstance(i, slice) and i == slice(None) for i in idx):
+            return args[0]  # only the time axis was sliced: nothing to do on one frame (no alias op in the program)
+        return args[0][tuple(idx)]
+
+    return _time_slice(ctx, src, ctx.value(index[entry]), ctx.value_longer(index[entry]), pick)
+
+
+def _time_slice(ctx: BuildCtx, src: fx.Node, e_a, e_b, pick) -> Build:
+    """A slice along time, ``e_a`` at the example's length and ``e_b`` one frame longer: a shift of the timing
+    (``x[:, 1:]``, the chomp ``x[..., :-k]``), or refused where it is not one."""
+    node = ctx.node
+    n = src.meta["length"]
     if not isinstance(e_a, slice):
         raise refuse(node, "selects single frames of the sequence (x[:, -1], an index along time): a stream gives "
                            "an output per frame; return the whole sequence and read the frame you need from the stream")
@@ -355,14 +369,6 @@ def _getitem(ctx: BuildCtx) -> Build | None:
                          pad=(rest, value) if rest > 0 else None)
     else:
         timing = replace(t, delay=t.delay + start_a, first=t.first + start_a)
-
-    def pick(args, kwargs, _entry=entry):
-        idx = list(args[1]) if isinstance(args[1], tuple) else [args[1]]
-        idx[_entry] = slice(None)
-        if all(isinstance(i, slice) and i == slice(None) for i in idx):
-            return args[0]  # only the time axis was sliced: nothing to do on one frame (no alias op in the program)
-        return args[0][tuple(idx)]
-
     return Build(Identity(pick), timing)
 
 
@@ -491,16 +497,21 @@ for _nd, (_cls, _fn) in enumerate(((nn.Conv1d, F.conv1d), (nn.Conv2d, F.conv2d),
 # ----------------------------------------------------------------------------------------------- sub-models
 def _leaf(ctx: BuildCtx) -> Build:
     """A module with a registered converter (nn.LSTM / GRU / RNN, an edgeseq model, a Hugging Face Mamba)."""
-    from edgeseq.convert import convert
-
-    node, module = ctx.node, ctx.gm.get_submodule(ctx.node.target)
-    no_pending_pad(ctx)
-    src = node.args[0] if node.args else None
-    if not isinstance(src, fx.Node) or src.meta.get("time") is None:
-        raise refuse(node, "takes no time-carrying input")
+    node = ctx.node
     if len(node.args) > 1 or node.kwargs:
         raise refuse(node, "is given an initial state or extra arguments; the step starts from the converter's own "
                            "initial state: call it with the sequence alone")
+    return leaf_module(ctx, ctx.gm.get_submodule(node.target), node.args[0] if node.args else None)
+
+
+def leaf_module(ctx: BuildCtx, module: nn.Module, src) -> Build:
+    """``module`` (with a registered converter) applied to ``src`` at ``ctx.node``, run as its converter's step."""
+    from edgeseq.convert import convert
+
+    node = ctx.node
+    no_pending_pad(ctx)
+    if not isinstance(src, fx.Node) or src.meta.get("time") is None:
+        raise refuse(node, "takes no time-carrying input")
     rnn = isinstance(module, nn.RNNBase)
     if rnn and module.bidirectional:
         raise refuse(node, "is bidirectional: its backward direction reads the sequence from its end, which a stream "

@@ -23,13 +23,14 @@ from edgeseq.graph import analyze
 from edgeseq.graph.ops import (
     BuildCtx, DelayOp, GraphOp, StreamRefusal, Timing, align, find_builder, refuse,
 )
+from edgeseq.graph.aten import SHAPE_OPS as ATEN_SHAPE_OPS
 from edgeseq.graph.trace import trace
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
 # tensor-making operations that may take a size read from the time axis: in the step that size is 1, and these
 # build the same one-frame tensor with it (folding time into the batch and back)
 SHAPE_OPS = {"view", "reshape", "expand", "unflatten", "flatten", "new_zeros", "new_ones", "new_empty", "expand_as",
-             torch.reshape, torch.flatten, torch.unflatten}
+             torch.reshape, torch.flatten, torch.unflatten} | ATEN_SHAPE_OPS
 
 
 @dataclass
@@ -40,7 +41,12 @@ class Entry:
 
 
 def _state_prefix(node: fx.Node) -> str:
-    return str(node.target) if node.op == "call_module" else node.name
+    """A state's name: the module path of what made it (``front.conv``), or the graph's name for tensor code."""
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack")  # a torch.export graph: the module the ATen call came from
+    path = list(stack.values())[-1][0] if stack else ""
+    return path or node.name
 
 
 def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[Entry], dict[str, GraphOp], Timing]:
@@ -263,6 +269,12 @@ class GraphStep(StepModule):
         """The model's input (its own layout) as step inputs (batch, T, d_in)."""
         a = self.time_axis
         return x.movedim(a, 1).reshape(x.shape[0], x.shape[a], -1)
+
+    def inputs_of(self, x: torch.Tensor) -> torch.Tensor:
+        """Step inputs (batch, T, d_in) in the model's own layout (the inverse of :meth:`frames_of`)."""
+        a = self.time_axis
+        rest = [s for i, s in enumerate(self.frame) if i != a - 1]
+        return x.reshape(x.shape[0], x.shape[1], *rest).movedim(1, a)
 
     def outputs_of(self, y: torch.Tensor) -> torch.Tensor:
         """The model's output (its own layout) as step outputs (batch, T, d_out)."""

@@ -9,6 +9,7 @@ module with a registered converter as leaves, and records each node's source lin
 
 from __future__ import annotations
 
+import torch
 from torch import fx, nn
 
 from edgeseq.errors import UnsupportedModuleError
@@ -40,7 +41,10 @@ class LeafTracer(fx.Tracer):
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
-    """The model's forward as an fx graph; data-dependent control flow gets a one-line reason and a way out."""
+    """The model's forward as an fx graph; data-dependent control flow gets a one-line reason and a way out. A
+    graph already traced (a ``.pt2`` program, :func:`edgeseq.graph.pt2.plain_module`) is kept as it is."""
+    if isinstance(model, fx.GraphModule) and model.meta.get("edgeseq_traced"):
+        return model
     tracer = LeafTracer()
     try:
         graph = tracer.trace(model)
@@ -83,6 +87,8 @@ def describe(node: fx.Node) -> str:
         return f"self.{node.target} ({type(node.graph.owning_module.get_submodule(node.target)).__name__})"
     if node.op == "call_method":
         return f".{node.target}()"
+    if node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+        return f"aten.{node.target.__name__.split('.')[0]}"
     if node.op == "call_function":
         mod = getattr(node.target, "__module__", "") or ""
         name = getattr(node.target, "__name__", str(node.target))
