@@ -32,7 +32,7 @@ def test_wheel_imports_every_subpackage_outside_the_source_tree(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(whl)], check=True, timeout=600)
     code = (
-        "import edgeseq, edgeseq.exporters, edgeseq.runtimes, edgeseq.quant, edgeseq.devices, edgeseq.models, edgeseq.graph, edgeseq.cli.main;"
+        "import edgeseq, edgeseq.exporters, edgeseq.runtimes, edgeseq.quant, edgeseq.devices, edgeseq.models, edgeseq.graph, edgeseq.stream, edgeseq.cli.main;"
         "import pathlib;"
         f"assert pathlib.Path(edgeseq.__file__).is_relative_to({str(target)!r}), edgeseq.__file__;"
         f"assert pathlib.Path(edgeseq.exporters.__file__).is_relative_to({str(target)!r});"

@@ -4,8 +4,8 @@ Every value that carries time has a :class:`Timing` in the stream: at step n it 
 ``n - delay``; its first real frame arrives at step ``first``; a pending left ``pad`` (frames of a constant that
 precede the real ones) waits for the convolution that reads it, whose ring buffer starts filled with it. The
 builders here are looked up by module type (``call_module``), by function (``call_function``) or by method name
-(``call_method``) in :data:`STREAM_OPS`; :func:`register_stream_op` adds one. The buffers are the continual
-family's (:class:`~edgeseq.models.continual_step.ConvStep`, :class:`~edgeseq.models.continual_step.DelayLine`),
+(``call_method``) in :data:`STREAM_OPS`; :func:`register_stream_op` adds one. The buffers are the stream
+vocabulary of :mod:`edgeseq.stream` (:class:`~edgeseq.stream.ConvStep`, :class:`~edgeseq.stream.DelayLine`),
 and a module with a registered converter runs as that converter's step.
 """
 
@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from edgeseq.errors import ConfigError, UnsupportedModuleError
 from edgeseq.graph.trace import describe, where
-from edgeseq.models.continual_step import LOWEST, ConvStep, Ctx, DelayLine, fresh_mask
+from edgeseq.stream import LOWEST, ConvStep, Ctx, DelayLine, fresh_mask
 from edgeseq.registry import Registry
 from edgeseq.step import StateTensor
 
@@ -89,7 +89,7 @@ def _timed(v: torch.Tensor, axis: int) -> torch.Tensor:
 
 class ConvOp(GraphOp):
     """A convolution with time on one of its spatial axes: the continual family's ring buffer
-    (:class:`~edgeseq.models.continual_step.ConvStep`) on the frame in its canonical layout, (C,) for a Conv1d or
+    (:class:`~edgeseq.stream.ConvStep`) on the frame in its canonical layout, (C,) for a Conv1d or
     (C, *other spatial axes) with the kernel's time taps first. Moving a length-1 time axis is a reshape."""
 
     def __init__(self, conv: ConvStep, canon: tuple[int, ...], out_frame: tuple[int, ...]):
@@ -148,7 +148,7 @@ class LeafStepOp(GraphOp):
 RUNNING = {  # kind -> (combine(total, frame), the total before the first frame)
     "cumsum": (torch.add, 0.0),
     "cumprod": (torch.mul, 1.0),
-    "cummax": (torch.maximum, LOWEST),  # float32's lowest finite value for -inf (see continual_step.LOWEST)
+    "cummax": (torch.maximum, LOWEST),  # float32's lowest finite value for -inf (see edgeseq.stream.LOWEST)
     "cummin": (torch.minimum, -LOWEST),
 }
 
