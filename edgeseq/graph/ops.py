@@ -101,6 +101,8 @@ class ConvOp(GraphOp):
 
     def step(self, args, kwargs, state, t):
         x = args[0]
+        if len(self.canon) == 1 and x.dim() == 3:  # a (B, C, 1) frame: the buffer's own layout
+            return self.conv.step_timed(x, state, t)
         y, new = self.conv.step(x.reshape(x.shape[0], *self.canon), state, t)
         return y.reshape(y.shape[0], *self.out_frame), new
 

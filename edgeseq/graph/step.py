@@ -24,6 +24,7 @@ from edgeseq.graph.ops import (
     BuildCtx, DelayOp, GraphOp, StreamRefusal, Timing, align, find_builder, refuse,
 )
 from edgeseq.graph.aten import SHAPE_OPS as ATEN_SHAPE_OPS
+from edgeseq.graph.frame import frame_rewrite
 from edgeseq.graph.trace import trace
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
@@ -151,6 +152,10 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
                     ops[name] = DelayOp(frame, k, t.pad[1] if t.pad else 0.0)
                     lines[(a, k)] = name
                 entry.delays[a] = lines[(a, k)]
+        rewrite = frame_rewrite(gm, node, env)  # the same operation in a form the delegates run
+        if rewrite is not None:
+            entry.op = _unique(ops, _state_prefix(node))
+            ops[entry.op] = rewrite
         timings[node] = out
     return entries, ops, out_timing
 
@@ -202,7 +207,7 @@ class GraphStep(StepModule):
                  time_axis: int, out_timing: Timing, out_frame: tuple[int, ...], info: StepInfo):
         super().__init__()
         self.net = gm
-        self.graph_ops = nn.ModuleDict({k.replace(".", "/"): v for k, v in ops.items()})
+        self.graph_ops = nn.ModuleDict({_key(k): v for k, v in ops.items()})
         self.entries = entries
         self.names = list(ops)
         self.frame, self.time_axis = frame, time_axis  # the model's input without batch, time as length 1
@@ -245,14 +250,14 @@ class GraphStep(StepModule):
                 for a, name in e.delays.items():
                     if name not in delayed:
                         lo, hi = self.slots[name]
-                        delayed[name], s = self.graph_ops[name.replace(".", "/")].step((env[a],), {}, tuple(state[lo:hi]), t)
+                        delayed[name], s = self.graph_ops[_key(name)].step((env[a],), {}, tuple(state[lo:hi]), t)
                         new += s
                     local[a] = delayed[name]
             args = fx.node.map_arg(n.args, lambda a: local[a])
             kwargs = fx.node.map_arg(n.kwargs, lambda a: local[a])
             if e.op is not None:
                 lo, hi = self.slots[e.op]
-                env[n], s = self.graph_ops[e.op.replace(".", "/")].step(args, kwargs, tuple(state[lo:hi]), t)
+                env[n], s = self.graph_ops[_key(e.op)].step(args, kwargs, tuple(state[lo:hi]), t)
                 new += s
             elif n.op == "call_function":
                 env[n] = n.target(*args, **kwargs)
@@ -280,6 +285,11 @@ class GraphStep(StepModule):
         """The model's output (its own layout) as step outputs (batch, T, d_out)."""
         a = self.time_axis
         return y.movedim(a, 1).reshape(y.shape[0], y.shape[a], -1)
+
+
+def _key(name: str) -> str:
+    """An op's name (a module path, ``front.conv``) as a ModuleDict key, which may not hold dots."""
+    return name.replace(".", "/")
 
 
 def _attr(root: nn.Module, target: str):

@@ -160,6 +160,17 @@ class ConvStep(Window):
             return y.reshape(y.shape[0], y.shape[1])
         raise AssertionError("spatial frames are reduced by reduce_frames")
 
+    def step_timed(self, x: torch.Tensor, state: State, t: torch.Tensor | None) -> tuple[torch.Tensor, State]:
+        """:meth:`step` for a 1D frame that keeps its length-1 time axis, (B, C, 1) -> (B, C_out, 1): the layout
+        a traced (B, C, T) model holds between its convolutions, so the graph converter's step needs no reshape
+        around each one (4 view ops per convolution fewer in the exported program)."""
+        window = torch.cat([state[0], x], dim=2) if self.span else x
+        if self.linear is not None:
+            y = self.linear(self.taps(window).reshape(window.shape[0], -1)).reshape(x.shape[0], -1, 1)
+        else:
+            y = nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
+        return y, ((self.keep_ready(window[:, :, 1:], state[0], t),) if self.span else ())
+
     def reduce_frames(self, frames):
         taps = frames[:: self.dilation[0]]  # the kt frames the kernel reads, oldest first
         y = None

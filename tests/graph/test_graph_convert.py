@@ -53,6 +53,10 @@ def test_per_frame_subnetwork_folded_into_batch_then_lstm():
         step = _convert_and_check(M.AudioFrontLSTM(), torch.randn(2, 40, 64), torch.randn(1, T, 64))
     assert step.state_spec.names == ("lstm.h0", "lstm.c0", "lstm.h1", "lstm.c1")
     assert [t.shape for t in step.state_spec.tensors] == [(12,), (24,), (12,), (24,)]
+    # the per-frame LayerNorms, the reflect padding and the mean over the frame run in their delegate-friendly forms
+    # (edgeseq.graph.frame; within the 1e-5 above)
+    kinds = sorted(step.info.config["ops"].values())
+    assert kinds.count("FrameModule") == 2 and kinds.count("LastAxisMean") == kinds.count("FramePad") == 1, kinds
 
 
 def test_non_causal_same_convolution_becomes_a_delay_and_the_skip_waits():
@@ -267,3 +271,19 @@ def test_exported_user_model_streams_like_the_model(target, tmp_path):
     if target == "executorch":
         g = art.manifest["graph"]
         assert g["partitions"] == 1 and g["non_delegated_ops"] == 0, g
+
+
+def test_per_frame_norms_and_means_stay_in_one_xnnpack_partition(tmp_path):
+    """nn.LayerNorm and a mean over the frame, as written, fall outside ExecuTorch's XNNPACK partition
+    (native_layer_norm, mean); rewritten (edgeseq.graph.frame) the audio model runs in one partition."""
+    from extras import need  # tests/extras.py
+
+    need("executorch", "executorch")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step = edgeseq.convert(M.AudioFrontLSTM().eval(), example=torch.randn(2, 40, 64))
+        art = edgeseq.export(step, tmp_path / "audio", target="executorch", steps=500)
+    g = art.manifest["graph"]
+    assert g["partitions"] == 1 and g["non_delegated_ops"] == 0, g
+    assert art.parity["max_abs_error"] <= 1e-5

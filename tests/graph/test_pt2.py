@@ -2,7 +2,6 @@
 driven from the command line (convert, export, quantize, stream) without Python glue. Every step is compared with
 the original PyTorch model (not the archive) over 2,000 frames."""
 
-import io
 import json
 import pickle
 import re

@@ -1,0 +1,93 @@
+"""Per-frame operations rewritten into forms the runtimes' delegates run, with the same result.
+
+The graph converter runs an operation that acts within one frame as the model wrote it. A few of those stay outside
+ExecuTorch's XNNPACK partition as written (ExecuTorch 1.5): ``nn.LayerNorm`` (``native_layer_norm``), a mean
+over a frame's last axis (``mean``) and reflect / replicate / circular padding inside the frame (decomposed into
+``arange``, ``index``, ``abs``, ``sub``), each splitting the program into more partitions with copies between
+them. They are rewritten here as products with constant matrices and elementwise ops, which it delegates; the
+continual family does the same (:class:`~edgeseq.stream.FrameLayerNorm`, the pools' mean columns). A padding
+matrix holds zeros and ones, so the padded frame is exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+from edgeseq.graph.ops import GraphOp
+from edgeseq.stream import FrameLayerNorm
+
+
+class FrameModule(GraphOp):
+    """A per-frame module replaced by an equivalent one."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def step(self, args, kwargs, state, t):
+        return self.module(*args, **kwargs), ()
+
+
+class LastAxisMean(GraphOp):
+    """``x.mean(-1)`` (``keepdim`` either way) as a product with a 1/n column."""
+
+    def __init__(self, n: int, keepdim: bool):
+        super().__init__()
+        self.keepdim = keepdim
+        self.register_buffer("col", torch.full((n, 1), 1.0 / n))
+
+    def step(self, args, kwargs, state, t):
+        y = torch.matmul(args[0], self.col)
+        return y if self.keepdim else y.reshape(y.shape[:-1]), ()
+
+
+class FramePad(GraphOp):
+    """``F.pad(x, (left, right), mode)`` of a frame's last axis as ``x @ P``: P (n, n + left + right) is the padding
+    applied to the identity, so each output sample is one input sample times one."""
+
+    MAX = 2048  # samples per frame up to which the (n, n + pad) matrix is worth it
+
+    def __init__(self, n: int, pad: tuple[int, int], mode: str):
+        super().__init__()
+        self.register_buffer("matrix", nn.functional.pad(torch.eye(n).reshape(1, n, n), pad, mode=mode).reshape(n, -1))
+
+    def step(self, args, kwargs, state, t):
+        return torch.matmul(args[0], self.matrix), ()
+
+
+def _pad(node: fx.Node, env: dict) -> GraphOp | None:
+    x = env[node.args[0]] if isinstance(node.args[0], fx.Node) else None
+    pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    if (not isinstance(x, torch.Tensor) or not x.is_floating_point() or mode not in ("reflect", "replicate", "circular")
+            or not isinstance(pad, (tuple, list)) or len(pad) != 2 or any(isinstance(p, fx.Node) for p in pad)
+            or x.shape[-1] > FramePad.MAX):
+        return None
+    return FramePad(x.shape[-1], (int(pad[0]), int(pad[1])), mode)
+
+
+def _mean(node: fx.Node, env: dict) -> GraphOp | None:
+    x = env[node.args[0]] if isinstance(node.args[0], fx.Node) else None
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    if isinstance(dim, (list, tuple)) and len(dim) == 1:
+        dim = dim[0]
+    if (not isinstance(x, torch.Tensor) or not x.is_floating_point() or not isinstance(dim, int)
+            or dim % x.dim() != x.dim() - 1 or node.kwargs.get("dtype") is not None or not isinstance(keepdim, bool)):
+        return None
+    return LastAxisMean(x.shape[-1], keepdim)
+
+
+def frame_rewrite(gm: fx.GraphModule, node: fx.Node, env: dict) -> GraphOp | None:
+    """A delegate-friendly op for the per-frame ``node``, or None to run it as written."""
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        if type(module) is nn.LayerNorm and len(module.normalized_shape) == 1 and not node.kwargs:
+            return FrameModule(FrameLayerNorm(module))
+        return None
+    if (node.op == "call_method" and node.target == "mean") or node.target in (torch.mean, torch.ops.aten.mean.dim):
+        return _mean(node, env)
+    if node.target in (nn.functional.pad, torch.ops.aten.pad.default):
+        return _pad(node, env)
+    return None
