@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,27 @@ def runtime_calls(art) -> tuple:
 
     sess = edgeseq.open(art.path)
     return sess.backend, {"s": [t.numpy() for t in sess.spec.init(1)]}
+
+
+def standard_args(doc: str, quick_help: str) -> argparse.ArgumentParser:
+    """The options every docs-writing benchmark takes: --quick and --no-write (add more to the parser)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    return ap
+
+
+def single_thread_quiet() -> None:
+    """One thread (the tables are per-core numbers), no toolchain warnings or logging, seed 0."""
+    import logging
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    torch.manual_seed(0)
 
 
 def write_section(path: Path, name: str, md: str) -> None:

@@ -17,14 +17,11 @@ Run: python benchmarks/continual.py [--quick] [--no-write]
 
 from __future__ import annotations
 
-import argparse
 import copy
-import logging
 import os
 import platform
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -35,7 +32,7 @@ from torch import nn  # noqa: E402
 import edgeseq  # noqa: E402
 from edgeseq.flops import step_cost  # noqa: E402
 from edgeseq.models.continual import OfflineModel, Residual  # noqa: E402
-from _common import interleaved, runtime_calls, write_section  # noqa: E402  (benchmarks/_common.py)
+from _common import interleaved, runtime_calls, single_thread_quiet, standard_args, write_section  # noqa: E402  (benchmarks/_common.py)
 
 # this script is benchmarks/continual.py: take its folder off the path so that `import continual` finds the
 # continual-inference library, not this file
@@ -228,14 +225,8 @@ def render(results: list[dict], quick: bool) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller frames and fewer repetitions")
-    ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    torch.manual_seed(0)
+    args = standard_args(__doc__, "smaller frames and fewer repetitions").parse_args()
+    single_thread_quiet()
     size, window, n, rounds = (32, 16, 3, 3) if args.quick else (64, 16, 10, 7)
     models = []
     for padded in (True, False):

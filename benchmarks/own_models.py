@@ -20,13 +20,11 @@ Run: python benchmarks/own_models.py [--quick] [--no-write]
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import platform
+import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -36,60 +34,15 @@ from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
 from edgeseq.flops import count_flops, step_flops  # noqa: E402
-from _common import interleaved, runtime_calls, write_section  # noqa: E402  (benchmarks/_common.py)
+from _common import interleaved, runtime_calls, single_thread_quiet, standard_args, write_section  # noqa: E402  (benchmarks/_common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "graph"))
+from user_models import ChompTCN, KeywordNet  # noqa: E402  (the test suite's user-style models, at real sizes here)
 WINDOW = 100  # frames a sliding-window deployment of a recurrent model recomputes per frame (1 s of 10 ms frames)
 
 
 # ------------------------------------------------------------------------------------------------ user models
-class KeywordNet(nn.Module):
-    def __init__(self, mels=40, ch=64, hidden=128, classes=12, k=5):
-        super().__init__()
-        self.k = k
-        self.conv = nn.Conv1d(mels, ch, k)
-        self.gru = nn.GRU(ch, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
-
-    def forward(self, x):  # (B, T, mels)
-        z = torch.relu(self.conv(F.pad(x.transpose(1, 2), (self.k - 1, 0)))).transpose(1, 2)
-        z, _ = self.gru(z)
-        return self.head(z)
-
-
-class Chomp(nn.Module):
-    def __init__(self, p):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        return x[:, :, :-self.p].contiguous()
-
-
-class TCNBlock(nn.Module):
-    def __init__(self, cin, cout, k, d):
-        super().__init__()
-        p = (k - 1) * d
-        self.conv1, self.chomp1 = nn.Conv1d(cin, cout, k, padding=p, dilation=d), Chomp(p)
-        self.conv2, self.chomp2 = nn.Conv1d(cout, cout, k, padding=p, dilation=d), Chomp(p)
-        self.down = nn.Conv1d(cin, cout, 1) if cin != cout else None
-
-    def forward(self, x):
-        y = torch.relu(self.chomp1(self.conv1(x)))
-        y = torch.relu(self.chomp2(self.conv2(y)))
-        return torch.relu(y + (x if self.down is None else self.down(x)))
-
-
-class ChompTCN(nn.Module):
-    def __init__(self, cin=16, ch=64, levels=4, k=3, out=8):
-        super().__init__()
-        self.blocks = nn.Sequential(*[TCNBlock(cin if i == 0 else ch, ch, k, 2 ** i) for i in range(levels)])
-        self.out = nn.Conv1d(ch, out, 1)
-
-    def forward(self, x):  # (B, C, T)
-        return self.out(self.blocks(x))
-
-
 class AudioFrontLSTM(nn.Module):
     def __init__(self, samples=160, filters=32, hidden=128, classes=12):
         super().__init__()
@@ -280,20 +233,15 @@ def render(rows: list[dict], pairs: list[dict], deep: dict, quick: bool) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
-    ap.add_argument("--no-write", action="store_true", help="print the table only")
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    warnings.simplefilter("ignore")
-    logging.disable(logging.WARNING)
-    torch.manual_seed(0)
+    args = standard_args(__doc__, "fewer rounds (a smoke run)").parse_args()
+    single_thread_quiet()
     n, rounds = (50, 3) if args.quick else (300, 9)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         rows = [
-            bench_model("keyword: Conv1d + GRU", KeywordNet(), torch.randn(1, 40, 40), 1, WINDOW, out, n, rounds),
-            bench_model("chomp TCN (4 levels)", ChompTCN(), torch.randn(1, 16, 80), -1, 61, out, n, rounds),
+            bench_model("keyword: Conv1d + GRU", KeywordNet(c=40, ch=64, h=128, n=12), torch.randn(1, 40, 40), 1, WINDOW, out, n, rounds),
+            bench_model("chomp TCN (4 levels)", ChompTCN(c_in=16, width=64, levels=4, c_out=8), torch.randn(1, 16, 80),
+                        -1, 61, out, n, rounds),
             bench_model("audio front-end + LSTM", AudioFrontLSTM(), torch.randn(1, 40, 160), 1, WINDOW, out, n, rounds),
         ]
         lstm = UserLSTM()

@@ -13,18 +13,20 @@ Passes, each reading what the one before wrote on the graph's nodes (``node.meta
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
+from torch.nn import functional as F
 
 from edgeseq.errors import ShapeError
 from edgeseq.graph import analyze
 from edgeseq.graph.ops import (
-    BuildCtx, DelayOp, GraphOp, StreamRefusal, Timing, align, find_builder, refuse,
+    BuildCtx, DelayOp, Flat, GraphOp, LeafStepOp, StreamRefusal, Timing, align, find_builder, full, refuse,
 )
 from edgeseq.graph.aten import SHAPE_OPS as ATEN_SHAPE_OPS
-from edgeseq.graph.frame import frame_rewrite
+from edgeseq.graph.frame import FrameModule, frame_rewrite
 from edgeseq.graph.trace import trace
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
@@ -39,6 +41,10 @@ class Entry:
     node: fx.Node
     op: str | None = None  # name of its GraphOp in GraphStep.ops (None: run the node as is)
     delays: dict = field(default_factory=dict)  # input node -> name of the DelayOp that aligns it
+    frame: tuple[int, ...] | None = None  # its value's shape in the step (batch excluded, time as 1)
+    mode: str | None = None  # how it takes a Flat input (ops.Flat): "leaf", "elementwise", "last", "retime";
+    # None: reshaped to its full value first
+    rest: tuple[int, ...] = ()  # "retime": its value's shape without batch and time (the Flat's)
 
 
 def _state_prefix(node: fx.Node) -> str:
@@ -57,10 +63,14 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
     ops: dict[str, GraphOp] = {}
     lines: dict[tuple[fx.Node, int], str] = {}
     pairs: dict[fx.Node, tuple[set, str] | None] = {}  # tuple-valued nodes: which elements stream (None: all)
+    frames: dict[fx.Node, tuple[int, ...]] = {}  # per-frame values: their shape in the step
     out_timing = None
     for node in gm.graph.nodes:
         entry = Entry(node)
         entries.append(entry)
+        value, axis = env.get(node), node.meta.get("time")
+        if isinstance(value, torch.Tensor) and axis is not None and axis >= 1:
+            frames[node] = tuple(1 if i == axis else s for i, s in enumerate(value.shape))[1:]
         if node.op == "placeholder":
             timings[node] = Timing()
             continue
@@ -100,6 +110,7 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
                 name = _unique(ops, _state_prefix(node))
                 ops[name] = built.op
                 entry.op = name
+                entry.mode = "leaf" if isinstance(built.op, LeafStepOp) else None
             timings[node] = built.timing
             if isinstance(env[node], tuple):
                 pairs[node] = built.element
@@ -156,8 +167,48 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
         if rewrite is not None:
             entry.op = _unique(ops, _state_prefix(node))
             ops[entry.op] = rewrite
+        entry.frame, entry.mode = _flat_mode(gm, node, env, rewrite, frames, entry.delays)
+        if entry.mode == "retime":
+            entry.rest = tuple(sz for i, sz in enumerate(env[node].shape) if i not in (0, node.meta["time"]))
         timings[node] = out
     return entries, ops, out_timing
+
+
+ELEMENTWISE = {  # per-frame operations that act on each feature alone: they take a Flat value as it is
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, torch.add, torch.sub, torch.mul,
+    torch.relu, torch.sigmoid, torch.tanh, torch.exp, torch.abs, F.relu, F.gelu, F.silu, F.elu, F.leaky_relu,
+    F.dropout, "add", "sub", "mul", "relu", "sigmoid", "tanh", "exp", "abs", "contiguous",
+    torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor, torch.ops.aten.mul.Tensor, torch.ops.aten.relu.default,
+    torch.ops.aten.sigmoid.default, torch.ops.aten.tanh.default, torch.ops.aten.gelu.default,
+    torch.ops.aten.silu.default, torch.ops.aten.dropout.default, torch.ops.aten.contiguous.default,
+    nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Identity, nn.LeakyReLU, nn.ELU, nn.Hardswish,
+}
+
+
+def _flat_mode(gm: fx.GraphModule, node: fx.Node, env: dict, rewrite, frames: dict, delays: dict):
+    """(the per-frame value's shape in the step, how ``node`` takes a Flat input): elementwise ops whose inputs
+    all have its shape, and ``Linear`` / a rewritten LayerNorm over a last axis that is not time."""
+    value, axis, frame = env[node], node.meta.get("time"), frames.get(node)
+    if frame is None:
+        return None, None
+    tensors = [a for a in node.all_input_nodes if isinstance(env[a], torch.Tensor)]
+    if delays or any(a not in frames for a in tensors):
+        return frame, None  # a weight, a constant or a delayed input: run on the full value
+    key = type(gm.get_submodule(node.target)) if node.op == "call_module" else node.target
+    if rewrite is None and key in ELEMENTWISE and all(frames[a] == frame for a in tensors):
+        return frame, "elementwise"  # (no broadcasting between values of different shapes)
+    if rewrite is None and len(tensors) == 1 and _moves_time_only(env[tensors[0]], tensors[0].meta["time"], value, axis):
+        return frame, "retime"  # a transpose that only moves time: on one frame, nothing moves
+    last = value.dim() - 1 != axis and len(tensors) == 1 and tensors[0].meta.get("time") == axis
+    if last and (isinstance(rewrite, FrameModule) or (rewrite is None and key is nn.Linear)):
+        return frame, "last"
+    return frame, None
+
+
+def _moves_time_only(src: torch.Tensor, a: int, value: torch.Tensor, b: int) -> bool:
+    """``value`` is ``src`` with its time axis moved from ``a`` to ``b`` and nothing else changed (the transposes
+    around a convolution over time: (B, T, C) <-> (B, C, T))."""
+    return value.dim() == src.dim() and a != b and value.shape == src.movedim(a, b).shape and torch.equal(value, src.movedim(a, b))
 
 
 def _element_of_pair(node: fx.Node, pairs: dict) -> bool:
@@ -236,7 +287,9 @@ class GraphStep(StepModule):
         for e in self.entries:
             n = e.node
             if n.op == "placeholder":
-                env[n] = x.reshape(x.shape[0], *self.frame)
+                # (B, d_in) is the input without its time axis when the rest of the frame is one axis
+                flat = self.time_axis >= 1 and len(self.frame) == 2
+                env[n] = Flat(x, self.frame) if flat else x.reshape(x.shape[0], *self.frame)
                 continue
             if n.op == "output":
                 out = env[n.args[0]]
@@ -250,24 +303,42 @@ class GraphStep(StepModule):
                 for a, name in e.delays.items():
                     if name not in delayed:
                         lo, hi = self.slots[name]
-                        delayed[name], s = self.graph_ops[_key(name)].step((env[a],), {}, tuple(state[lo:hi]), t)
+                        delayed[name], s = self.graph_ops[_key(name)].step((full(env[a]),), {}, tuple(state[lo:hi]), t)
                         new += s
                     local[a] = delayed[name]
-            args = fx.node.map_arg(n.args, lambda a: local[a])
-            kwargs = fx.node.map_arg(n.kwargs, lambda a: local[a])
-            if e.op is not None:
-                lo, hi = self.slots[e.op]
-                env[n], s = self.graph_ops[_key(e.op)].step(args, kwargs, tuple(state[lo:hi]), t)
-                new += s
-            elif n.op == "call_function":
-                env[n] = n.target(*args, **kwargs)
-            elif n.op == "call_method":
-                env[n] = getattr(args[0], n.target)(*args[1:], **kwargs)
-            else:
-                env[n] = self.net.get_submodule(n.target)(*args, **kwargs)
+            env[n], s = self._run(e, local, state, t)
+            new += s
         if self.cap:
             new.append(t + 1.0 - torch.clamp(t + 1.0 - float(self.cap), 0.0, 1.0))  # counts up to cap, then stays
+        if isinstance(out, Flat) and out.t.dim() == 2:
+            return out.t, tuple(new)
+        out = full(out)
         return out.reshape(out.shape[0], -1), tuple(new)
+
+    def _run(self, e: Entry, local: dict, state: State, t) -> tuple[object, tuple]:
+        """One node on its inputs: a Flat input taken as it is where the node's mode allows (see :class:`Flat`)."""
+        n = e.node
+        if e.mode == "retime":  # the same numbers without a time axis: no op at all from a Flat, a view otherwise
+            v = local[n.all_input_nodes[0]]
+            return Flat(v.t if isinstance(v, Flat) else v.reshape(v.shape[0], *e.rest), e.frame), ()
+        ins = [local[a] for a in n.all_input_nodes]
+        flat = e.mode == "leaf" or (e.mode is not None and ins and all(isinstance(v, Flat) for v in ins))
+        pick = (lambda a: local[a].t) if flat and e.mode != "leaf" else ((lambda a: local[a]) if flat else (lambda a: full(local[a])))
+        args = fx.node.map_arg(n.args, pick)
+        kwargs = fx.node.map_arg(n.kwargs, pick)
+        s: tuple = ()
+        if e.op is not None:
+            lo, hi = self.slots[e.op]
+            y, s = self.graph_ops[_key(e.op)].step(args, kwargs, tuple(state[lo:hi]), t)
+        elif n.op == "call_function":
+            y = n.target(*args, **kwargs)
+        elif n.op == "call_method":
+            y = getattr(args[0], n.target)(*args[1:], **kwargs)
+        else:
+            y = self.net.get_submodule(n.target)(*args, **kwargs)
+        if flat and e.mode != "leaf":
+            y = Flat(y, e.frame)
+        return y, s
 
     # the model's own layout <-> the step contract's (batch, T, d): check_parity and the CLI use these
     def frames_of(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,11 +8,11 @@ from torch import nn
 class KeywordNet(nn.Module):
     """A keyword-spotting model: Conv1d front-end left-padded with F.pad, GRU, Linear head; input (B, T, C)."""
 
-    def __init__(self, c=10, h=32, k=5, n=6):
+    def __init__(self, c=10, h=32, k=5, n=6, ch=24):
         super().__init__()
         self.k = k
-        self.conv = nn.Conv1d(c, 24, k)
-        self.gru = nn.GRU(24, h, batch_first=True)
+        self.conv = nn.Conv1d(c, ch, k)
+        self.gru = nn.GRU(ch, h, batch_first=True)
         self.head = nn.Linear(h, n)
 
     def forward(self, x):
