@@ -126,20 +126,22 @@ def test_look_ahead_by_slicing_is_a_delay():
 class _WithRegistered(nn.Module):
     """An edgeseq family model used as a sub-module: its registered converter becomes a leaf of the graph."""
 
-    def __init__(self):
+    def __init__(self, family, **kw):
         super().__init__()
         self.proj = nn.Linear(7, 12)
-        self.core = edgeseq.build("aaren", d_in=12, d_out=5, d_model=16, n_layers=1)
+        self.core = edgeseq.build(family, d_in=12, d_out=5, **kw)
 
     def forward(self, x):
         return self.core(torch.tanh(self.proj(x))) * 2.0
 
 
-def test_registered_model_inside_a_users_model_is_a_leaf():
+@pytest.mark.parametrize("family,kw", [("aaren", dict(d_model=16, n_layers=1)), ("mamba", dict(d_model=16, n_layers=2))],
+                         ids=["aaren", "mamba"])
+def test_registered_model_inside_a_users_model_is_a_leaf(family, kw):
     torch.manual_seed(0)
-    step = _convert_and_check(_WithRegistered(), torch.randn(2, 40, 7), torch.randn(1, T, 7))
-    aaren = edgeseq.convert(edgeseq.build("aaren", d_in=12, d_out=5, d_model=16, n_layers=1))
-    assert step.state_spec.names == tuple(f"core.{n}" for n in aaren.state_spec.names)
+    step = _convert_and_check(_WithRegistered(family, **kw), torch.randn(2, 40, 7), torch.randn(1, T, 7))
+    alone = edgeseq.convert(edgeseq.build(family, d_in=12, d_out=5, **kw))
+    assert step.state_spec.names == tuple(f"core.{n}" for n in alone.state_spec.names)
 
 
 def test_registered_types_keep_their_own_converters():
