@@ -66,13 +66,12 @@ def make_inputs(manifest: dict, cfg: ProfileConfig, n: int) -> tuple[np.ndarray,
     if vocab:
         return rng.integers(0, vocab, size=(n, d_in), dtype=np.int64), {"kind": "synthetic", "what": f"token ids uniform in 0..{vocab - 1}, seed {cfg.seed}"}
     if cfg.data:
-        from edgeseq.data import load_dataset
+        from edgeseq.data import check_fits, load
         from edgeseq.pipeline import real_stream
 
-        ds = load_dataset(cfg.data)
-        if ds.d_in != d_in:
-            raise ShapeError(f"data set {cfg.data} has {ds.d_in} features per frame; the artifact takes {d_in}")
-        return real_stream(ds.test, n), {"kind": "data set", "what": f"{cfg.data} test split, series concatenated"}
+        ds = load(cfg.data)
+        check_fits(ds, d_in, what="input data")
+        return real_stream(ds.test, n), {"kind": "data set", "what": f"{ds.name} test split, series concatenated"}
     x = rng.standard_normal((n, d_in)).astype(np.float32)
     return x, {"kind": "synthetic", "what": f"N(0, 1) frames, seed {cfg.seed}"}
 

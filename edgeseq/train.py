@@ -53,9 +53,16 @@ def fit(
     progress: Callable[[int, int, float], None] | None = None,
     after_step: Callable[[], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data.train``; returns metrics on ``data.test``. Sets ``model.train_length``.
+    """Train ``model`` on ``data.train``; returns metrics on ``data.test``. Sets ``model.train_length``. ``data``:
+    a SequenceDataset, a bundled data set's name or a data file or folder (:func:`edgeseq.data.load`).
 
     ``after_step()`` runs after every optimiser step (pruning uses it to keep pruned weights at zero)."""
+    from edgeseq.data import check_fits, load
+
+    data = load(data)
+    c = getattr(model, "config", None)
+    if c is not None and hasattr(c, "d_in"):
+        check_fits(data, c.d_in, d_out=getattr(c, "d_out", None), task=getattr(c, "task", None), what="training data")
     torch.manual_seed(config.seed)
     device = pick_device(config.device)
     model.to(device).train()

@@ -7,6 +7,8 @@ width, is refused with expected vs got before any work starts.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -42,13 +44,15 @@ def calibration_data(step: StepModule, calib: Any, max_frames: int = DEFAULT_MAX
     if isinstance(calib, Calibration):
         return calib
     d_in = step.d_in
-    want = f"(T, {d_in}) or (T, batch, {d_in}) frames, a list of (T_i, {d_in}) series, or a data set name"
-    if isinstance(calib, str):
-        from edgeseq.data import load_dataset
+    want = (f"(T, {d_in}) or (T, batch, {d_in}) frames, a list of (T_i, {d_in}) series, a data set name or a data "
+            "file (.npz, .npy, .csv, ...)")
+    from edgeseq.data import SequenceDataset
 
-        ds = load_dataset(calib)
-        if ds.d_in != d_in:
-            raise ShapeError(f"calibration data {calib!r} has {ds.d_in} features per frame; this model takes {d_in}")
+    if isinstance(calib, (str, Path, SequenceDataset)):
+        from edgeseq.data import check_fits, load
+
+        ds = load(calib)
+        check_fits(ds, d_in, what="calibration data")
         series, total = [], 0
         for i in range(len(ds.train)):
             s = torch.as_tensor(np.asarray(ds.train.series(i), dtype=np.float32))[:, None, :]
@@ -56,7 +60,7 @@ def calibration_data(step: StepModule, calib: Any, max_frames: int = DEFAULT_MAX
             total += s.shape[0]
             if total >= max_frames:
                 break
-        return Calibration(series, f"{calib} (train split, {len(series)} series)")
+        return Calibration(series, f"{ds.name} (train split, {len(series)} series)")
     if isinstance(calib, (list, tuple)):
         series = [_as_frames(s, d_in, want) for s in calib]
         if not series:

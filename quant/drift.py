@@ -95,12 +95,13 @@ def _float_state(step_or_none, tensors) -> list[np.ndarray]:
 
 
 def evaluate(
-    float_step: StepModule, quantized, data: str = "japanese-vowels", steps: int = 10_000, *,
+    float_step: StepModule, quantized, data="japanese-vowels", steps: int = 10_000, *,
     budget: float | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> DriftReport:
     """Roll ``float_step`` and ``quantized`` (a quantized StepModule, or an artifact path run on its runtime) over
     ``steps`` frames of ``data``'s test split (series concatenated, repeated to length), and stream the test split
-    series by series through both for the task metric."""
+    series by series through both for the task metric. ``data``: a bundled name, a data file or folder, or a
+    SequenceDataset; without labels only the drift is measured."""
     import warnings
 
     with warnings.catch_warnings():
@@ -110,11 +111,15 @@ def evaluate(
 
 def _evaluate(float_step, quantized, data, steps, budget, progress) -> DriftReport:
     import edgeseq
-    from edgeseq.data import load_dataset
+    from edgeseq.data import check_fits, load
     from edgeseq.pipeline import real_stream
     from edgeseq.train import stream_outputs
 
-    ds = load_dataset(data)
+    ds = load(data)
+    task = getattr(float_step.info, "task", None)
+    # the metric follows the model's task; data without labels still gives the drift (no metric)
+    check_fits(ds, float_step.d_in, d_out=float_step.d_out, task=task if ds.task != "unlabeled" else None,
+               what="evaluation data")
     eager_q = quantized if isinstance(quantized, StepModule) else None
     sess_q = edgeseq.open(quantized) if eager_q is not None else edgeseq.open(Path(quantized))
     sess_f = edgeseq.open(float_step)
@@ -138,13 +143,13 @@ def _evaluate(float_step, quantized, data, steps, budget, progress) -> DriftRepo
     scale = max(float(np.mean(norms)), 1e-12)
     out_rel = [e / scale for e in out_rel]
     metric: dict[str, float] = {}
-    if ds.task == "classify":
+    if ds.task == "classify" and task == "classify":
         yf_all = stream_outputs(sess_f, ds.test)
         yq_all = stream_outputs(sess_q, ds.test)
         metric = {"accuracy_float": float((yf_all.argmax(-1) == ds.test.y).mean()),
                   "accuracy_quantized": float((yq_all.argmax(-1) == ds.test.y).mean())}
         metric["accuracy_change_points"] = 100 * (metric["accuracy_quantized"] - metric["accuracy_float"])
-    return DriftReport(steps, data, out_abs, out_rel, st_rel, metric, budget)
+    return DriftReport(steps, ds.name, out_abs, out_rel, st_rel, metric, budget)
 
 
 def _has_int8(sess) -> bool:

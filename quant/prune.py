@@ -74,25 +74,31 @@ def sparsity(model: nn.Module) -> float:
     return float(sum(int((w == 0).sum()) for w in ws)) / max(total, 1)
 
 
-def prune_(model: nn.Module, config: PruneConfig, *, data: str | None = None, finetune_epochs: int = 0,
+def prune_(model: nn.Module, config: PruneConfig, *, data=None, finetune_epochs: int = 0,
            progress: Callable[[int, int, float], None] | None = None) -> nn.Module:
-    """Prune ``model`` in place with ``config``; fine-tune for ``finetune_epochs`` on ``data`` (a data set name)
-    keeping pruned weights at zero. Records ``model.pruning`` (goes into the manifest). Returns the model."""
+    """Prune ``model`` in place with ``config``; fine-tune for ``finetune_epochs`` on ``data`` (a data set name, a
+    data file or folder, or a SequenceDataset; see :func:`edgeseq.data.load`) keeping pruned weights at zero. Records ``model.pruning`` (goes into the manifest). Returns the model."""
     method = METHODS.find(lambda _k, m: type(config) is m.config)
     if method is None:
         raise ConfigError(f"{type(config).__name__} is not a pruning config; known: {', '.join(METHODS.keys())}")
     if finetune_epochs and not data:
-        raise ConfigError("fine-tuning needs data: pass data= a data set name (e.g. 'japanese-vowels')")
+        raise ConfigError("fine-tuning needs data: pass data= a data set name (e.g. 'japanese-vowels') or a data file")
+    ds = None
+    if finetune_epochs:  # the data is checked against the model before anything is pruned
+        from edgeseq.data import check_fits, load
+
+        ds = load(data)
+        c = getattr(model, "config", None)
+        check_fits(ds, c.d_in, d_out=getattr(c, "d_out", None), task=getattr(c, "task", None), what="fine-tuning data")
     masks = method.apply(model, config)
     record: dict[str, Any] = {"config": config.to_dict(), "summary": method.summary,
                               "sparsity": sparsity(model), "params": sum(p.numel() for p in model.parameters())}
     if finetune_epochs:
-        from edgeseq.data import load_dataset
         from edgeseq.train import TrainConfig, fit
 
-        res = fit(model, load_dataset(data), TrainConfig(epochs=finetune_epochs, lr=3e-3), progress=progress,
+        res = fit(model, ds, TrainConfig(epochs=finetune_epochs, lr=3e-3), progress=progress,
                   after_step=apply_masks(model, masks) if masks else None)
-        record["finetune"] = {"data": data, "epochs": finetune_epochs, "metrics": res.metrics}
+        record["finetune"] = {"data": ds.name, "epochs": finetune_epochs, "metrics": res.metrics}
         record["sparsity"] = sparsity(model)
     model.pruning = record
     return model

@@ -5,14 +5,12 @@ from __future__ import annotations
 from enum import Enum
 
 import edgeseq  # noqa: F401  (registers families, exporters, runtimes)
-from edgeseq.data import DATASETS
 from edgeseq.exporters import EXPORTERS
 from edgeseq.families import FAMILIES
 from edgeseq.runtimes import RUNTIMES
 
 Family = Enum("Family", {k: k for k in FAMILIES.keys()}, type=str)
 Target = Enum("Target", {k: k for k in EXPORTERS.keys()}, type=str)
-Dataset = Enum("Dataset", {k: k for k in DATASETS.keys()}, type=str)
 RuntimeName = Enum("RuntimeName", {k: k for k in RUNTIMES.keys()}, type=str)
 
 from edgeseq.quant import SCHEMES  # noqa: E402

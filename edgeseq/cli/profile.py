@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseq.cli.choices import Dataset
 from edgeseq.cli.common import handle_errors, out, progress_bar
+from edgeseq.cli.dataopts import SOURCE_HELP
 
 _CATALOG_HELP = "Extra folder of device TOML files (repeatable; also EDGESEQ_DEVICES). A file named like a bundled device replaces it."
 
@@ -23,7 +23,7 @@ def profile(
     warmup: Annotated[int, typer.Option(min=0, help="Steps run before timing, not recorded.")] = 200,
     streams: Annotated[int, typer.Option(min=1, help="Independent sessions for the N-stream throughput.")] = 4,
     op_steps: Annotated[int, typer.Option(min=0, help="Steps of the per-operator pass (ETDump / onnxruntime profiling); 0 skips it.")] = 200,
-    data: Annotated[Optional[Dataset], typer.Option(help="Real input frames from this data set's test split (default: seeded N(0, 1) frames).")] = None,
+    data: Annotated[Optional[str], typer.Option("--input", "--data", help=f"Real input frames for timing and parity, from the test split (series one after another): {SOURCE_HELP}. Default: seeded N(0, 1) frames.")] = None,
     reference: Annotated[Optional[Path], typer.Option(help="Model directory to check parity against (same inputs through its eager step).", exists=True, file_okay=False)] = None,
     parity_steps: Annotated[int, typer.Option(min=1, help="Steps compared with --reference.")] = 2_000,
     catalog: Annotated[Optional[list[Path]], typer.Option(help=_CATALOG_HELP)] = None,
@@ -39,7 +39,7 @@ def profile(
     from edgeseq.devices.report import run, write
 
     cfg = ProfileConfig(steps=steps, warmup=warmup, streams=streams, op_steps=op_steps, parity_steps=parity_steps,
-                        data=data.value if data else None)
+                        data=data)
     with progress_bar() as p:
         task = p.add_task("starting", total=None)
 

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseq.cli.choices import Dataset
-from edgeseq.cli.common import handle_errors, out, progress_bar, status
+from edgeseq.cli.common import err, handle_errors, out, progress_bar, status
+from edgeseq.cli.dataopts import SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, TimeCol, data_options, load_data
 
 
 class Method(str, Enum):
@@ -30,8 +30,13 @@ def prune(
     graph: Annotated[str, typer.Option(help="random-graph: 'watts-strogatz' (small world) or 'erdos-renyi'.")] = "watts-strogatz",
     seed: Annotated[int, typer.Option(help="random-graph: seed of the graph.")] = 0,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Epochs of fine-tuning on --data after pruning (pruned weights stay zero).")] = 0,
-    data: Annotated[Optional[Dataset], typer.Option(help="Data set for fine-tuning and the before/after metric.")] = Dataset("japanese-vowels"),
+    data: Annotated[Optional[str], typer.Option(help=f"Data for fine-tuning and the before/after metric (labelled, of the model's task): {SOURCE_HELP}. Default: japanese-vowels where it fits the model, else none (no metric).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Output model directory.")] = Path("out/model-pruned"),
+    series_col: SeriesCol = None,
+    time_col: TimeCol = None,
+    label_col: LabelCol = None,
+    features: Features = None,
+    split_seed: SplitSeed = 0,
 ) -> None:
     """Prune MODEL_DIR with METHOD, fine-tune, and write the pruned model directory to OUT.
 
@@ -39,8 +44,8 @@ def prune(
     into its config.json and into every manifest exported from it.
     """
     import edgeseq
-    from edgeseq.data import load_dataset
-    from edgeseq.errors import ConfigError
+    from edgeseq.data import check_fits, load_dataset
+    from edgeseq.errors import ConfigError, InputError
     from edgeseq.quant import NMConfig, RandomGraphConfig, StructuredConfig, UnstructuredConfig, prune_
     from edgeseq.train import evaluate
 
@@ -52,14 +57,25 @@ def prune(
                           "own model is converted and quantized as it is (prune it in PyTorch before export)")
     model = edgeseq.load(model_dir)
     before = sum(p.numel() for p in model.parameters())
-    ds = load_dataset(data.value) if data else None
-    if ds is not None and ds.d_in != model.config.d_in:
-        raise ConfigError(f"--data {data.value} has {ds.d_in} features per frame; this model takes {model.config.d_in}")
+    c = model.config
+    fits = dict(d_out=getattr(c, "d_out", None), task=getattr(c, "task", None))
+    if data is not None:  # the user's data: it must fit, or nothing is done
+        ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed))
+        check_fits(ds, c.d_in, what="--data", **fits)
+    else:  # the bundled default, where it fits this model
+        ds = load_dataset("japanese-vowels")
+        try:
+            check_fits(ds, c.d_in, what="--data", **fits)
+        except InputError as exc:
+            if finetune_epochs:
+                raise InputError(f"{exc}; give --data with the model's own data to fine-tune") from None
+            err.print(f"no before/after metric: {exc} (give --data)", highlight=False)
+            ds = None
     metric0 = evaluate(model, ds.task, ds.test) if ds else {}
     if finetune_epochs:
         with progress_bar() as bar:
-            task = bar.add_task(f"pruning ({method.value}) and fine-tuning on {data.value}", total=finetune_epochs)
-            prune_(model, config, data=data.value, finetune_epochs=finetune_epochs,
+            task = bar.add_task(f"pruning ({method.value}) and fine-tuning on {ds.name}", total=finetune_epochs)
+            prune_(model, config, data=ds, finetune_epochs=finetune_epochs,
                    progress=lambda e, _n, loss: bar.update(task, completed=e, description=f"fine-tuning, loss {loss:.4f}"))
     else:
         with status(f"pruning ({method.value})"):
@@ -70,4 +86,4 @@ def prune(
     after = rec["params"]
     fmt = ", ".join(f"{k} {metric0[k]:.4f} -> {metric1[k]:.4f}" for k in metric0)
     out.print(f"wrote {out_dir}: parameters {before:,} -> {after:,}; zeros in weight matrices {rec['sparsity']:.1%}"
-              + (f"; {fmt} on {data.value} test" if fmt else ""))
+              + (f"; {fmt} on {ds.name} test" if fmt else ""))

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseq.cli.choices import ActivationGrid, Dataset, SchemeName, Target, WeightFormat
+from edgeseq.cli.choices import ActivationGrid, SchemeName, Target, WeightFormat
 from edgeseq.cli.common import handle_errors, out, progress_bar, status
+from edgeseq.cli.dataopts import SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, TimeCol, data_options, load_data
 from edgeseq.cli.source import ModelArg, TimeAxisOpt
 from edgeseq.errors import ConfigError
 
@@ -31,7 +32,7 @@ def quantize(
     model_dir: ModelArg,
     scheme: Annotated[SchemeName, typer.Option(help="Quantization scheme (see docs/compression.md).")] = SchemeName("int8-dynamic"),
     target: Annotated[Target, typer.Option(help="Export target; a scheme it cannot run is refused before any work.")] = Target("executorch"),
-    calib: Annotated[Optional[Dataset], typer.Option(help="Calibration data set (its train split, rolled out with the state fed back); needed by int8-static and int8 state.")] = None,
+    calib: Annotated[Optional[str], typer.Option(help=f"Calibration data (its train split, rolled out with the state fed back; labels not needed): {SOURCE_HELP}. Needed by int8-static and int8 state.")] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Output path stem, file or folder (OUT -> OUT.pte + OUT.pte.edgeseq.json).")] = Path("out/model-quant"),
     state: Annotated[Optional[list[str]], typer.Option(help="Store a state tensor in another precision: NAME=float16|int8 (repeatable). Default: all state float32.")] = None,
     weights: Annotated[Optional[WeightFormat], typer.Option(help="int8 schemes' 8-bit weight format: int8 (-127..127; default for executorch and tensorrt), uint8 (0..255 with a zero point per channel; default for onnx) or int8-reduced (-64..64: 7 bits). onnx refuses int8: its x86 kernels saturate with it.")] = None,
@@ -39,11 +40,16 @@ def quantize(
     block_size: Annotated[int, typer.Option(help="int8/int4-weight-only: input values per scale (a power of two >= 16).")] = 32,
     eval_: Annotated[bool, typer.Option("--eval", help="Roll fp32 and quantized over --eval-steps real frames; write OUT.drift.json and OUT.drift.svg.")] = False,
     eval_steps: Annotated[int, typer.Option(min=100, help="Length of the drift rollout.")] = 10_000,
-    data: Annotated[Dataset, typer.Option(help="Real data for the drift rollout, the task metric and the validation rollout.")] = Dataset("japanese-vowels"),
+    data: Annotated[Optional[str], typer.Option("--eval-data", "--data", help=f"Real data for the drift rollout, the task metric (with labels) and the validation rollout: {SOURCE_HELP}. Default: japanese-vowels when the model takes its 12 features, else the calibration data.")] = None,
     budget: Annotated[Optional[float], typer.Option(help="Max relative output error vs fp32 over the drift rollout (implies --eval); past it nothing is written.")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Length of the artifact-vs-eager-quantized validation rollout.")] = 2000,
     tolerance: Annotated[Optional[float], typer.Option(help="Max scaled error of the artifact vs the eager quantized step (default: the scheme's).")] = None,
     time_axis: TimeAxisOpt = None,
+    series_col: SeriesCol = None,
+    time_col: TimeCol = None,
+    label_col: LabelCol = None,
+    features: Features = None,
+    split_seed: SplitSeed = 0,
 ) -> None:
     """Quantize MODEL's step with SCHEME, export it to TARGET and check it.
 
@@ -55,7 +61,7 @@ def quantize(
     first: output and state error per step, the task metric, and a plot; past BUDGET nothing is written.
     """
     import edgeseq
-    from edgeseq.data import load_dataset
+    from edgeseq.data import check_fits, load_dataset
     from edgeseq.pipeline import real_stream
     from edgeseq.quant import SCHEMES, StatePolicy, quantize_
     from edgeseq.quant.config import check_target
@@ -81,18 +87,27 @@ def quantize(
     with status(f"converting {model_dir}"):
         _model, step = open_model(model_dir, time_axis)
     float_step = copy.deepcopy(step)  # the fp32 reference of the drift rollout
-    with status(f"quantizing ({scheme.value}{', calibrating on ' + calib.value if calib else ''})"):
-        quantize_(step, config, calib=calib.value if calib else None, target=target.value)
-    ds = load_dataset(data.value)
-    inputs = real_stream(ds.test, steps)[:, None, :] if ds.d_in == step.d_in else None
+    opts = data_options(series_col, time_col, label_col, features, split_seed)
+    cal = load_data(calib, opts, "calibration data") if calib else None
+    if cal is not None:
+        check_fits(cal, step.d_in, what="--calib")
+    if data is not None:
+        ds = load_data(data, opts, "evaluation data")
+        check_fits(ds, step.d_in, what="--eval-data")
+    else:  # the bundled default where the model takes its frames, else the calibration data
+        default = load_dataset("japanese-vowels")
+        ds = default if default.d_in == step.d_in else cal
+    with status(f"quantizing ({scheme.value}{', calibrating on ' + cal.name if cal else ''})"):
+        quantize_(step, config, calib=cal, target=target.value)
+    inputs = real_stream(ds.test, steps)[:, None, :] if ds is not None else None
     if eval_ or budget is not None:
         from edgeseq.quant.drift import evaluate
 
-        if ds.d_in != step.d_in:
-            raise ConfigError(f"--data {data.value} has {ds.d_in} features per frame; this model takes {step.d_in}")
+        if ds is None:
+            raise ConfigError(f"--eval needs real frames of {step.d_in} features: give --eval-data PATH (or --calib)")
         with progress_bar() as bar:
-            task = bar.add_task(f"drift rollout on {data.value}", total=eval_steps)
-            rep = evaluate(float_step, step, data.value, eval_steps, budget=budget,
+            task = bar.add_task(f"drift rollout on {ds.name}", total=eval_steps)
+            rep = evaluate(float_step, step, ds, eval_steps, budget=budget,
                            progress=lambda i, n: bar.update(task, completed=i))
         s = rep.summary()
         step.quant_drift = s

@@ -1,4 +1,4 @@
-"""``edgeseq train``: train a family's parallel form on a bundled data set and save a model directory."""
+"""``edgeseq train``: train a family's parallel form on a bundled data set or a user's data and save a model directory."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgeseq.cli.choices import Dataset, Family
+from edgeseq.cli.choices import Family
 from edgeseq.cli.common import err, handle_errors, out, progress_bar
+from edgeseq.cli.dataopts import SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, TimeCol, data_options, load_data
 
 
 @handle_errors
 def train(
     family: Annotated[Family, typer.Option(help="Model family to build.")] = Family("rnn"),
-    data: Annotated[Dataset, typer.Option(help="Bundled data set to train on.")] = Dataset("japanese-vowels"),
+    data: Annotated[str, typer.Option(help=f"Data to train on: {SOURCE_HELP}.")] = "japanese-vowels",
     out_dir: Annotated[Path, typer.Option("--out", help="Model directory to write (config.json + model.safetensors + metrics.json).")] = Path("runs/model"),
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split.")] = 40,
     lr: Annotated[float, typer.Option(min=0.0, help="Peak AdamW learning rate (cosine decay).")] = 1e-2,
@@ -25,19 +26,29 @@ def train(
         Optional[list[str]],
         typer.Option("--set", help="Family config field as key=value (JSON values), repeatable, e.g. --set cell=gru --set d_hidden=128."),
     ] = None,
+    series_col: SeriesCol = None,
+    time_col: TimeCol = None,
+    label_col: LabelCol = None,
+    features: Features = None,
+    split_seed: SplitSeed = 0,
 ) -> None:
     """Train a model of FAMILY on DATA and save it as a model directory.
 
-    The family's config gets d_in, d_out and task from the data set; --set overrides any other field.
-    Test-split metrics are printed and written to metrics.json beside the model.
+    DATA is a bundled data set or your own file or folder (docs/data.md): labels one per series train a
+    classifier, per-step targets a sequence model; without labels nothing can be trained. The family's config gets
+    d_in, d_out and task from the data; --set overrides any other field. Test-split metrics are printed and
+    written to metrics.json beside the model.
     """
     import edgeseq
     from edgeseq.config import parse_overrides
-    from edgeseq.data import load_dataset
+    from edgeseq.errors import InputError
     from edgeseq.fsutil import write_json_atomic
     from edgeseq.train import TrainConfig, fit
 
-    ds = load_dataset(data.value)
+    ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed))
+    if ds.task == "unlabeled":
+        raise InputError(f"--data {ds.source or ds.name}: no labels to train on (a label column, y, labels.csv or "
+                         "sub-folders); unlabeled data serves calibration, streaming and profiling")
     cfg = {"d_in": ds.d_in, "d_out": ds.d_out, "task": ds.task, **parse_overrides(set_ or [])}
     import torch
 

@@ -1,7 +1,9 @@
-"""Data sets: a registry of loaders returning :class:`SequenceDataset`.
+"""Data: bundled data sets (a registry of loaders) and a user's own files, both as :class:`SequenceDataset`.
 
-``japanese-vowels`` ships inside the package (see ``README.md`` beside this file for its source and licence),
-so the main job needs no download and no extra.
+:func:`load` is what every command and API that takes data calls: a bundled name (``japanese-vowels`` ships
+inside the package, see ``README.md`` beside this file; the others come from the ``data`` extra) or a path to a
+``.npz`` / ``.npy`` / ``.csv`` / ``.tsv`` / ``.parquet`` file or a folder of per-series files
+(:mod:`edgeseq.data.files`, docs/data.md). :func:`check_fits` checks a data set against a model.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class SequenceDataset:
     train: Split
     test: Split
     source: str = ""
+    classes: list[str] | None = None  # class names of a user's file (labels in sorted order), when known
+    note: str = ""  # how the split was made (a user's file), for the CLI to print
+    features: list[str] | None = None  # feature column names of a table
 
     @property
     def max_length(self) -> int:
@@ -53,6 +58,50 @@ DATASETS: Registry[Callable[[], SequenceDataset]] = Registry("data set")
 
 def load_dataset(name: str) -> SequenceDataset:
     return DATASETS.get(name)()
+
+
+def load(source, options=None) -> SequenceDataset:
+    """A bundled data set by name, or a user's file or folder (``options``: :class:`edgeseq.data.files.DataOptions`)."""
+    from pathlib import Path
+
+    from edgeseq.data.files import load_file
+
+    if isinstance(source, SequenceDataset):
+        return source
+    text = str(source)
+    if text in DATASETS and not Path(text).exists():
+        return load_dataset(text)
+    path = Path(text).expanduser()
+    if not path.exists() and "/" not in text and not path.suffix:
+        from edgeseq.errors import InputError
+
+        raise InputError(f"{text!r} is neither a bundled data set ({', '.join(DATASETS.keys())}) nor a file or folder")
+    return load_file(path, options)
+
+
+def check_fits(ds: SequenceDataset, d_in: int, *, d_out: int | None = None, task: str | None = None,
+               what: str = "data") -> None:
+    """Refuse, in one line naming the data, a data set that does not fit a model: its feature count, and where a
+    metric is wanted (``task``) its labels: missing, of another task, or classes outside the model's ``d_out``."""
+    from edgeseq.errors import InputError
+
+    where = ds.source or ds.name
+    if ds.d_in != d_in:
+        raise InputError(f"{what} {where}: {ds.d_in} features per frame; the model takes {d_in}")
+    if task is None:
+        return
+    if ds.task == "unlabeled":
+        raise InputError(f"{what} {where}: no labels, so the model's {task} metric cannot be computed (add a label "
+                         "column, y, labels.csv or sub-folders)")
+    if ds.task != task:
+        raise InputError(f"{what} {where}: {ds.task} labels; the model's task is {task}")
+    if task == "classify" and d_out is not None:
+        top = int(max(ds.train.y.max(initial=0), ds.test.y.max(initial=0)))
+        if top >= d_out:
+            name = ds.classes[top] if ds.classes and top < len(ds.classes) else str(top)
+            raise InputError(f"{what} {where}: label {name!r} (class {top}) is outside the model's {d_out} classes")
+    if task == "sequence" and d_out is not None and ds.d_out != d_out:
+        raise InputError(f"{what} {where}: {ds.d_out} targets per step; the model gives {d_out}")
 
 
 def _pad(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
