@@ -27,6 +27,8 @@ def commit_files(pairs: list[tuple[Path, Path]]) -> None:
     done: list[Path] = []
     try:
         for src, dst in pairs:
+            if src.is_file():
+                publish_mode(src)
             os.replace(src, dst)
             done.append(dst)
     except BaseException:
@@ -42,3 +44,33 @@ def write_json_atomic(path: Path, data: Any) -> None:
         f = tmp / path.name
         f.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
         os.replace(f, path)
+
+
+def check_writable(path: Path, what: str = "output") -> None:
+    """Refuse, before any work, an output path that cannot be written: the nearest folder that exists must be a
+    folder we can create a file in (probed with a temporary file, removed at once)."""
+    from edgeseq.errors import InputError
+
+    path = Path(path).expanduser()
+    probe = path if path.is_dir() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{what} {path}: {probe} is a file, not a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".edgeseq-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot write in {probe} ({exc.strerror or exc})") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: Path) -> None:
+    """The mode a plain file gets (0644 under the usual umask): some writers (safetensors) stage files 0600."""
+    os.chmod(path, 0o666 & ~_umask())

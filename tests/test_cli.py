@@ -110,7 +110,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(trained, tmp_path):
     (tmp_path / "nan.csv").write_text("\n".join([",".join(["0"] * 12)] * 3 + [",".join(["nan"] * 12)]))
     _one_line_error(run("stream", trained, "-i", tmp_path / "nan.csv", "-o", tmp_path / "y.npy"), "step 3 has NaN")
     assert not (tmp_path / "y.npy").exists()
-    _one_line_error(run("inspect", trained / "config.json"), "no manifest")
+    _one_line_error(run("inspect", trained / "config.json"), "not an artifact (.onnx, .pte or a .edgeseq.json manifest)")
 
     r = run("--debug", "convert", tmp_path / "mismatch")
     assert r.exit_code == 1 and isinstance(r.exception, edgeseq.EdgeseqError)

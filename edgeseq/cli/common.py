@@ -59,6 +59,26 @@ def handle_errors(fn):
     return wrapper
 
 
+def must_exist(*paths, what: str = "") -> None:
+    """Every given path exists, or one line and exit 1 (the same for every command and every path argument)."""
+    from edgeseq.errors import InputError
+
+    for p in paths:
+        if p is not None and not os.path.exists(p):
+            raise InputError(f"{what + ' ' if what else ''}{p}: no such file or folder")
+
+
+def usage_error(e) -> None:
+    """A command line typer/click cannot parse (unknown option, bad choice, missing argument): one line on
+    stderr, exit 2 (click's code for usage errors); replaces typer's boxed message."""
+    from rich.markup import escape
+
+    msg = " ".join(e.format_message().replace("Value error, ", "").split())
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    err.print(f"[bold red]error:[/] {escape(msg)}{escape(hint)}", highlight=False, soft_wrap=True, emoji=False)
+
+
 @contextlib.contextmanager
 def progress_bar(transient: bool = True):
     with Progress(

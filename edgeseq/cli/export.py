@@ -30,6 +30,9 @@ def export(
     The artifact runs STEPS steps on its runtime beside the eager step, each feeding its own state back; the
     error goes into the manifest. Past TOLERANCE the export fails and writes nothing.
     """
+    from edgeseq.fsutil import check_writable
+
+    check_writable(out_path, "--out")  # before any work
     import edgeseq
     from edgeseq.cli.source import open_model
 
@@ -42,5 +45,5 @@ def export(
     g = art.manifest.get("graph", {})
     extra = (f"; {g['delegated_ops']}/{g['delegated_ops'] + g['non_delegated_ops']} ops delegated"
              if "delegated_ops" in g else "")
-    out.print(f"wrote {art.path} ({art.manifest['file_bytes']:,} bytes) and {art.manifest_path.name}; "
+    out.print(f"wrote {art.path} ({art.manifest['file_bytes']:,} bytes) and {art.manifest_path}; "
               f"parity over {p['steps']} steps: max abs error {p['max_abs_error']:.3g}{extra}")

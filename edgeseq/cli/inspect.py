@@ -13,24 +13,35 @@ from edgeseq.cli.common import handle_errors, out
 
 @handle_errors
 def inspect(
-    artifact: Annotated[Path, typer.Argument(help="Exported artifact (.onnx / .pte) or its .edgeseq.json manifest.", exists=True)],
+    artifact: Annotated[Path, typer.Argument(help="Exported artifact (.onnx / .pte) or its .edgeseq.json manifest.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
 ) -> None:
-    """Show an artifact's family, runtime, inputs/outputs, state bytes, parity and operator delegation."""
+    """Show an artifact's family, runtime, inputs/outputs, state bytes, parity and operator delegation.
+
+    A .onnx / .pte without an edgeseq manifest beside it shows what the file itself says."""
+    from edgeseq.cli.common import must_exist
+
+    must_exist(artifact)
     from rich.table import Table
 
     from edgeseq import manifest as man
+    from edgeseq.errors import ArtifactError
 
+    if not artifact.name.endswith(man.SUFFIX) and not man.manifest_path_for(artifact).is_file():
+        return _inspect_bare(artifact, as_json)
     model_file, _, m = man.resolve_artifact(artifact)
+    if not model_file.is_file():
+        raise ArtifactError(f"{model_file}: the model file its manifest describes is missing")
+    man.check_file(model_file, m)  # a truncated or replaced file: refused, as stream refuses it
     if as_json:
         out.print_json(json.dumps(m))
         return
-    size = model_file.stat().st_size if model_file.exists() else None
+    size = model_file.stat().st_size
     rt = m["runtime"]
     out.print(f"[bold]{model_file.name}[/]: family [bold]{m['family']}[/] ({m.get('task', '?')}), target {m['target']} "
               f"on {rt.get('name')} {rt.get('version', '')}" + (f", opset {rt['opset']}" if "opset" in rt else "")
               + (f", backend {rt['backend']}" if "backend" in rt else ""))
-    out.print(f"file {size:,} bytes" if size is not None else "file missing!", f"| batch {m['batch']}",
+    out.print(f"file {size:,} bytes (sha256 matches the manifest)", f"| batch {m['batch']}",
               f"| train length {m.get('train_length')}", f"| fingerprint {m['fingerprint'][:16]}")
     io = Table(title="inputs / outputs")
     for col in ("kind", "name", "shape", "dtype"):
@@ -81,6 +92,84 @@ def inspect(
     elif "nodes" in g:
         out.print(f"operators: {g['nodes']} ONNX nodes (" + ", ".join(f"{k} x{v}" for k, v in g["op_types"].items()) + ")")
     out.print(f"quantization: {_quant_line(m.get('quantization'))}; pruning: {_prune_line(m.get('pruning'))}")
+
+
+def _inspect_bare(path: Path, as_json: bool) -> None:
+    """A .onnx / .pte without an edgeseq manifest beside it: what the file itself says."""
+    from edgeseq.errors import ArtifactError
+
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from edgeseq.errors import require
+
+        onnx = require("onnx", "onnx")
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise ArtifactError(f"{path}: not a readable ONNX model ({type(exc).__name__})") from None
+        dtype = {v: k.lower() for k, v in onnx.TensorProto.DataType.items()}
+
+        def rows(values):
+            return [{"name": v.name, "dtype": dtype.get(v.type.tensor_type.elem_type, "?"),
+                     "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]} for v in values]
+
+        ops: dict[str, int] = {}
+        for node in model.graph.node:
+            ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        info = {"file": path.name, "format": "onnx", "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+                "producer": f"{model.producer_name} {model.producer_version}".strip(), "inputs": rows(model.graph.input),
+                "outputs": rows(model.graph.output), "nodes": len(model.graph.node), "op_types": ops}
+    elif suffix == ".pte":
+        from edgeseq.errors import require
+
+        require("executorch", "executorch")
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if len(head) < 8 or head[4:6] != b"ET" or not head[6:8].isdigit():  # the flatbuffer's file identifier
+            # (checked first: the runtime aborts the process on some non-program bytes instead of raising)
+            raise ArtifactError(f"{path}: not an ExecuTorch program (no ET file identifier in its header)")
+        from executorch.runtime import Runtime
+
+        try:
+            program = Runtime.get().load_program(path)
+            methods = sorted(program.method_names)
+            meta = program.metadata("forward" if "forward" in methods else methods[0])
+        except Exception as exc:  # the runtime's own errors for a corrupt program
+            raise ArtifactError(f"{path}: not a loadable ExecuTorch program ({type(exc).__name__})") from None
+
+        scalar = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16", 6: "float32", 7: "float64",
+                  11: "bool", 15: "bfloat16"}  # c10::ScalarType codes, as the runtime reports them
+
+        def tensors(n, get):
+            return [{"name": f"#{i}", "shape": list(get(i).sizes()), "dtype": scalar.get(int(get(i).dtype()), str(get(i).dtype()))}
+                    for i in range(n)]
+
+        info = {"file": path.name, "format": "executorch", "methods": methods,
+                "inputs": tensors(meta.num_inputs(), meta.input_tensor_meta),
+                "outputs": tensors(meta.num_outputs(), meta.output_tensor_meta)}
+    else:
+        raise ArtifactError(f"{path}: not an artifact (.onnx, .pte or a .edgeseq.json manifest)")
+    info["bytes"] = path.stat().st_size
+    info["note"] = ("no edgeseq manifest beside it: not exported by edgeseq (or its manifest was moved); no state "
+                    "layout, parity or delegation to show, and edgeseq stream will not open it")
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    from rich.table import Table
+
+    out.print(f"[bold]{path.name}[/]: {info['format']} file, {info['bytes']:,} bytes"
+              + (f", opsets {info['opsets']}" if "opsets" in info else "")
+              + (f", methods {', '.join(info['methods'])}" if "methods" in info else ""))
+    io = Table(title="inputs / outputs (from the file)")
+    for col in ("kind", "name", "shape", "dtype"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for e in info[kind]:
+            io.add_row(kind[:-1], e["name"], str(tuple(e["shape"])), e["dtype"])
+    out.print(io)
+    if "nodes" in info:
+        out.print(f"operators: {info['nodes']} ONNX nodes (" + ", ".join(f"{k} x{v}" for k, v in info["op_types"].items()) + ")")
+    out.print(f"[yellow]note:[/] {info['note']}")
 
 
 def _flops(n: int) -> str:

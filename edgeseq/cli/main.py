@@ -17,7 +17,24 @@ from edgeseq.cli import quantize as _quantize
 from edgeseq.cli import quickstart as _quickstart
 from edgeseq.cli import stream as _stream
 from edgeseq.cli import train as _train
-from edgeseq.cli.common import DEBUG, quiet_toolchains
+from edgeseq.cli.common import DEBUG, quiet_toolchains, usage_error
+
+import typer.rich_utils  # noqa: E402
+
+typer.rich_utils.rich_format_error = usage_error  # one line for a command line that does not parse (exit 2)
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _display_type_of_option(self, ctx):
+    """The type column of --help: nothing for a flag (typer 0.29 shows every flag as <bool>), and choices with
+    spaces around the bars so that a narrow terminal wraps between choices, never inside one."""
+    if self.is_flag and not self.count:
+        return None
+    shown = _display_type(self, ctx)
+    return shown.replace("|", " | ") if isinstance(shown, str) and shown.startswith("<") and "|" in shown else shown
+
+
+typer.core.TyperOption.display_type_rich = _display_type_of_option
 
 app = typer.Typer(
     name="edgeseq",

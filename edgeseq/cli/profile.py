@@ -24,7 +24,7 @@ def profile(
     streams: Annotated[int, typer.Option(min=1, help="Independent sessions for the N-stream throughput.")] = 4,
     op_steps: Annotated[int, typer.Option(min=0, help="Steps of the per-operator pass (ETDump / onnxruntime profiling); 0 skips it.")] = 200,
     data: Annotated[Optional[str], typer.Option("--input", "--data", help=f"Real input frames for timing and parity, from the test split (series one after another): {SOURCE_HELP}. Default: seeded N(0, 1) frames.")] = None,
-    reference: Annotated[Optional[Path], typer.Option(help="Model directory to check parity against (same inputs through its eager step).", exists=True, file_okay=False)] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="Model directory to check parity against (same inputs through its eager step).")] = None,
     parity_steps: Annotated[int, typer.Option(min=1, help="Steps compared with --reference.")] = 2_000,
     catalog: Annotated[Optional[list[Path]], typer.Option(help=_CATALOG_HELP)] = None,
 ) -> None:
@@ -35,6 +35,13 @@ def profile(
     arena, state bytes, a per-operator breakdown and, with --reference, parity beside the speed. For every other
     device: a roofline-style estimate calibrated on this machine, labelled "estimate".
     """
+    from edgeseq.fsutil import check_writable
+
+    check_writable(out_dir, "--out")  # before any work
+    from edgeseq.cli.common import must_exist
+
+    must_exist(*artifacts)
+    must_exist(reference, what="--reference")
     from edgeseq.devices.profiler import ProfileConfig
     from edgeseq.devices.report import run, write
 
@@ -92,12 +99,23 @@ def devices(
     if as_json:
         out.print_json(json.dumps({k: d.to_dict() for k, d in cat.items()}))
         return
-    t = Table(title=f"device catalog ({len(cat)} devices; add one as a TOML file, see docs/profiling.md)")
-    for col in ("name", "device", "memory", "DRAM GB/s", "core fp32 GFLOP/s", "runtimes"):
+    n_cat = sum(1 for d in cat.values() if not d.measured)  # the host is this machine, not a catalog entry
+    t = Table(title=f"device catalog ({n_cat} devices, and this machine as 'host'; add one as a TOML file, see "
+                    "docs/profiling.md)")
+    # the name is what --device takes: never cut or wrapped, whatever the width (other columns wrap whole words)
+    t.add_column("name", no_wrap=True, min_width=max(len(d.name) for d in cat.values()))
+    cols = ("device", "memory", "DRAM GB/s", "core fp32 GFLOP/s", "runtimes")
+    for col in cols:
         t.add_column(col)
-    for d in sorted(cat.values(), key=lambda d: (not d.measured, d.name)):
-        t.add_row(d.name, d.title, f"{d.memory_gb:g} GB" if d.memory_gb else "measured",
-                  f"{d.bandwidth_gbs:g}" if d.bandwidth_gbs else ("measured" if d.measured else "not published"),
-                  f"{d.cpu.peak_gflops('fp32'):.1f}" if d.cpu.peak_gflops("fp32") else "measured",
-                  ", ".join(f"{k} ({v['unit']})" for k, v in d.runtimes.items()))
+    rows = [(d.name, d.title, f"{d.memory_gb:g} GB" if d.memory_gb else "measured",
+             f"{d.bandwidth_gbs:g}" if d.bandwidth_gbs else ("measured" if d.measured else "not published"),
+             f"{d.cpu.peak_gflops('fp32'):.1f}" if d.cpu.peak_gflops("fp32") else "measured",
+             ", ".join(f"{k} ({v['unit']})" for k, v in d.runtimes.items()))
+            for d in sorted(cat.values(), key=lambda d: (not d.measured, d.name))]
+    if not out.is_terminal:  # a pipe or a file: tab-separated lines, nothing wrapped or cut
+        typer.echo("\t".join(("name",) + cols))
+        typer.echo("\n".join("\t".join(r) for r in rows))
+        return
+    for r in rows:
+        t.add_row(*r)
     out.print(t)

@@ -21,12 +21,12 @@ class Method(str, Enum):
 
 @handle_errors
 def prune(
-    model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + model.safetensors).", exists=True)],
-    method: Annotated[Method, typer.Option(help="structured: remove whole hidden units (rnn), attention heads and FF units (aaren), inner channels (mamba1), heads (mamba2) or convolution channels (continual), rewriting smaller matrices (smaller, faster); unstructured: zero the smallest weights (smaller download only); n:m: keep N of every M weights (2:4 for TensorRT sparse tensor cores); random-graph: connectivity from a fixed random graph (sparse-RNN thesis).")] = Method.structured,
+    model_dir: Annotated[Path, typer.Argument(help="Model directory (config.json + model.safetensors).")],
+    method: Annotated[Method, typer.Option(help="structured: remove whole hidden units (rnn), attention heads and FF units (aaren), inner channels (mamba1), heads (mamba2) or convolution channels (continual), rewriting smaller matrices (smaller, faster); unstructured: zero the smallest weights (smaller download only); n:m keeps N of every M weights (2:4 for TensorRT sparse tensor cores); random-graph: connectivity from a fixed random graph (sparse-RNN thesis).")] = Method.structured,
     amount: Annotated[float, typer.Option(min=0.0, max=0.99, help="Fraction of hidden units, heads or channels (structured) or of weights (the other methods) to remove.")] = 0.5,
     scope: Annotated[str, typer.Option(help="unstructured: 'global' (one threshold) or 'layer' (the same fraction per matrix).")] = "global",
-    n: Annotated[int, typer.Option(help="n:m: weights kept per group.")] = 2,
-    m: Annotated[int, typer.Option(help="n:m: group size along the input dimension.")] = 4,
+    n: Annotated[int, typer.Option(help="Method n:m: weights kept per group.")] = 2,
+    m: Annotated[int, typer.Option(help="Method n:m: group size along the input dimension.")] = 4,
     graph: Annotated[str, typer.Option(help="random-graph: 'watts-strogatz' (small world) or 'erdos-renyi'.")] = "watts-strogatz",
     seed: Annotated[int, typer.Option(help="random-graph: seed of the graph.")] = 0,
     finetune_epochs: Annotated[int, typer.Option(min=0, help="Epochs of fine-tuning on --data after pruning (pruned weights stay zero).")] = 0,
@@ -43,6 +43,12 @@ def prune(
     Convert and export the result as any model directory (edgeseq export / quantize); the pruning record goes
     into its config.json and into every manifest exported from it.
     """
+    from edgeseq.fsutil import check_writable
+
+    check_writable(out_dir, "--out")  # before any work
+    from edgeseq.cli.common import must_exist
+
+    must_exist(model_dir)
     import edgeseq
     from edgeseq.data import check_fits, load_dataset
     from edgeseq.errors import ConfigError, InputError

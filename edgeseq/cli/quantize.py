@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,7 +37,7 @@ def quantize(
     weights: Annotated[Optional[WeightFormat], typer.Option(help="int8 schemes' 8-bit weight format: int8 (-127..127; default for executorch and tensorrt), uint8 (0..255 with a zero point per channel; default for onnx) or int8-reduced (-64..64: 7 bits). onnx refuses int8: its x86 kernels saturate with it.")] = None,
     activations: Annotated[Optional[ActivationGrid], typer.Option(help="int8-static's activation grid: affine (a zero point; default for executorch and onnx) or symmetric (zero point 0; default for tensorrt, whose explicit quantization takes nothing else).")] = None,
     block_size: Annotated[int, typer.Option(help="int8/int4-weight-only: input values per scale (a power of two >= 16).")] = 32,
-    eval_: Annotated[bool, typer.Option("--eval", help="Roll fp32 and quantized over --eval-steps real frames; write OUT.drift.json and OUT.drift.svg.")] = False,
+    eval_: Annotated[bool, typer.Option("--eval", help="Roll fp32 and quantized over --eval-steps real frames; write the rollout beside the artifact as ARTIFACT.drift.json and ARTIFACT.drift.svg (out/model-quant.pte.drift.json).")] = False,
     eval_steps: Annotated[int, typer.Option(min=100, help="Length of the drift rollout.")] = 10_000,
     data: Annotated[Optional[str], typer.Option("--eval-data", "--data", help=f"Real data for the drift rollout, the task metric (with labels) and the validation rollout: {SOURCE_HELP}. Default: japanese-vowels when the model takes its 12 features, else the calibration data.")] = None,
     budget: Annotated[Optional[float], typer.Option(help="Max relative output error vs fp32 over the drift rollout (implies --eval); past it nothing is written.")] = None,
@@ -60,6 +59,9 @@ def quantize(
     state policy. With --eval (or --budget) the quantized step is rolled against fp32 over EVAL_STEPS real frames
     first: output and state error per step, the task metric, and a plot; past BUDGET nothing is written.
     """
+    from edgeseq.fsutil import check_writable
+
+    check_writable(out_path, "--out")  # before any work
     import edgeseq
     from edgeseq.data import check_fits, load_dataset
     from edgeseq.pipeline import real_stream
@@ -121,8 +123,10 @@ def quantize(
     with status(f"exporting to {target.value} and validating over {steps} steps"):
         art = edgeseq.export(step, out_path, target=target.value, steps=steps, inputs=inputs, tolerance=tolerance)
     if eval_ or budget is not None:
+        from edgeseq.fsutil import write_json_atomic
+
         stem = art.path
-        Path(f"{stem}.drift.json").write_text(json.dumps(rep.to_json()) + "\n")
+        write_json_atomic(Path(f"{stem}.drift.json"), rep.to_json())
         Path(f"{stem}.drift.svg").write_text(rep.plot_svg(f"{scheme.value} on {target.value}"))
     p = art.parity
     q = art.manifest["quantization"]

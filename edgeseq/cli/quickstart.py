@@ -20,6 +20,9 @@ def quickstart(
     export it to ONNX and ExecuTorch, stream the test split through every runtime, print accuracy and parity, and
     write a profile report (measured here, estimated for every catalog device) to OUT/report/report.html.
     """
+    from edgeseq.fsutil import check_writable
+
+    check_writable(out_dir, "--out")  # before any work
     from rich.table import Table
 
     from edgeseq.fsutil import write_json_atomic

@@ -11,7 +11,7 @@ from edgeseq.errors import ConfigError
 
 MODEL_HELP = ("Model directory (config.json + model.safetensors), or a torch.export archive (.pt2) of your own model "
               "(see docs/own-models.md).")
-ModelArg = Annotated[Path, typer.Argument(help=MODEL_HELP, exists=True, metavar="MODEL")]
+ModelArg = Annotated[Path, typer.Argument(help=MODEL_HELP, metavar="MODEL")]
 TimeAxisOpt = Annotated[Optional[int], typer.Option(
     "--time-axis", help=".pt2 only: the input's time axis (default: its dynamic axis, else 1; -1 for (batch, channels, time)).")]
 
@@ -20,7 +20,9 @@ def open_model(path: Path, time_axis: int | None = None):
     """(the model as its parallel reference, its step): a model directory through its registered converter, a
     ``.pt2`` archive (checked before it is loaded) through the graph converter."""
     import edgeseq
+    from edgeseq.cli.common import must_exist
 
+    must_exist(path)
     if path.is_dir():
         if time_axis is not None:
             raise ConfigError("--time-axis applies to a .pt2 archive, not to a model directory")

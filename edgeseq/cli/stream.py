@@ -29,6 +29,8 @@ def read_stream(path: Path) -> np.ndarray:
         raise ShapeError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
     if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
         raise ShapeError(f"{path}: expected a numeric array of shape (T, d_in) or (T, batch, d_in), got {arr.shape} {arr.dtype}")
+    if arr.shape[0] == 0 or arr.size == 0:
+        raise ShapeError(f"{path}: no frames to stream (shape {arr.shape})")
     return np.ascontiguousarray(arr)
 
 
@@ -71,11 +73,11 @@ def write_outputs(path: Path, ys: np.ndarray) -> None:
 
 @handle_errors
 def stream(
-    artifact: Annotated[Path, typer.Argument(help="Exported artifact (.onnx / .pte, or its .edgeseq.json), or a model directory.", exists=True)],
-    input_path: Annotated[Path, typer.Option("--input", "-i", help="Input stream: .npy (T, d_in) or (T, batch, d_in), or .csv (one step per row); token ids (T, 1) for language models.", exists=True, dir_okay=False)],
+    artifact: Annotated[Path, typer.Argument(help="Exported artifact (.onnx / .pte, or its .edgeseq.json), or a model directory.")],
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="Input stream: .npy (T, d_in) or (T, batch, d_in), or .csv (one step per row); token ids (T, 1) for language models.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write outputs to .npy or .csv; default: print CSV to stdout.")] = None,
     runtime: Annotated[Optional[RuntimeName], typer.Option(help="Runtime to use (default: the manifest's).")] = None,
-    state_in: Annotated[Optional[Path], typer.Option(help="Resume from a state saved by --state-out (must come from the same model).", exists=True, dir_okay=False)] = None,
+    state_in: Annotated[Optional[Path], typer.Option(help="Resume from a state saved by --state-out (must come from the same model).")] = None,
     state_out: Annotated[Optional[Path], typer.Option(help="Save the final state here (.npz) to resume later.")] = None,
 ) -> None:
     """Stream INPUT through ARTIFACT one step at a time, feeding the state back, and write the outputs.
@@ -83,6 +85,21 @@ def stream(
     Every step's input is checked against the manifest (shape, dtype, finite values) before the runtime
     sees it. The state can be saved and resumed; a state from another model is refused.
     """
+    from edgeseq.cli.common import must_exist
+    from edgeseq.fsutil import check_writable
+
+    must_exist(artifact)
+    must_exist(input_path, what="--input")
+    must_exist(state_in, what="--state-in")
+
+    if output is not None:  # before streaming anything
+        if output.suffix.lower() not in (".npy", ".csv"):
+            raise ShapeError(f"--output {output}: must end in .npy or .csv")
+        check_writable(output, "--output")
+    if state_out is not None:
+        if output is not None and state_out.resolve() == output.resolve():
+            raise ShapeError("--state-out and --output name the same file")
+        check_writable(state_out, "--state-out")
     import edgeseq
     from edgeseq.runtimes import StreamState
 

@@ -39,6 +39,9 @@ def train(
     d_in, d_out and task from the data; --set overrides any other field. Test-split metrics are printed and
     written to metrics.json beside the model.
     """
+    from edgeseq.fsutil import check_writable
+
+    check_writable(out_dir, "--out")  # before any work
     import edgeseq
     from edgeseq.config import parse_overrides
     from edgeseq.errors import InputError
