@@ -22,8 +22,6 @@ def inspect(
     from edgeseq.cli.common import must_exist
 
     must_exist(artifact)
-    from rich.table import Table
-
     from edgeseq import manifest as man
     from edgeseq.errors import ArtifactError
 
@@ -43,13 +41,7 @@ def inspect(
               + (f", backend {rt['backend']}" if "backend" in rt else ""))
     out.print(f"file {size:,} bytes (sha256 matches the manifest)", f"| batch {m['batch']}",
               f"| train length {m.get('train_length')}", f"| fingerprint {m['fingerprint'][:16]}")
-    io = Table(title="inputs / outputs")
-    for col in ("kind", "name", "shape", "dtype"):
-        io.add_column(col)
-    for kind in ("inputs", "outputs"):
-        for e in m[kind]:
-            io.add_row(kind[:-1], e["name"], str(tuple(e["shape"])), e["dtype"])
-    out.print(io)
+    out.print(_io_table("inputs / outputs", m))
     if m.get("vocab_size"):
         out.print(f"language model: one token id per step, ids 0..{m['vocab_size'] - 1}; outputs are logits")
     ss = m["state_spec"]
@@ -92,6 +84,18 @@ def inspect(
     elif "nodes" in g:
         out.print(f"operators: {g['nodes']} ONNX nodes (" + ", ".join(f"{k} x{v}" for k, v in g["op_types"].items()) + ")")
     out.print(f"quantization: {_quant_line(m.get('quantization'))}; pruning: {_prune_line(m.get('pruning'))}")
+
+
+def _io_table(title: str, info: dict):
+    from rich.table import Table
+
+    io = Table(title=title)
+    for col in ("kind", "name", "shape", "dtype"):
+        io.add_column(col)
+    for kind in ("inputs", "outputs"):
+        for e in info[kind]:
+            io.add_row(kind[:-1], e["name"], str(tuple(e["shape"])), e["dtype"])
+    return io
 
 
 def _inspect_bare(path: Path, as_json: bool) -> None:
@@ -155,18 +159,10 @@ def _inspect_bare(path: Path, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(info))
         return
-    from rich.table import Table
-
     out.print(f"[bold]{path.name}[/]: {info['format']} file, {info['bytes']:,} bytes"
               + (f", opsets {info['opsets']}" if "opsets" in info else "")
               + (f", methods {', '.join(info['methods'])}" if "methods" in info else ""))
-    io = Table(title="inputs / outputs (from the file)")
-    for col in ("kind", "name", "shape", "dtype"):
-        io.add_column(col)
-    for kind in ("inputs", "outputs"):
-        for e in info[kind]:
-            io.add_row(kind[:-1], e["name"], str(tuple(e["shape"])), e["dtype"])
-    out.print(io)
+    out.print(_io_table("inputs / outputs (from the file)", info))
     if "nodes" in info:
         out.print(f"operators: {info['nodes']} ONNX nodes (" + ", ".join(f"{k} x{v}" for k, v in info["op_types"].items()) + ")")
     out.print(f"[yellow]note:[/] {info['note']}")
