@@ -176,10 +176,44 @@ def _pool_entry(t: torch.Tensor) -> list:
     return e
 
 
+def import_runtime():
+    """``executorch.runtime`` without importing ``executorch.exir``, the compiler.
+
+    The bindings module (``executorch.extension.pybindings.portable_lib``) imports ``executorch.exir._warnings``
+    for one decorator, and Python imports the parent package first: all of ``executorch.exir`` and, through it,
+    torch's dynamo and inductor, about 5 s of a 6.4 s ``edgeseq stream`` of a .pte here. ``_warnings.py`` is
+    loaded under a placeholder parent that is removed again, so that a later ``import executorch.exir`` (an
+    export in the same process) loads the real package."""
+    require("executorch", "executorch")
+    full = os.environ.get("EDGESEQ_ET_FULL_IMPORT")  # benchmarks/cli_startup.py: the import as it was before
+    if full or "executorch.exir" in sys.modules or "executorch.runtime" in sys.modules:
+        from executorch import runtime
+
+        return runtime
+    import importlib.util
+    import types
+
+    root = Path(list(importlib.util.find_spec("executorch").submodule_search_locations)[0])
+    placeholder = types.ModuleType("executorch.exir")
+    placeholder.__path__ = [str(root / "exir")]
+    sys.modules["executorch.exir"] = placeholder
+    try:
+        import executorch.exir._warnings  # noqa: F401  (what the bindings need of exir)
+        from executorch import runtime
+    finally:
+        if sys.modules.get("executorch.exir") is placeholder:
+            del sys.modules["executorch.exir"]
+            sys.modules.pop("executorch.exir._warnings", None)
+            import executorch
+
+            if getattr(executorch, "exir", None) is placeholder:
+                del executorch.exir
+    return runtime
+
+
 class ExecuTorchBackend:
     def __init__(self, path: Path, io: ProgramIO, threads: int | None = 1):
-        require("executorch", "executorch")
-        from executorch.runtime import Runtime as EtRuntime
+        EtRuntime = import_runtime().Runtime
 
         self.io = io
         with native_stderr_quiet():

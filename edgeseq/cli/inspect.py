@@ -132,10 +132,10 @@ def _inspect_bare(path: Path, as_json: bool) -> None:
         if len(head) < 8 or head[4:6] != b"ET" or not head[6:8].isdigit():  # the flatbuffer's file identifier
             # (checked first: the runtime aborts the process on some non-program bytes instead of raising)
             raise ArtifactError(f"{path}: not an ExecuTorch program (no ET file identifier in its header)")
-        from executorch.runtime import Runtime
+        from edgeseq.runtimes.et import import_runtime
 
         try:
-            program = Runtime.get().load_program(path)
+            program = import_runtime().Runtime.get().load_program(path)
             methods = sorted(program.method_names)
             meta = program.metadata("forward" if "forward" in methods else methods[0])
         except Exception as exc:  # the runtime's own errors for a corrupt program
