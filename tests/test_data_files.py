@@ -91,6 +91,13 @@ def test_every_format_reads_back_the_arrays(arrays, tmp_path):
     xs, ys, test = arrays
     ref = _by_hand(xs, ys, test)
     _same(load(_write_npz(tmp_path / "d.npz", xs, ys, test)), ref)
+    # the split as separate arrays (x_train, y_train, x_test, y_test), padded with lengths
+    part = {}
+    for name, mask in (("train", ~test), ("test", test)):
+        sp = ref.train if name == "train" else ref.test
+        part.update({f"x_{name}": sp.x, f"lengths_{name}": sp.lengths, f"y_{name}": sp.y})
+    np.savez(tmp_path / "parts.npz", **part)
+    _same(load(tmp_path / "parts.npz"), ref)
     csv_ds = load(_write_csv(tmp_path / "d.csv", xs, ys, test))
     _same(csv_ds, ref)
     assert csv_ds.classes == CLASSES and csv_ds.features == ["f0", "f1", "f2", "f3", "f4"]
@@ -129,22 +136,34 @@ def test_parquet_tables(arrays, tmp_path):
     _same(load(tmp_path / "d.parquet"), _by_hand(xs, ys, test))
 
 
+def _source(fmt, tmp_path, xs, ys, test):
+    """The arrays written as ``fmt``, and the train/test marks the loader will use (a folder's: made with the seed,
+    reproduced here from the folder's sorted file order)."""
+    if fmt == "npz":
+        return _write_npz(tmp_path / "d.npz", xs, ys, test), test
+    if fmt == "csv":
+        return _write_csv(tmp_path / "d.csv", xs, ys, test), test
+    src = _write_folder(tmp_path / "folder", xs, ys, test)
+    names = sorted(f"{'a' if i % 2 else 'b'}/s{i:02d}.npy" for i in range(40))
+    order = [int(n.split("/s")[1][:2]) for n in names]  # the folder's series order (sorted paths)
+    marks = np.zeros(40, bool)
+    marks[[order[k] for k in np.random.default_rng(0).permutation(40)[:8]]] = True
+    return src, marks
+
+
+def _train_order(fmt, marks):
+    """Indices of the train series in the order the loader keeps them (file order; a folder's sorted paths)."""
+    if fmt != "folder":
+        return [i for i in range(40) if not marks[i]]
+    names = sorted(f"{'a' if i % 2 else 'b'}/s{i:02d}.npy" for i in range(40))
+    return [i for i in (int(n.split("/s")[1][:2]) for n in names) if not marks[i]]
+
+
 @pytest.mark.parametrize("fmt", ["npz", "csv", "folder"])
 def test_train_on_a_users_file_equals_fit_on_the_arrays(arrays, tmp_path, fmt):
     xs, ys, test = arrays
-    if fmt == "npz":
-        src = _write_npz(tmp_path / "d.npz", xs, ys, test)
-    elif fmt == "csv":
-        src = _write_csv(tmp_path / "d.csv", xs, ys, test)
-    else:  # a folder's split is made with the seed; the reference uses the same marks, read from the loader
-        src = _write_folder(tmp_path / "folder", xs, ys, test)
-        got = load(src)
-        test = np.zeros(40, bool)
-        names = sorted(f"{'a' if i % 2 else 'b'}/s{i:02d}.npy" for i in range(40))
-        order = [int(n.split("/s")[1][:2]) for n in names]  # the folder's series order (sorted paths)
-        rng = np.random.default_rng(0).permutation(40)[:8]
-        test[[order[k] for k in rng]] = True
-        assert len(got.test) == 8
+    src, test = _source(fmt, tmp_path, xs, ys, test)
+    assert len(load(src).test) == int(test.sum())
     r = run("train", "--family", "rnn", "--data", src, "--epochs", 3, "--set", "d_hidden=8", "--out", tmp_path / "m")
     assert r.exit_code == 0, r.output
     cli_model = edgeseq.load(tmp_path / "m")
@@ -157,35 +176,48 @@ def test_train_on_a_users_file_equals_fit_on_the_arrays(arrays, tmp_path, fmt):
     assert metrics["test"]["accuracy"] == pytest.approx(res.metrics["accuracy"])
 
 
-def test_quantize_prune_and_profile_take_a_users_file(arrays, tmp_path):
+@pytest.mark.parametrize("fmt", ["npz", "csv", "folder"])
+def test_quantize_prune_and_profile_on_a_users_file_equal_the_arrays_in_python(arrays, tmp_path, fmt):
+    """quantize --calib FILE gives the artifact that quantize_(calib=[the same train series]) gives; prune --data
+    FILE --finetune-epochs 1 the weights prune_ gives on the same arrays; drift and profile read the file."""
     from extras import need  # tests/extras.py
+
+    from edgeseq.quant import SCHEMES, StructuredConfig, prune_, quantize_
 
     need("onnxruntime", "onnx")
     xs, ys, test = arrays
-    src = _write_csv(tmp_path / "d.csv", xs, ys, test)
-    r = run("train", "--family", "rnn", "--data", src, "--epochs", 20, "--set", "d_hidden=16", "--out", tmp_path / "m")
-    assert r.exit_code == 0, r.output
-    # calibration and drift on the user's file; the drift's accuracy is the file's test split through the model
+    src, test = _source(fmt, tmp_path, xs, ys, test)
+    torch.manual_seed(0)
+    model = edgeseq.build("rnn", d_in=5, d_out=4, task="classify", d_hidden=16)
+    fit(model, _by_hand(xs, ys, test), TrainConfig(epochs=5, seed=0, device="cpu"))
+    edgeseq.save(model, tmp_path / "m")
+    frames = np.concatenate(xs[:3]).astype(np.float32)
+    # quantize: the file's train split as calibration == the same arrays handed to quantize_
     r = run("quantize", tmp_path / "m", "--scheme", "int8-static", "--target", "onnx", "--calib", src, "--eval-data",
             src, "--eval", "--eval-steps", 300, "--out", tmp_path / "q")
     assert r.exit_code == 0, r.output
+    step = edgeseq.convert(edgeseq.load(tmp_path / "m"))
+    cfg = SCHEMES.get("int8-static").config(weights="uint8")
+    quantize_(step, cfg, calib=[xs[i].astype(np.float32) for i in _train_order(fmt, test)], target="onnx")
+    ref = edgeseq.export(step, tmp_path / "q-python", target="onnx").path
+    np.testing.assert_allclose(edgeseq.open(tmp_path / "q.onnx").run(frames), edgeseq.open(ref).run(frames), atol=1e-6)
     drift = json.loads((tmp_path / "q.onnx.drift.json").read_text())
-    model = edgeseq.load(tmp_path / "m").eval()
-    ref = _by_hand(xs, ys, test).test
+    ref_test = _by_hand(xs, ys, test).test
     with torch.no_grad():
-        pred = model(torch.from_numpy(ref.x), torch.from_numpy(ref.lengths)).argmax(-1).numpy()
-    assert drift["data"] == "d.csv" and drift["metric"]["accuracy_float"] == pytest.approx(float((pred == ref.y).mean()))
-    manifest = json.loads((tmp_path / "q.onnx.edgeseq.json").read_text())
-    assert manifest["quantization"]["calibration"]["source"].startswith("d.csv")
-    # pruning fine-tunes on the file and reports the metric on its test split
+        pred = model.eval()(torch.from_numpy(ref_test.x), torch.from_numpy(ref_test.lengths)).argmax(-1).numpy()
+    assert drift["metric"]["accuracy_float"] == pytest.approx(float((pred == ref_test.y).mean()))
+    # prune: fine-tuning on the file == on the arrays
     r = run("prune", tmp_path / "m", "--data", src, "--finetune-epochs", 1, "--out", tmp_path / "p")
-    assert r.exit_code == 0 and "on d.csv test" in " ".join(r.output.split()), r.output
-    # profiling streams the file's test frames
-    np.save(tmp_path / "frames.npy", np.concatenate([xs[i] for i in np.flatnonzero(test)]))
+    assert r.exit_code == 0 and f"on {src.name} test" in " ".join(r.output.split()), r.output
+    mine = edgeseq.load(tmp_path / "m")
+    prune_(mine, StructuredConfig(0.5), data=_by_hand(xs, ys, test), finetune_epochs=1)
+    for (k, a), b in zip(mine.state_dict().items(), edgeseq.load(tmp_path / "p").state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+    # profile: the file's test frames as the input
     r = run("export", tmp_path / "m", "--target", "onnx", "--out", tmp_path / "e")
     assert r.exit_code == 0, r.output
-    r = run("profile", tmp_path / "e.onnx", "--input", tmp_path / "frames.npy", "--steps", 200, "--op-steps", 0,
-            "--streams", 1, "--out", tmp_path / "prof")
+    r = run("profile", tmp_path / "e.onnx", "--input", src, "--steps", 200, "--op-steps", 0, "--streams", 1,
+            "--out", tmp_path / "prof")
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "prof" / "report.json").read_text())
-    assert "frames.npy" in json.dumps(report["profiles"][0]["inputs"])
+    assert report["profiles"][0]["inputs"]["what"] == f"{src.name} test split, series concatenated"

@@ -18,15 +18,18 @@ LabelCol = Annotated[Optional[str], typer.Option(
     "--label-col", help="Table data: the label column, one class per series (default: 'label' if present).")]
 Features = Annotated[Optional[str], typer.Option(
     "--features", help="Table data: comma-separated feature columns (default: every other numeric column).")]
+Task = Annotated[Optional[str], typer.Option(
+    "--task", help="The data's task: classify, sequence or unlabeled (default: from the labels' shape: one per series "
+                   "is classify, per-step targets sequence, none unlabeled); a file whose labels do not fit it is refused.")]
 SplitSeed = Annotated[int, typer.Option(
     "--split-seed", help="Seed of the train/test split made when the data has none (a 'split' column or array).")]
 
 
-def data_options(series_col=None, time_col=None, label_col=None, features=None, split_seed: int = 0):
+def data_options(series_col=None, time_col=None, label_col=None, features=None, split_seed: int = 0, task=None):
     from edgeseq.data.files import DataOptions
 
     cols = tuple(c.strip() for c in features.split(",") if c.strip()) if features else None
-    return DataOptions(series=series_col, time=time_col, label=label_col, features=cols, seed=split_seed)
+    return DataOptions(series=series_col, time=time_col, label=label_col, features=cols, seed=split_seed, task=task)
 
 
 def load_data(source: str, options, what: str = "data"):

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from edgeseq.cli.common import err, handle_errors, out, progress_bar, status
-from edgeseq.cli.dataopts import SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, TimeCol, data_options, load_data
+from edgeseq.cli.dataopts import (
+    SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
+)
 
 
 class Method(str, Enum):
@@ -37,6 +39,7 @@ def prune(
     label_col: LabelCol = None,
     features: Features = None,
     split_seed: SplitSeed = 0,
+    task: Task = None,
 ) -> None:
     """Prune MODEL_DIR with METHOD, fine-tune, and write the pruned model directory to OUT.
 
@@ -66,7 +69,7 @@ def prune(
     c = model.config
     fits = dict(d_out=getattr(c, "d_out", None), task=getattr(c, "task", None))
     if data is not None:  # the user's data: it must fit, or nothing is done
-        ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed))
+        ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task))
         check_fits(ds, c.d_in, what="--data", **fits)
     else:  # the bundled default, where it fits this model
         ds = load_dataset("japanese-vowels")
@@ -80,9 +83,9 @@ def prune(
     metric0 = evaluate(model, ds.task, ds.test) if ds else {}
     if finetune_epochs:
         with progress_bar() as bar:
-            task = bar.add_task(f"pruning ({method.value}) and fine-tuning on {ds.name}", total=finetune_epochs)
+            bar_task = bar.add_task(f"pruning ({method.value}) and fine-tuning on {ds.name}", total=finetune_epochs)
             prune_(model, config, data=ds, finetune_epochs=finetune_epochs,
-                   progress=lambda e, _n, loss: bar.update(task, completed=e, description=f"fine-tuning, loss {loss:.4f}"))
+                   progress=lambda e, _n, loss: bar.update(bar_task, completed=e, description=f"fine-tuning, loss {loss:.4f}"))
     else:
         with status(f"pruning ({method.value})"):
             prune_(model, config)

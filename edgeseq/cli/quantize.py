@@ -11,7 +11,9 @@ import typer
 
 from edgeseq.cli.choices import ActivationGrid, SchemeName, Target, WeightFormat
 from edgeseq.cli.common import handle_errors, out, progress_bar, status
-from edgeseq.cli.dataopts import SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, TimeCol, data_options, load_data
+from edgeseq.cli.dataopts import (
+    SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
+)
 from edgeseq.cli.source import ModelArg, TimeAxisOpt
 from edgeseq.errors import ConfigError
 
@@ -49,6 +51,7 @@ def quantize(
     label_col: LabelCol = None,
     features: Features = None,
     split_seed: SplitSeed = 0,
+    task: Task = None,
 ) -> None:
     """Quantize MODEL's step with SCHEME, export it to TARGET and check it.
 
@@ -89,7 +92,7 @@ def quantize(
     with status(f"converting {model_dir}"):
         _model, step = open_model(model_dir, time_axis)
     float_step = copy.deepcopy(step)  # the fp32 reference of the drift rollout
-    opts = data_options(series_col, time_col, label_col, features, split_seed)
+    opts = data_options(series_col, time_col, label_col, features, split_seed, task)
     cal = load_data(calib, opts, "calibration data") if calib else None
     if cal is not None:
         check_fits(cal, step.d_in, what="--calib")
@@ -108,9 +111,9 @@ def quantize(
         if ds is None:
             raise ConfigError(f"--eval needs real frames of {step.d_in} features: give --eval-data PATH (or --calib)")
         with progress_bar() as bar:
-            task = bar.add_task(f"drift rollout on {ds.name}", total=eval_steps)
+            bar_task = bar.add_task(f"drift rollout on {ds.name}", total=eval_steps)
             rep = evaluate(float_step, step, ds, eval_steps, budget=budget,
-                           progress=lambda i, n: bar.update(task, completed=i))
+                           progress=lambda i, n: bar.update(bar_task, completed=i))
         s = rep.summary()
         step.quant_drift = s
         m = s["metric"]

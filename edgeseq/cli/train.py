@@ -9,7 +9,9 @@ import typer
 
 from edgeseq.cli.choices import Family
 from edgeseq.cli.common import err, handle_errors, out, progress_bar
-from edgeseq.cli.dataopts import SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, TimeCol, data_options, load_data
+from edgeseq.cli.dataopts import (
+    SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
+)
 
 
 @handle_errors
@@ -31,6 +33,7 @@ def train(
     label_col: LabelCol = None,
     features: Features = None,
     split_seed: SplitSeed = 0,
+    task: Task = None,
 ) -> None:
     """Train a model of FAMILY on DATA and save it as a model directory.
 
@@ -48,7 +51,7 @@ def train(
     from edgeseq.fsutil import write_json_atomic
     from edgeseq.train import TrainConfig, fit
 
-    ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed))
+    ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task))
     if ds.task == "unlabeled":
         raise InputError(f"--data {ds.source or ds.name}: no labels to train on (a label column, y, labels.csv or "
                          "sub-folders); unlabeled data serves calibration, streaming and profiling")
@@ -61,10 +64,10 @@ def train(
     n_params = sum(p.numel() for p in model.parameters())
     err.print(f"training {family.value} ({n_params:,} parameters) on {ds.name}: {len(ds.train)} train / {len(ds.test)} test series")
     with progress_bar() as p:
-        task = p.add_task("training", total=epochs)
+        bar_task = p.add_task("training", total=epochs)
 
         def on_epoch(epoch: int, total: int, loss: float) -> None:
-            p.update(task, completed=epoch, description=f"epoch {epoch}/{total} loss {loss:.4f}")
+            p.update(bar_task, completed=epoch, description=f"epoch {epoch}/{total} loss {loss:.4f}")
 
         result = fit(model, ds, tc, progress=on_epoch)
     edgeseq.save(model, out_dir)

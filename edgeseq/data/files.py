@@ -63,6 +63,25 @@ def _npz(path: Path, opts: DataOptions) -> Raw:
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npz ({' '.join(str(exc).split())[:120]})") from None
     keys = sorted(arrays)
+    if "x_train" in arrays and "x_test" in arrays:  # the split as separate arrays: x_train, y_train, x_test, y_test
+        parts = []
+        for part in ("train", "test"):
+            sub_arrays = {k[: -len(part) - 1]: v for k, v in arrays.items() if k.endswith(f"_{part}")}
+            parts.append(_npz_arrays(path, sub_arrays, sorted(sub_arrays)))
+        labels = [p.labels for p in parts]
+        if (labels[0] is None) != (labels[1] is None):
+            raise InputError(f"{path}: y_train and y_test come together (one of them is missing)")
+        both = None
+        if labels[0] is not None:
+            both = (list(labels[0]) + list(labels[1]) if isinstance(labels[0], list) or isinstance(labels[1], list)
+                    else np.concatenate([labels[0], labels[1]]))
+        n_train, n_test = len(parts[0].series), len(parts[1].series)
+        return Raw(parts[0].series + parts[1].series, both, np.array([False] * n_train + [True] * n_test),
+                   _names(path, n_train, "train series") + _names(path, n_test, "test series"))
+    return _npz_arrays(path, arrays, keys)
+
+
+def _npz_arrays(path: Path, arrays: dict, keys: list[str]) -> Raw:
     per = sorted((k for k in keys if k.startswith("x_") and k[2:].isdigit()), key=lambda k: int(k[2:]))
     if "x" in arrays:
         x = arrays["x"]
