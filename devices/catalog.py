@@ -67,6 +67,7 @@ class Device:
     notes: tuple[str, ...] = ()
     measured: bool = False
     path: str = ""
+    qemu_cpu: str = ""  # the core qemu-aarch64 emulates for parity on this device's arithmetic ([cpu] qemu_cpu)
 
     def unit_for(self, runtime: str) -> str | None:
         """The compute unit ("cpu" or an accelerator name) this device runs ``runtime`` on, or None."""
@@ -89,6 +90,7 @@ class Device:
             "accelerators": {k: {"title": a.title, "peak_tflops": dict(a.peak_tflops)} for k, a in self.accelerators.items()},
             "runtimes": {k: dict(v) for k, v in self.runtimes.items()},
             "sources": list(self.sources), "notes": list(self.notes), "measured": self.measured,
+            "qemu_cpu": self.qemu_cpu,
         }
 
 
@@ -157,7 +159,7 @@ def parse_device(data: dict[str, Any], where: str) -> Device:
         runtimes=runtimes, bandwidth_gbs=bw if bw else None, memory_type=str(data.get("memory_type", "")),
         power_w=tuple(float(p) for p in power), accelerators=accs,
         sources=tuple(str(s) for s in data.get("sources", [])), notes=tuple(str(s) for s in data.get("notes", [])),
-        measured=measured,
+        measured=measured, qemu_cpu=str(c.get("qemu_cpu", "")),
     )
 
 

@@ -34,10 +34,17 @@ class StreamState:
     steps: int = 0
 
     def save(self, path: str | Path) -> None:
+        """``.npz`` (numpy's format), or ``.esstate``: the native runtime's bytes (runtimes/native/edgeseq.h), which
+        ``edgeseq-run --state-in`` and ``es_load_state`` read."""
         from edgeseq.fsutil import staging_dir
         import os
 
         path = Path(path)
+        if path.suffix == ".esstate":
+            with staging_dir(path.parent) as tmp:
+                (tmp / "state").write_bytes(self.to_bytes())
+                os.replace(tmp / "state", path)
+            return
         with staging_dir(path.parent) as tmp:
             f = tmp / "state.npz"
             np.savez(
@@ -46,8 +53,67 @@ class StreamState:
             )
             os.replace(f, path)
 
+    # the native state format (runtimes/native/edgeseq_runtime.cpp): "ESST", u32 version, u32 + fingerprint, i64
+    # steps, u32 tensors; per tensor u32 + name, u32 dtype code, u32 rank, i64 dims, the values in C order
+    _CODES = {"float32": 0, "float16": 1, "int8": 2, "int64": 3}
+
+    def to_bytes(self) -> bytes:
+        import struct
+
+        fp = self.fingerprint.encode()
+        out = [b"ESST", struct.pack("<II", 1, len(fp)), fp, struct.pack("<qI", self.steps, len(self.tensors))]
+        for name, t in zip(self.names, self.tensors):
+            a = np.ascontiguousarray(t)
+            if a.dtype.name not in self._CODES:
+                raise StateMismatchError(f"state tensor {name} of dtype {a.dtype} has no native code")
+            nb = name.encode()
+            out += [struct.pack("<I", len(nb)), nb, struct.pack("<II", self._CODES[a.dtype.name], a.ndim),
+                    struct.pack(f"<{a.ndim}q", *a.shape), a.tobytes()]
+        return b"".join(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "state") -> "StreamState":
+        import struct
+
+        dtypes = {v: k for k, v in cls._CODES.items()}
+        try:
+            if data[:4] != b"ESST" or struct.unpack_from("<I", data, 4)[0] != 1:
+                raise ValueError("no ESST header")
+            (flen,) = struct.unpack_from("<I", data, 8)
+            at = 12 + flen
+            fp = data[12:at].decode()
+            steps, count = struct.unpack_from("<qI", data, at)
+            at += 12
+            names, tensors = [], []
+            for _ in range(count):
+                (nlen,) = struct.unpack_from("<I", data, at)
+                name = data[at + 4:at + 4 + nlen].decode()
+                at += 4 + nlen
+                code, rank = struct.unpack_from("<II", data, at)
+                dims = struct.unpack_from(f"<{rank}q", data, at + 8)
+                at += 8 + 8 * rank
+                dt = np.dtype(dtypes[code])
+                n = int(np.prod(dims)) * dt.itemsize
+                if at + n > len(data):
+                    raise ValueError("truncated")
+                tensors.append(np.frombuffer(data[at:at + n], dtype=dt).reshape(dims).copy())
+                names.append(name)
+                at += n
+            if at != len(data):
+                raise ValueError("trailing bytes")
+        except (ValueError, KeyError, struct.error, UnicodeDecodeError) as exc:
+            raise StateMismatchError(f"{where}: not an edgeseq state file ({exc})") from None
+        return cls(tuple(names), tuple(tensors), fp, int(steps))
+
     @classmethod
     def load(cls, path: str | Path) -> "StreamState":
+        try:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        except OSError as exc:
+            raise StateMismatchError(f"{path}: cannot read it ({exc.strerror})") from None
+        if head == b"ESST":
+            return cls.from_bytes(Path(path).read_bytes(), str(path))
         try:
             with np.load(path, allow_pickle=False) as z:
                 names = tuple(str(n) for n in z["__names__"])

@@ -28,3 +28,17 @@ def need(module: str, extra: str, why: str = ""):
         if required():
             pytest.fail(f"{msg}; {REQUIRE}=1 makes a missing extra a failure", pytrace=False)
         pytest.skip(msg, allow_module_level=True)
+
+
+def need_tool(command: str, apt_package: str, why: str = ""):
+    """The path of the system tool ``command``; else a skip (a failure under EDGESEQ_REQUIRE_ORACLES=1, as .ci/run
+    installs it with apt-get) naming the Debian package."""
+    import shutil
+
+    path = shutil.which(command)
+    if path:
+        return path
+    msg = f"{command} is not installed: apt-get install {apt_package}{': ' + why if why else ''}"
+    if required():
+        pytest.fail(f"{msg}; {REQUIRE}=1 makes a missing tool a failure", pytrace=False)
+    pytest.skip(msg)

@@ -61,6 +61,11 @@ def inspect(
     out.print(f"parity at export ({p['what']}): {p['steps']} steps x {p['batch']} streams, max abs error "
               f"{p['max_abs_error']:.3g}, max rel error {p['max_rel_error']:.3g}, final state error "
               f"{p['final_state_max_abs_error']:.3g} (tolerance {p['tolerance']:g})")
+    for r in m.get("parity_on") or []:  # edgeseq check-device: the program on a device's (emulated) arithmetic
+        out.print(f"parity on {r['device']} ({r['arch']}, qemu -cpu {r['qemu_cpu']}, emulated) vs {r['versus'].split(' (')[0]}: "
+                  f"{r['frames']} frames, max abs error {r['max_abs_error']:.3g}, max scaled error "
+                  f"{r['max_scaled_error']:.3g} ({'within' if r['passed'] else 'PAST'} its tolerance {r['tolerance']:g})",
+                  highlight=False)
     g = m.get("graph", {})
     if "delegated_ops" in g:
         out.print(f"operators: {g['delegated_ops']} delegated to {rt.get('backend', '?')} in {g['partitions']} partition(s), "

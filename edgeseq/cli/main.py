@@ -11,6 +11,7 @@ from edgeseq._version import __version__
 from edgeseq.cli import convert as _convert
 from edgeseq.cli import export as _export
 from edgeseq.cli import inspect as _inspect
+from edgeseq.cli import native as _native
 from edgeseq.cli import profile as _profile
 from edgeseq.cli import prune as _prune
 from edgeseq.cli import quantize as _quantize
@@ -80,6 +81,8 @@ app.command("inspect")(_inspect.inspect)
 app.command("profile")(_profile.profile)
 app.command("devices")(_profile.devices)
 app.command("quickstart")(_quickstart.quickstart)
+app.command("check-device")(_native.check_device)
+app.add_typer(_native.native_app, name="native")
 
 
 def main() -> None:

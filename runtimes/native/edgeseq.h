@@ -1,0 +1,66 @@
+/* edgeseq native runtime: stream an exported step (.pte + its .edgeseq.json manifest) on the ExecuTorch runtime,
+ * from C or C++, with no Python. One es_stream holds one model and the state of one stream (a fixed batch).
+ *
+ * Every function returns ES_OK (0) or an error code; es_last_error() gives the message of the last failure in this
+ * thread. Nothing aborts the process on bad input (a file that is not a program is checked before the runtime sees
+ * it). See docs/on-device.md.
+ */
+#ifndef EDGESEQ_H
+#define EDGESEQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum es_status {
+  ES_OK = 0,
+  ES_ERR_IO = 1,        /* a file that cannot be read or written */
+  ES_ERR_MANIFEST = 2,  /* no manifest, an invalid one, or one of another file */
+  ES_ERR_RUNTIME = 3,   /* ExecuTorch could not load or run the program */
+  ES_ERR_SHAPE = 4,     /* a buffer of the wrong size */
+  ES_ERR_VALUE = 5,     /* NaN/Inf in a frame, a token id outside the vocabulary */
+  ES_ERR_STATE = 6,     /* a saved state of another model, or not a state */
+  ES_ERR_ARG = 7        /* a null pointer or a bad argument */
+};
+
+typedef struct es_stream es_stream;
+
+/* Open PTE_PATH with its manifest PTE_PATH.edgeseq.json; the state starts as the manifest's initial state. */
+int es_open(const char* pte_path, es_stream** out);
+void es_close(es_stream* s);
+const char* es_last_error(void);
+
+int es_d_in(const es_stream* s);      /* features per frame (1 for a language model: one token id) */
+int es_d_out(const es_stream* s);     /* outputs per frame */
+int es_batch(const es_stream* s);     /* streams per call, fixed by the program */
+int es_vocab_size(const es_stream* s);/* > 0: inputs are token ids (es_push_tokens) */
+int es_delay(const es_stream* s);     /* the first es_delay outputs of a stream are not ready */
+int64_t es_steps(const es_stream* s); /* frames pushed since open / reset / the saved state's */
+const char* es_fingerprint(const es_stream* s);
+
+/* One step: FRAME holds batch * d_in floats; OUT receives batch * d_out floats. *READY (may be NULL) is 1 when
+ * this output is a valid output of the model (0 during its delay, or between outputs of a strided model). */
+int es_push(es_stream* s, const float* frame, float* out, int* ready);
+/* One step of a language model: IDS holds batch token ids. */
+int es_push_tokens(es_stream* s, const int64_t* ids, float* out, int* ready);
+/* Back to the initial state (step 0). */
+int es_reset(es_stream* s);
+
+/* The state as bytes (edgeseq's state format, with the model's fingerprint and step count): es_state_bytes gives
+ * the size, es_save_state writes it into BUF (CAP bytes), es_load_state restores it (refused for another model).
+ * The same bytes are what StreamState.save(path.esstate) writes in Python. */
+int es_state_bytes(const es_stream* s, size_t* bytes);
+int es_save_state(const es_stream* s, unsigned char* buf, size_t cap, size_t* written);
+int es_load_state(es_stream* s, const unsigned char* buf, size_t n);
+
+/* Measurement (benchmarks/native.py): microseconds per call of N bare Method::execute calls on the current inputs
+ * (no state handling) and of N es_push calls of a zero frame, after N warm-up calls of each; the state is reset. */
+int es_benchmark(es_stream* s, int n, double* execute_us, double* push_us);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,466 @@
+// edgeseq native runtime (see edgeseq.h): the rules of the Python ExecuTorch session (runtimes/et.py), read from
+// the manifest: state order and names, initial fills, passed-through state (a ring buffer's shift, not a program
+// output), channels-last state inputs, inputs read in place (each buffer with TAIL_BYTES after it: XNNPACK may
+// read past an input's end), the fixed batch, token-id inputs, the ready flag of delayed and strided steps.
+
+#include "edgeseq.h"
+
+#include <executorch/extension/module/module.h>
+#include <executorch/extension/tensor/tensor.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "json.hpp"
+#include "sha256.hpp"
+
+using executorch::aten::ScalarType;
+using executorch::extension::Module;
+using executorch::extension::TensorPtr;
+using executorch::extension::make_tensor_ptr;
+using executorch::runtime::EValue;
+
+namespace {
+
+thread_local std::string last_error;
+
+int fail(int code, const std::string& msg) {
+  last_error = msg;
+  return code;
+}
+
+constexpr size_t TAIL_BYTES = 64;  // as runtimes/et.py: XNNPACK reads up to 16 bytes past an input (xnnpack.h)
+
+struct DType {
+  ScalarType type;
+  size_t size;
+  uint32_t code;  // in the state format
+};
+
+bool dtype_of(const std::string& name, DType* out) {
+  static const std::map<std::string, DType> known = {
+      {"float32", {ScalarType::Float, 4, 0}}, {"float16", {ScalarType::Half, 2, 1}},
+      {"int8", {ScalarType::Char, 1, 2}},     {"int64", {ScalarType::Long, 8, 3}},
+      {"bfloat16", {ScalarType::BFloat16, 2, 4}}};
+  auto it = known.find(name);
+  if (it == known.end()) return false;
+  *out = it->second;
+  return true;
+}
+
+// A buffer with TAIL_BYTES of its own after the data, 64-byte aligned.
+struct Buffer {
+  std::vector<unsigned char> bytes;
+  size_t size = 0;
+  unsigned char* data() { return bytes.data() + pad; }
+  const unsigned char* data() const { return bytes.data() + pad; }
+  size_t pad = 0;
+  void resize(size_t n) {
+    size = n;
+    bytes.assign(n + TAIL_BYTES + 64, 0);
+    pad = (64 - reinterpret_cast<uintptr_t>(bytes.data()) % 64) % 64;
+  }
+};
+
+struct StateTensor {
+  std::string name;
+  std::vector<int64_t> shape;  // with the batch
+  DType dtype;
+  double fill = 0.0;
+  bool channels_last = false;
+  size_t numel() const {
+    size_t n = 1;
+    for (auto d : shape) n *= static_cast<size_t>(d);
+    return n;
+  }
+};
+
+// logical (C order) <-> channels-last (N, H, W, C) for a 4D tensor of `size`-byte elements; `to_cl` picks the way
+void channels_last_copy(const unsigned char* src, unsigned char* dst, const std::vector<int64_t>& s, size_t size, bool to_cl) {
+  const int64_t N = s[0], C = s[1], H = s[2], W = s[3];
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const int64_t logical = ((n * C + c) * H + h) * W + w, cl = ((n * H + h) * W + w) * C + c;
+          std::memcpy(dst + (to_cl ? cl : logical) * size, src + (to_cl ? logical : cl) * size, size);
+        }
+}
+
+void fill_value(unsigned char* dst, size_t n, const DType& dt, double v) {
+  for (size_t i = 0; i < n; ++i) {
+    if (dt.code == 0) {
+      float f = static_cast<float>(v);
+      std::memcpy(dst + i * 4, &f, 4);
+    } else if (dt.code == 2) {
+      int8_t q = static_cast<int8_t>(v);
+      dst[i] = static_cast<unsigned char>(q);
+    } else if (dt.code == 3) {
+      int64_t q = static_cast<int64_t>(v);
+      std::memcpy(dst + i * 8, &q, 8);
+    } else {  // half / bfloat16: the fills edgeseq writes are 0 and 1 (and the float32 extremes for running max/min)
+      uint16_t h = 0;
+      if (v == 1.0) h = dt.code == 1 ? 0x3C00 : 0x3F80;
+      else if (v > 1e30) h = dt.code == 1 ? 0x7BFF : 0x7F7F;
+      else if (v < -1e30) h = dt.code == 1 ? 0xFBFF : 0xFF7F;
+      std::memcpy(dst + i * 2, &h, 2);
+    }
+  }
+}
+
+}  // namespace
+
+struct es_stream {
+  std::unique_ptr<Module> module;
+  std::string fingerprint;
+  int d_in = 0, d_out = 0, batch = 1, vocab = 0, delay = 0, stride = 1;
+  int64_t steps = 0;
+  DType in_dtype{ScalarType::Float, 4, 0};
+  std::vector<StateTensor> tensors;
+  std::vector<Buffer> state;        // as the program reads it (channels-last where it takes it so)
+  std::vector<Buffer> scratch;      // passthrough sources, read before the computed outputs land
+  std::vector<int> computed;        // state indices the program returns, in output order
+  std::vector<std::pair<int, int>> passed;  // (next-state index, input-state index)
+  Buffer frame;
+  std::vector<TensorPtr> inputs_ptr;
+  std::vector<EValue> inputs;
+};
+
+namespace {
+
+int read_file(const std::string& path, std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return fail(ES_ERR_IO, path + ": cannot open it");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return ES_OK;
+}
+
+std::string base_name(const std::string& p) {
+  auto i = p.find_last_of('/');
+  return i == std::string::npos ? p : p.substr(i + 1);
+}
+
+int parse_manifest(es_stream* s, const std::string& pte, const std::string& pte_bytes) {
+  std::string man_path = pte + ".edgeseq.json", text;
+  {
+    std::ifstream f(man_path);
+    if (!f) return fail(ES_ERR_MANIFEST, pte + ": no manifest beside it (expected " + base_name(man_path) + "); export it with edgeseq export");
+  }
+  int rc = read_file(man_path, &text);
+  if (rc) return rc;
+  es_json::Value m;
+  std::string err;
+  if (!es_json::parse(text, &m, &err)) return fail(ES_ERR_MANIFEST, man_path + ": not valid JSON (" + err + ")");
+  try {
+    if (m["target"].str() != "executorch") return fail(ES_ERR_MANIFEST, man_path + ": a manifest of a " + m["target"].str() + " artifact, not of an ExecuTorch program");
+    if (m["file"].str() != base_name(pte)) return fail(ES_ERR_MANIFEST, man_path + ": describes " + m["file"].str() + ", not " + base_name(pte));
+    if (m.has("file_sha256") && m["file_sha256"].str() != es_sha256::hex(pte_bytes))
+      return fail(ES_ERR_MANIFEST, pte + ": file does not match its manifest (sha256 differs); re-export it");
+    s->fingerprint = m["fingerprint"].str();
+    s->batch = static_cast<int>(m["batch"].num());
+    s->vocab = m.has("vocab_size") && !m["vocab_size"].is_null() ? static_cast<int>(m["vocab_size"].num()) : 0;
+    const auto& in0 = m["inputs"].at(0);
+    s->d_in = static_cast<int>(in0["shape"].at(1).num());
+    if (!dtype_of(in0["dtype"].str(), &s->in_dtype)) return fail(ES_ERR_MANIFEST, man_path + ": input dtype " + in0["dtype"].str());
+    s->d_out = static_cast<int>(m["outputs"].at(0)["shape"].at(1).num());
+    const auto& spec = m["state_spec"];
+    s->delay = static_cast<int>(spec["delay"].num());
+    s->stride = spec.has("output_stride") ? static_cast<int>(spec["output_stride"].num()) : 1;
+    std::map<std::string, int> index;
+    for (size_t i = 0; i < spec["tensors"].size(); ++i) {
+      const auto& t = spec["tensors"].at(i);
+      StateTensor st;
+      st.name = t["name"].str();
+      st.shape.push_back(s->batch);
+      for (size_t k = 1; k < t["shape"].size(); ++k) st.shape.push_back(static_cast<int64_t>(t["shape"].at(k).num()));
+      if (!dtype_of(t["dtype"].str(), &st.dtype)) return fail(ES_ERR_MANIFEST, man_path + ": state dtype " + t["dtype"].str());
+      st.fill = t.has("fill") ? t["fill"].num() : 0.0;
+      index[st.name] = static_cast<int>(i);
+      s->tensors.push_back(st);
+    }
+    const auto& rt = m["runtime"];
+    if (rt.has("channels_last_state"))
+      for (size_t i = 0; i < rt["channels_last_state"].size(); ++i) {
+        auto it = index.find(rt["channels_last_state"].at(i).str());
+        if (it == index.end()) return fail(ES_ERR_MANIFEST, man_path + ": channels_last_state names an unknown state tensor");
+        if (s->tensors[it->second].shape.size() != 4) return fail(ES_ERR_MANIFEST, man_path + ": a channels-last state that is not 4D");
+        s->tensors[it->second].channels_last = true;
+      }
+    std::vector<bool> is_passed(s->tensors.size(), false);
+    if (rt.has("passthrough_state"))
+      for (const auto& kv : rt["passthrough_state"].object()) {
+        auto a = index.find(kv.first), b = index.find(kv.second.str());
+        if (a == index.end() || b == index.end()) return fail(ES_ERR_MANIFEST, man_path + ": passthrough_state names an unknown state tensor");
+        s->passed.emplace_back(a->second, b->second);
+        is_passed[a->second] = true;
+      }
+    for (size_t i = 0; i < s->tensors.size(); ++i)
+      if (!is_passed[i]) s->computed.push_back(static_cast<int>(i));
+  } catch (const std::exception& e) {
+    return fail(ES_ERR_MANIFEST, man_path + ": " + e.what());
+  }
+  return ES_OK;
+}
+
+void initial_state(es_stream* s) {
+  for (size_t i = 0; i < s->tensors.size(); ++i)
+    fill_value(s->state[i].data(), s->tensors[i].numel(), s->tensors[i].dtype, s->tensors[i].fill);
+  s->steps = 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* es_last_error(void) { return last_error.c_str(); }
+
+int es_open(const char* pte_path, es_stream** out) {
+  if (!pte_path || !out) return fail(ES_ERR_ARG, "es_open: null argument");
+  *out = nullptr;
+  std::string pte(pte_path), bytes;
+  int rc = read_file(pte, &bytes);
+  if (rc) return rc;
+  // the flatbuffer's file identifier ("ET" and two digits at bytes 4..7): the runtime aborts on some non-program
+  // bytes instead of returning an error, so nothing else reaches it
+  if (bytes.size() < 8 || bytes[4] != 'E' || bytes[5] != 'T' || !isdigit(bytes[6]) || !isdigit(bytes[7]))
+    return fail(ES_ERR_RUNTIME, pte + ": not an ExecuTorch program (no ET file identifier in its header)");
+  auto s = std::make_unique<es_stream>();
+  rc = parse_manifest(s.get(), pte, bytes);
+  if (rc) return rc;
+  s->module = std::make_unique<Module>(pte, Module::LoadMode::File);
+  if (s->module->load_method("forward") != executorch::runtime::Error::Ok)
+    return fail(ES_ERR_RUNTIME, pte + ": ExecuTorch cannot load its forward method");
+  auto meta = s->module->method_meta("forward");
+  if (!meta.ok()) return fail(ES_ERR_RUNTIME, pte + ": no method metadata");
+  if (meta->num_inputs() != 1 + s->tensors.size() || meta->num_outputs() != 1 + s->computed.size())
+    return fail(ES_ERR_MANIFEST, pte + ": the program's inputs/outputs do not match its manifest's state");
+  // buffers and the tensors on them, made once: the program reads them in place every call
+  const size_t in_numel = static_cast<size_t>(s->batch) * (s->vocab ? 1 : s->d_in);
+  s->frame.resize(in_numel * s->in_dtype.size);
+  std::vector<executorch::aten::SizesType> fsizes = {s->batch, s->vocab ? 1 : s->d_in};
+  s->inputs_ptr.push_back(make_tensor_ptr(fsizes, s->frame.data(), s->in_dtype.type));
+  s->state.resize(s->tensors.size());
+  s->scratch.resize(s->tensors.size());
+  for (size_t i = 0; i < s->tensors.size(); ++i) {
+    const auto& t = s->tensors[i];
+    s->state[i].resize(t.numel() * t.dtype.size);
+    s->scratch[i].resize(t.numel() * t.dtype.size);
+    std::vector<executorch::aten::SizesType> sizes(t.shape.begin(), t.shape.end());
+    if (t.channels_last) {
+      std::vector<executorch::aten::DimOrderType> order = {0, 2, 3, 1};
+      std::vector<executorch::aten::StridesType> strides = {
+          static_cast<int>(t.shape[1] * t.shape[2] * t.shape[3]), 1, static_cast<int>(t.shape[3] * t.shape[1]), static_cast<int>(t.shape[1])};
+      s->inputs_ptr.push_back(make_tensor_ptr(sizes, s->state[i].data(), order, strides, t.dtype.type));
+    } else {
+      s->inputs_ptr.push_back(make_tensor_ptr(sizes, s->state[i].data(), t.dtype.type));
+    }
+  }
+  for (auto& p : s->inputs_ptr) s->inputs.emplace_back(p);
+  initial_state(s.get());
+  *out = s.release();
+  return ES_OK;
+}
+
+void es_close(es_stream* s) { delete s; }
+
+int es_d_in(const es_stream* s) { return s ? s->d_in : 0; }
+int es_d_out(const es_stream* s) { return s ? s->d_out : 0; }
+int es_batch(const es_stream* s) { return s ? s->batch : 0; }
+int es_vocab_size(const es_stream* s) { return s ? s->vocab : 0; }
+int es_delay(const es_stream* s) { return s ? s->delay : 0; }
+int64_t es_steps(const es_stream* s) { return s ? s->steps : 0; }
+const char* es_fingerprint(const es_stream* s) { return s ? s->fingerprint.c_str() : ""; }
+
+}  // extern "C"
+
+static int run_step(es_stream* s, float* out, int* ready) {
+  auto result = s->module->execute("forward", s->inputs);
+  if (!result.ok()) return fail(ES_ERR_RUNTIME, "ExecuTorch: forward failed (error " + std::to_string(static_cast<int>(result.error())) + ")");
+  const auto& outs = *result;
+  // passed-through state first (its sources are this call's inputs), then the program's computed state
+  for (const auto& p : s->passed)
+    std::memcpy(s->scratch[p.first].data(), s->state[p.second].data(), s->state[p.second].size);
+  for (const auto& p : s->passed)
+    std::memcpy(s->state[p.first].data(), s->scratch[p.first].data(), s->state[p.first].size);
+  for (size_t k = 0; k < s->computed.size(); ++k) {
+    const auto& t = outs[1 + k].toTensor();
+    auto& dst = s->state[s->computed[k]];
+    if (static_cast<size_t>(t.nbytes()) != dst.size) return fail(ES_ERR_RUNTIME, "program output " + std::to_string(1 + k) + " has an unexpected size");
+    std::memcpy(dst.data(), t.const_data_ptr(), dst.size);  // copied in the layout the program gave it
+  }
+  const auto& y = outs[0].toTensor();
+  std::memcpy(out, y.const_data_ptr<float>(), sizeof(float) * static_cast<size_t>(s->batch) * s->d_out);
+  if (ready) *ready = s->steps >= s->delay && (s->steps - s->delay) % s->stride == 0;
+  s->steps += 1;
+  return ES_OK;
+}
+
+extern "C" {
+
+int es_push(es_stream* s, const float* frame, float* out, int* ready) {
+  if (!s || !frame || !out) return fail(ES_ERR_ARG, "es_push: null argument");
+  if (s->vocab) return fail(ES_ERR_ARG, "this model takes token ids: use es_push_tokens");
+  const size_t n = static_cast<size_t>(s->batch) * s->d_in;
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(frame[i]))
+      return fail(ES_ERR_VALUE, "step " + std::to_string(s->steps) + " has " + (std::isnan(frame[i]) ? "NaN" : "Inf") + " at feature " + std::to_string(i % s->d_in));
+  std::memcpy(s->frame.data(), frame, n * sizeof(float));
+  return run_step(s, out, ready);
+}
+
+int es_push_tokens(es_stream* s, const int64_t* ids, float* out, int* ready) {
+  if (!s || !ids || !out) return fail(ES_ERR_ARG, "es_push_tokens: null argument");
+  if (!s->vocab) return fail(ES_ERR_ARG, "this model takes feature frames: use es_push");
+  for (int b = 0; b < s->batch; ++b)
+    if (ids[b] < 0 || ids[b] >= s->vocab)
+      return fail(ES_ERR_VALUE, "step " + std::to_string(s->steps) + ": token id " + std::to_string(ids[b]) + " outside 0.." + std::to_string(s->vocab - 1));
+  std::memcpy(s->frame.data(), ids, sizeof(int64_t) * s->batch);
+  return run_step(s, out, ready);
+}
+
+int es_reset(es_stream* s) {
+  if (!s) return fail(ES_ERR_ARG, "es_reset: null argument");
+  initial_state(s);
+  return ES_OK;
+}
+
+}  // extern "C"
+
+// the state format: "ESST", u32 version 1, u32 fingerprint length + bytes, i64 steps, u32 tensors; per tensor:
+// u32 name length + name, u32 dtype code, u32 rank, i64 dims, the values in C order of the logical shape
+namespace {
+template <typename T>
+void put(std::vector<unsigned char>& b, T v) {
+  unsigned char raw[sizeof(T)];
+  std::memcpy(raw, &v, sizeof(T));
+  b.insert(b.end(), raw, raw + sizeof(T));
+}
+
+std::vector<unsigned char> serialize(const es_stream* s) {
+  std::vector<unsigned char> b = {'E', 'S', 'S', 'T'};
+  put<uint32_t>(b, 1);
+  put<uint32_t>(b, static_cast<uint32_t>(s->fingerprint.size()));
+  b.insert(b.end(), s->fingerprint.begin(), s->fingerprint.end());
+  put<int64_t>(b, s->steps);
+  put<uint32_t>(b, static_cast<uint32_t>(s->tensors.size()));
+  for (size_t i = 0; i < s->tensors.size(); ++i) {
+    const auto& t = s->tensors[i];
+    put<uint32_t>(b, static_cast<uint32_t>(t.name.size()));
+    b.insert(b.end(), t.name.begin(), t.name.end());
+    put<uint32_t>(b, t.dtype.code);
+    put<uint32_t>(b, static_cast<uint32_t>(t.shape.size()));
+    for (auto d : t.shape) put<int64_t>(b, d);
+    size_t at = b.size(), n = s->state[i].size;
+    b.resize(at + n);
+    if (t.channels_last) channels_last_copy(s->state[i].data(), b.data() + at, t.shape, t.dtype.size, false);
+    else std::memcpy(b.data() + at, s->state[i].data(), n);
+  }
+  return b;
+}
+
+struct Reader {
+  const unsigned char* p;
+  size_t n, at = 0;
+  bool take(void* dst, size_t k) {
+    if (at + k > n) return false;
+    std::memcpy(dst, p + at, k);
+    at += k;
+    return true;
+  }
+};
+}  // namespace
+
+extern "C" {
+
+int es_state_bytes(const es_stream* s, size_t* bytes) {
+  if (!s || !bytes) return fail(ES_ERR_ARG, "es_state_bytes: null argument");
+  *bytes = serialize(s).size();
+  return ES_OK;
+}
+
+int es_save_state(const es_stream* s, unsigned char* buf, size_t cap, size_t* written) {
+  if (!s || !buf) return fail(ES_ERR_ARG, "es_save_state: null argument");
+  auto b = serialize(s);
+  if (b.size() > cap) return fail(ES_ERR_SHAPE, "es_save_state: the buffer holds " + std::to_string(cap) + " bytes; the state needs " + std::to_string(b.size()));
+  std::memcpy(buf, b.data(), b.size());
+  if (written) *written = b.size();
+  return ES_OK;
+}
+
+int es_load_state(es_stream* s, const unsigned char* buf, size_t n) {
+  if (!s || !buf) return fail(ES_ERR_ARG, "es_load_state: null argument");
+  Reader r{buf, n};
+  char magic[4];
+  uint32_t version = 0, flen = 0, count = 0;
+  if (!r.take(magic, 4) || std::memcmp(magic, "ESST", 4) != 0 || !r.take(&version, 4) || version != 1)
+    return fail(ES_ERR_STATE, "not an edgeseq state (no ESST header)");
+  if (!r.take(&flen, 4) || flen > 256) return fail(ES_ERR_STATE, "a truncated state");
+  std::string fp(flen, '\0');
+  int64_t steps = 0;
+  if (!r.take(&fp[0], flen) || !r.take(&steps, 8) || !r.take(&count, 4)) return fail(ES_ERR_STATE, "a truncated state");
+  if (fp != s->fingerprint) return fail(ES_ERR_STATE, "the state comes from another model (fingerprint " + fp.substr(0, 16) + ", this model " + s->fingerprint.substr(0, 16) + ")");
+  if (count != s->tensors.size()) return fail(ES_ERR_STATE, "the state has " + std::to_string(count) + " tensors; the model " + std::to_string(s->tensors.size()));
+  std::vector<std::vector<unsigned char>> values(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    const auto& t = s->tensors[i];
+    uint32_t len = 0, code = 0, rank = 0;
+    if (!r.take(&len, 4) || len > 4096) return fail(ES_ERR_STATE, "a truncated state");
+    std::string name(len, '\0');
+    if (!r.take(&name[0], len) || !r.take(&code, 4) || !r.take(&rank, 4)) return fail(ES_ERR_STATE, "a truncated state");
+    std::vector<int64_t> dims(rank);
+    for (auto& d : dims)
+      if (!r.take(&d, 8)) return fail(ES_ERR_STATE, "a truncated state");
+    if (name != t.name || code != t.dtype.code || dims != t.shape)
+      return fail(ES_ERR_STATE, "state tensor " + std::to_string(i) + " is " + name + ", not " + t.name + " of this model's shape and dtype");
+    values[i].resize(s->state[i].size);
+    if (!r.take(values[i].data(), values[i].size())) return fail(ES_ERR_STATE, "a truncated state");
+  }
+  if (r.at != n) return fail(ES_ERR_STATE, "trailing bytes after the state");
+  for (uint32_t i = 0; i < count; ++i) {  // all checked: now replace
+    const auto& t = s->tensors[i];
+    if (t.channels_last) channels_last_copy(values[i].data(), s->state[i].data(), t.shape, t.dtype.size, true);
+    else std::memcpy(s->state[i].data(), values[i].data(), values[i].size());
+  }
+  s->steps = steps;
+  return ES_OK;
+}
+
+int es_benchmark(es_stream* s, int n, double* execute_us, double* push_us) {
+  if (!s || n < 1 || !execute_us || !push_us) return fail(ES_ERR_ARG, "es_benchmark: bad argument");
+  using clock = std::chrono::steady_clock;
+  std::vector<float> frame(static_cast<size_t>(s->batch) * s->d_in, 0.0f), out(static_cast<size_t>(s->batch) * s->d_out);
+  std::vector<int64_t> ids(s->batch, 0);
+  auto push = [&]() { return s->vocab ? es_push_tokens(s, ids.data(), out.data(), nullptr) : es_push(s, frame.data(), out.data(), nullptr); };
+  for (int i = 0; i < n; ++i)  // warm-up of both
+    if (!s->module->execute("forward", s->inputs).ok() || push() != ES_OK) return fail(ES_ERR_RUNTIME, "es_benchmark: forward failed");
+  // rounds that take turns, so that a neighbour's load slows both alike
+  double ex = 0, pu = 0;
+  const int rounds = 10, per = n / rounds > 0 ? n / rounds : 1;
+  for (int r = 0; r < rounds; ++r) {
+    auto t0 = clock::now();
+    for (int i = 0; i < per; ++i)
+      if (!s->module->execute("forward", s->inputs).ok()) return fail(ES_ERR_RUNTIME, "es_benchmark: forward failed");
+    auto t1 = clock::now();
+    for (int i = 0; i < per; ++i)
+      if (push() != ES_OK) return ES_ERR_RUNTIME;
+    auto t2 = clock::now();
+    ex += std::chrono::duration<double, std::micro>(t1 - t0).count();
+    pu += std::chrono::duration<double, std::micro>(t2 - t1).count();
+  }
+  initial_state(s);
+  *execute_us = ex / (rounds * per);
+  *push_us = pu / (rounds * per);
+  return ES_OK;
+}
+
+}  // extern "C"
