@@ -112,7 +112,7 @@ def build(arch: str = "x86_64", out: Path | None = None, verbose: bool = False) 
     inc = [f"-I{root / 'include'}", f"-I{root / 'include/executorch/runtime/core/portable_type/c10'}",
            f"-I{torch_include()}", f"-I{SOURCES}"]
     link = [f"-L{root / 'lib'}", "-Wl,--no-as-needed", "-lexecutorch", "-lexecutorch_backend_xnnpack",
-            "-lexecutorch_kernels_optimized", "-Wl,--as-needed"]
+            "-lexecutorch_kernels_optimized", "-lexecutorch_threadpool", "-Wl,--as-needed"]
     rpath = [f"-Wl,-rpath,{out}", f"-Wl,-rpath,{root / 'lib'}"] if arch == "x86_64" else []
     steps = [
         [cc, "-std=c++17", "-O2", "-fPIC", "-shared", "-o", str(b.library), str(SOURCES / "edgeseq_runtime.cpp"),

@@ -56,6 +56,9 @@ int es_state_bytes(const es_stream* s, size_t* bytes);
 int es_save_state(const es_stream* s, unsigned char* buf, size_t cap, size_t* written);
 int es_load_state(es_stream* s, const unsigned char* buf, size_t n);
 
+/* XNNPACK's thread pool size, process-wide (as the Python session's threads=1 default sets it). */
+int es_set_threads(int n);
+
 /* Measurement (benchmarks/native.py): microseconds per call of N bare Method::execute calls on the current inputs
  * (no state handling) and of N es_push calls of a zero frame, after N warm-up calls of each; the state is reset. */
 int es_benchmark(es_stream* s, int n, double* execute_us, double* push_us);

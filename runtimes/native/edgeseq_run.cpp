@@ -151,10 +151,10 @@ bool writable_beside(const std::string& path) {
 int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::printf("usage: edgeseq-run MODEL.pte (--input FRAMES.npy|.f32 --output Y.npy | --stdin | --info | --bench N)"
-                " [--state-in S.esstate] [--state-out S.esstate] [--all]\n");
+                " [--state-in S.esstate] [--state-out S.esstate] [--all] [--threads N (default 1)]\n");
     return argc < 2 ? 1 : 0;
   }
-  std::string model = argv[1], input, output, state_in, state_out, bench;
+  std::string model = argv[1], input, output, state_in, state_out, bench, threads = "1";
   bool use_stdin = false, all = false, info = false;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
@@ -171,6 +171,7 @@ int main(int argc, char** argv) {
     if (a == "--all") { all = true; continue; }
     if (a == "--info") { info = true; continue; }
     if (a == "--bench" && next(&bench)) continue;
+    if (a == "--threads" && next(&threads)) continue;
     return die("unknown or incomplete option " + a + " (see edgeseq-run --help)");
   }
   if (!info && !use_stdin && bench.empty() && (input.empty() || output.empty())) return die("give --input and --output, or --stdin");
@@ -179,6 +180,7 @@ int main(int argc, char** argv) {
   if (!state_out.empty() && !writable_beside(state_out)) return die("--state-out " + state_out + ": cannot write there");
 
   quiet_runtime_log();
+  if (es_set_threads(std::atoi(threads.c_str())) != ES_OK) return die(std::string("--threads ") + threads + ": " + es_last_error());
   es_stream* s = nullptr;
   if (es_open(model.c_str(), &s) != ES_OK) return die(es_last_error());
   struct Closer { es_stream* s; ~Closer() { es_close(s); } } closer{s};

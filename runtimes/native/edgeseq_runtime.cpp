@@ -22,6 +22,16 @@
 #include "json.hpp"
 #include "sha256.hpp"
 
+// The ExecuTorch thread pool (libexecutorch_threadpool.so). The wheel ships the library but not its header: these
+// are the two functions the Python bindings call too (portable_lib._unsafe_reset_threadpool), declared as defined.
+namespace executorch::extension::threadpool {
+class ThreadPool {
+ public:
+  bool _unsafe_reset_threadpool(uint32_t num_threads);
+};
+ThreadPool* get_threadpool();
+}  // namespace executorch::extension::threadpool
+
 using executorch::aten::ScalarType;
 using executorch::extension::Module;
 using executorch::extension::TensorPtr;
@@ -432,6 +442,13 @@ int es_load_state(es_stream* s, const unsigned char* buf, size_t n) {
     else std::memcpy(s->state[i].data(), values[i].data(), values[i].size());
   }
   s->steps = steps;
+  return ES_OK;
+}
+
+int es_set_threads(int n) {
+  if (n < 1) return fail(ES_ERR_ARG, "es_set_threads: at least 1 thread");
+  auto* pool = executorch::extension::threadpool::get_threadpool();
+  if (!pool || !pool->_unsafe_reset_threadpool(static_cast<uint32_t>(n))) return fail(ES_ERR_RUNTIME, "cannot resize the thread pool");
   return ES_OK;
 }
 

@@ -183,6 +183,24 @@ def test_channels_last_and_passed_through_state(x86, tmp_path):
     np.testing.assert_allclose(sess.run(x[150:]), whole[150:], atol=1e-6)
 
 
+def test_token_ids_of_a_language_model(x86, tmp_path):
+    import warnings
+
+    from edgeseq.runtimes import native
+
+    torch.manual_seed(0)
+    lm = edgeseq.build("mamba", d_model=16, vocab_size=40, d_in=1, d_out=40, n_layers=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(edgeseq.convert(lm), tmp_path / "lm", target="executorch", steps=100)
+    ids = np.random.default_rng(0).integers(0, 40, size=(200, 1)).astype(np.int64)
+    np.testing.assert_allclose(native.run(x86, art.path, ids), edgeseq.open(art.path).run(ids), atol=1e-6)
+    bad = ids.copy()
+    bad[7, 0] = 40
+    with pytest.raises(Exception, match=r"step 7: token id 40 outside 0..39"):
+        native.run(x86, art.path, bad)
+
+
 def _runner(b, *args):
     return subprocess.run([str(b.runner), *map(str, args)], capture_output=True, text=True, env=b.env())
 
