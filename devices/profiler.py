@@ -46,8 +46,10 @@ class ProfileConfig:
     op_steps: int = 200  # steps in the per-operator pass (0: skip it)
     memory_points: int = 20  # RSS reads along the stream
     parity_steps: int = 2_000  # steps compared with the reference
-    data: str | None = None  # data set name for real inputs; None: seeded N(0, 1)
+    data: str | None = None  # data set name or a data file for real inputs; None: seeded N(0, 1)
     seed: int = 0
+    arm_parity: bool = False  # also run each .pte on every estimated aarch64 device's arithmetic (qemu, check-device)
+    arm_frames: int = 1000
 
     def __post_init__(self):
         for k in ("steps", "streams", "stream_steps", "memory_points", "parity_steps"):

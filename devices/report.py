@@ -67,6 +67,24 @@ def run(
         for d in targets:
             e = estimate(d, host, w, p["latency"]["p50_us"] / 1e6, memory_bytes=resident)
             estimates.append({"artifact": p["artifact"]["file"], "label_artifact": _label(p), **e})
+    if cfg.arm_parity:  # the program on each device's ARM arithmetic (edgeseq check-device), beside its estimate
+        from edgeseq.devices.profiler import make_inputs
+        from edgeseq.runtimes.native import check_device
+
+        for a, m in zip(artifacts, manifests):
+            if m["target"] != "executorch":
+                continue
+            xs, _ = make_inputs(m, cfg, cfg.arm_frames)
+            for d in targets:
+                if not d.qemu_cpu:
+                    continue
+                if progress:
+                    progress(f"ARM parity of {Path(a).name} on {d.name} (qemu -cpu {d.qemu_cpu})", 0, 0)
+                r = check_device(Path(a), d.name, xs, catalog_dirs=catalog_dirs)
+                for e in estimates:
+                    if e["artifact"] == Path(a).name and e["device"] == d.name:
+                        e["arm_parity"] = {k: r[k] for k in ("qemu_cpu", "frames", "max_scaled_error", "vs_eager_bound",
+                                                              "tolerance", "passed")}
     return build(profiles, estimates, host, host_raw, names)
 
 
@@ -185,6 +203,14 @@ def render_md(r: dict[str, Any]) -> str:
               "measured above; see the notes.", "",
               "| " + " | ".join(ESTIMATE_HEAD) + " |", "|---" * len(ESTIMATE_HEAD) + "|"]
     lines += ["| " + " | ".join(estimate_cells(e)) + " |" for e in r["estimates"]]
+    arm = [e for e in r["estimates"] if e.get("arm_parity")]
+    if arm:
+        lines += ["", "## Parity on each device's arithmetic (aarch64 native runner under qemu; time not measured)", "",
+                  "| artifact | device | emulated CPU | frames | vs x86 (scaled) | vs eager, at most | within tolerance |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {e['label_artifact']} | {e['title']} | {e['arm_parity']['qemu_cpu']} | {e['arm_parity']['frames']:,} | "
+                  f"{e['arm_parity']['max_scaled_error']:.2e} | {e['arm_parity']['vs_eager_bound']:.2e} | "
+                  f"{'yes' if e['arm_parity']['passed'] else 'NO'} ({e['arm_parity']['tolerance']:g}) |" for e in arm]
     notes = estimate_notes(r)
     if notes:
         lines += ["", "Notes on the estimates:", ""] + [f"- {n}" for n in notes]

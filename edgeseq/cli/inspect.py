@@ -64,7 +64,8 @@ def inspect(
     for r in m.get("parity_on") or []:  # edgeseq check-device: the program on a device's (emulated) arithmetic
         out.print(f"parity on {r['device']} ({r['arch']}, qemu -cpu {r['qemu_cpu']}, emulated) vs {r['versus'].split(' (')[0]}: "
                   f"{r['frames']} frames, max abs error {r['max_abs_error']:.3g}, max scaled error "
-                  f"{r['max_scaled_error']:.3g} ({'within' if r['passed'] else 'PAST'} its tolerance {r['tolerance']:g})",
+                  f"{r['max_scaled_error']:.3g}; vs the eager step at most {r.get('vs_eager_bound', r['max_scaled_error']):.3g} "
+                  f"({'within' if r['passed'] else 'PAST'} its tolerance {r['tolerance']:g})",
                   highlight=False)
     g = m.get("graph", {})
     if "delegated_ops" in g:

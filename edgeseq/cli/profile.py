@@ -27,6 +27,7 @@ def profile(
     reference: Annotated[Optional[Path], typer.Option(help="Model directory to check parity against (same inputs through its eager step).")] = None,
     parity_steps: Annotated[int, typer.Option(min=1, help="Steps compared with --reference.")] = 2_000,
     catalog: Annotated[Optional[list[Path]], typer.Option(help=_CATALOG_HELP)] = None,
+    arm_parity: Annotated[bool, typer.Option("--arm-parity", help="Also stream each .pte on every estimated aarch64 device's arithmetic (the native runner under qemu, as edgeseq check-device; recorded in its manifest) and report it beside the estimate.")] = False,
 ) -> None:
     """Profile ARTIFACTS on this machine and estimate them on catalog devices; write report.json/.md/.html.
 
@@ -46,7 +47,7 @@ def profile(
     from edgeseq.devices.report import run, write
 
     cfg = ProfileConfig(steps=steps, warmup=warmup, streams=streams, op_steps=op_steps, parity_steps=parity_steps,
-                        data=data)
+                        data=data, arm_parity=arm_parity)
     with progress_bar() as p:
         task = p.add_task("starting", total=None)
 

@@ -148,10 +148,20 @@ def test_check_device_records_parity_in_the_manifest(arm, artifacts, tmp_path):
     rec = json.loads(open(f"{art}.edgeseq.json").read())["parity_on"]
     assert [p["device"] for p in rec] == ["raspberry-pi-5"] and rec[0]["qemu_cpu"] == "cortex-a76"
     assert rec[0]["frames"] == 1000 and rec[0]["passed"] and rec[0]["max_scaled_error"] <= rec[0]["tolerance"]
+    # vs the eager step: ARM-vs-x86 plus the export's own x86-vs-eager error (the triangle inequality)
+    assert rec[0]["vs_eager_bound"] == pytest.approx(rec[0]["max_scaled_error"] + man["parity"]["max_scaled_error"])
     r = CliRunner().invoke(app, ["inspect", str(art)])
     assert "raspberry-pi-5" in r.output and "cortex-a76" in r.output
     r = CliRunner().invoke(app, ["check-device", str(art), "--device", "host"])
     assert r.exit_code == 1 and "has no qemu_cpu" in r.output
+    # from edgeseq profile: beside each estimate of an aarch64 device
+    r = CliRunner().invoke(app, ["profile", str(art), "--steps", "200", "--op-steps", "0", "--streams", "1", "--device",
+                                 "jetson-nano", "--arm-parity", "--out", str(tmp_path / "prof")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "prof" / "report.json").read_text())
+    arm = [e["arm_parity"] for e in report["estimates"] if e.get("arm_parity")]
+    assert len(arm) == 1 and arm[0]["qemu_cpu"] == "cortex-a57" and arm[0]["passed"]
+    assert "Parity on each device's arithmetic" in (tmp_path / "prof" / "report.md").read_text()
 
 
 def test_channels_last_and_passed_through_state(x86, tmp_path):
