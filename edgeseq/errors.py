@@ -58,3 +58,11 @@ def require(module: str, extra: str):
 
 class InputError(EdgeseqError, ValueError):
     """Input values that cannot be processed (NaN/Inf, empty)."""
+
+
+class ConcurrentUseError(EdgeseqError, RuntimeError):
+    """One stream session pushed from two threads at once (its state would interleave two streams)."""
+
+
+class NumericalError(EdgeseqError, ArithmeticError):
+    """A non-finite value that appeared inside the step (in its state or output), not in its input."""

@@ -183,6 +183,10 @@ def export(
             )
         (tmp / man_path.name).write_text(_json(manifest))
         commit_files([(tmp_model, path), (tmp / man_path.name, man_path)])
+    if exporter.runtime == "executorch":  # validated in this process: no probe when it is opened again
+        from edgeseq.runtimes.et import mark_trusted
+
+        mark_trusted(manifest["file_sha256"])
     return Artifact(path, man_path, manifest)
 
 

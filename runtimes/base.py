@@ -53,4 +53,7 @@ def open(path, runtime: str | None = None, batch: int | None = None) -> StreamSe
     model_file, _, data = man.resolve_artifact(path)
     man.check_file(model_file, data)
     rt = RUNTIMES.get(runtime or data["runtime"]["name"])
+    verify = getattr(rt, "verify", None)
+    if verify is not None:  # a runtime that can abort the process on a corrupt file checks it in a child first
+        verify(model_file, data)
     return rt.open_file(model_file, data, batch=batch)

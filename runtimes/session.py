@@ -8,6 +8,8 @@ with the model's fingerprint, and assigning a state from another model is refuse
 
 from __future__ import annotations
 
+import math
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from edgeseq.errors import ArtifactError, InputError, ShapeError, StateMismatchError
+from edgeseq.errors import ArtifactError, ConcurrentUseError, InputError, NumericalError, ShapeError, StateMismatchError
 from edgeseq.step import StateSpec, check_token_ids
 
 
@@ -137,6 +139,7 @@ class StreamSession:
         self.path = path
         self.vocab_size = vocab_size  # > 0: inputs are token ids (batch, 1) int64
         self._warned_length = False
+        self._busy = threading.Lock()  # held while a push runs: a second thread pushing at once is refused
         self.reset()
 
     @property
@@ -160,7 +163,22 @@ class StreamSession:
         """One step: ``x`` of shape (batch, d_in) (or (d_in,) when batch is 1), float32; returns y_t.
 
         Language models (``vocab_size > 0``) take token ids: integers of shape (batch, 1), (batch,) or a
-        plain ``int`` when batch is 1."""
+        plain ``int`` when batch is 1.
+
+        A session is one stream: pushed from two threads at once it raises :class:`ConcurrentUseError` (the two
+        would interleave their frames in one state); use one session per thread. A non-finite value that appears
+        in the output or the state (from finite inputs) raises :class:`NumericalError` naming the step and the
+        state tensor, and the session keeps the state it had before that step."""
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError(
+                f"push: this session is already running a step in another thread; a session is one stream (two "
+                f"threads feeding it interleave two streams): open one session per thread")
+        try:
+            return self._push(x)
+        finally:
+            self._busy.release()
+
+    def _push(self, x):
         as_torch = isinstance(x, torch.Tensor)
         if self.vocab_size and isinstance(x, (int, np.integer)) and not isinstance(x, bool):
             x = np.array([x], dtype=np.int64)
@@ -185,6 +203,11 @@ class StreamSession:
             bad = sorted({int(i) for i in np.argwhere(~np.isfinite(arr))[:, 0]})
             raise InputError(f"push: input at step {self.steps} has NaN/Inf values (streams {bad[:5]})")
         y, new = self.backend.run(np.ascontiguousarray(arr), self._state)
+        bad = _first_nonfinite(y, new, self.spec.names)
+        if bad is not None:
+            raise NumericalError(
+                f"push: step {self.steps} made {bad} NaN/Inf from finite inputs (the model overflowed or diverged); "
+                f"the session keeps its state from before this step (step {self.steps}): reset() starts over")
         self._state = new
         self.steps += 1
         if self.train_length and self.steps > self.train_length and not self._warned_length:
@@ -225,6 +248,23 @@ class StreamSession:
         self.spec.validate(tuple(torch.from_numpy(np.asarray(t)) for t in value.tensors), batch=self.batch)
         self._state = [np.ascontiguousarray(t).copy() for t in value.tensors]
         self.steps = value.steps
+
+
+def _nonfinite(a: np.ndarray) -> bool:
+    """Whether a float array holds NaN/Inf: a sum first (cheap; NaN/Inf propagate), confirmed element-wise when the
+    sum is not finite (a sum of huge finite values can overflow)."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return False
+    if math.isfinite(float(a.sum(dtype=np.float64))):
+        return False
+    return not bool(np.isfinite(a).all())
+
+
+def _first_nonfinite(y: np.ndarray, state: list[np.ndarray], names: tuple[str, ...]) -> str | None:
+    for name, t in zip(names, state):
+        if _nonfinite(np.asarray(t)):
+            return f"state tensor {name!r}"
+    return "the output" if _nonfinite(np.asarray(y)) else None
 
 
 def check_batch(manifest: dict, batch: int | None) -> int:

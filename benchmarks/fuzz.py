@@ -1,0 +1,93 @@
+"""Fuzz: 1,000 mutated files of each kind (.pte, .onnx, model.safetensors, manifest; each manifest rewritten to match
+its mutated file), loaded and stepped in child processes (tests/fuzz_cases.py), 50 per process: every case must
+end as ok or one EdgeseqError line, and no process may die of a signal. Writes its section of docs/reliability.md.
+
+Run: python benchmarks/fuzz.py [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from _common import standard_args, write_section  # benchmarks/_common.py
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+import fuzz_cases  # noqa: E402  (tests/fuzz_cases.py)
+
+CHUNK = 50
+
+
+def run_kind(kind: str, cases: list[Path], env: dict) -> Counter:
+    tally: Counter = Counter()
+    driver = ROOT / "tests" / "fuzz_cases.py"
+    for i in range(0, len(cases), CHUNK):
+        chunk = cases[i:i + CHUNK]
+        r = subprocess.run([sys.executable, str(driver), kind, *map(str, chunk)], capture_output=True, text=True, env=env)
+        lines = [line[len(fuzz_cases.MARK):] for line in r.stdout.splitlines() if line.startswith(fuzz_cases.MARK)]
+        if r.returncode != 0:  # the chunk's process died: count the case it died on as a crash, run the rest again
+            tally["crash (signal or stray exception)" if r.returncode < 0 else f"crash (exit {r.returncode})"] += 1
+            print(f"{kind}: process ended with {r.returncode} at case {chunk[len(lines)]}: {r.stderr[-300:]}", file=sys.stderr)
+            tally.update(_kinds(lines))
+            tally.update(run_kind(kind, chunk[len(lines) + 1:], env))
+            continue
+        tally.update(_kinds(lines))
+    return tally
+
+
+def _kinds(lines: list[str]) -> list[str]:
+    return ["ok" if line == "ok" else "EdgeseqError" if line.startswith("error: ") else "other" for line in lines]
+
+
+def main() -> None:
+    args = standard_args(__doc__, "100 cases of each kind").parse_args()
+    n = 100 if args.quick else 1000
+    import edgeseq
+
+    warnings.simplefilter("ignore")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        torch.manual_seed(0)
+        model = edgeseq.build("rnn", d_in=4, d_out=3, d_hidden=8)
+        edgeseq.save(model, tmp / "model")
+        pte = edgeseq.export(edgeseq.convert(model), tmp / "m", target="executorch", steps=50).path
+        onnx = edgeseq.export(edgeseq.convert(model), tmp / "m", target="onnx", steps=50).path
+        sources = {"pte": pte, "onnx": onnx, "safetensors": tmp / "model", "manifest": pte}
+        env = {**os.environ, "EDGESEQ_CACHE": str(tmp / "cache")}
+        for kind in fuzz_cases.KINDS:
+            cases = fuzz_cases.make_cases(kind, Path(sources[kind]), tmp / kind, n, seed=2)
+            t0 = time.perf_counter()
+            tally = run_kind(kind, cases, env)
+            rows.append((kind, n, tally, time.perf_counter() - t0))
+            print(kind, dict(tally), file=sys.stderr)
+    lines = [
+        "## Fuzz (`benchmarks/fuzz.py`)",
+        "",
+        f"{n:,} mutated files of each kind (8 random bytes changed; 4 in a manifest), each manifest rewritten to match "
+        "its mutated model file (sha256, size) so that the bytes reach the runtime; each case loaded and stepped in a "
+        f"child process ({CHUNK} per process). A crash is a process that died of a signal or of another exception.",
+        "",
+        "| kind | cases | ok | one-line EdgeseqError | other | crashes | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, count, t, secs in rows:
+        crashes = sum(v for k, v in t.items() if k.startswith("crash"))
+        lines.append(f"| {kind} | {count:,} | {t['ok']:,} | {t['EdgeseqError']:,} | {t['other']:,} | **{crashes}** | {secs:.0f} |")
+    md = "\n".join(lines)
+    print(md)
+    if not args.no_write:
+        write_section(ROOT / "docs" / "reliability.md", "fuzz", md)
+
+
+if __name__ == "__main__":
+    main()
