@@ -18,12 +18,12 @@ from edgeseq.families import FAMILIES, build
 from edgeseq.parity import ParityReport, check_parity
 from edgeseq.step import StateSpec, StateTensor, StepModule
 from edgeseq.exporters import Artifact, export
-from edgeseq.runtimes import StreamSession, StreamState, open
+from edgeseq.runtimes import StreamPool, StreamSession, StreamState, open
 from edgeseq.importers import from_continual, from_huggingface, from_mambapy
 
 __all__ = [
     "__version__", "Artifact", "EdgeseqError", "FAMILIES", "ParityReport", "StateSpec", "StateTensor", "StepModule",
-    "StreamSession", "StreamState", "build", "check_parity", "convert", "export", "from_continual", "from_huggingface", "from_mambapy",
+    "StreamPool", "StreamSession", "StreamState", "build", "check_parity", "convert", "export", "from_continual", "from_huggingface", "from_mambapy",
     "load", "open",
     "register_converter", "save",
 ]

@@ -171,8 +171,8 @@ class StreamSession:
         state tensor, and the session keeps the state it had before that step."""
         if not self._busy.acquire(blocking=False):
             raise ConcurrentUseError(
-                f"push: this session is already running a step in another thread; a session is one stream (two "
-                f"threads feeding it interleave two streams): open one session per thread")
+                "push: this session is already running a step in another thread; a session is one stream (two "
+                "threads feeding it interleave two streams): open one session per thread")
         try:
             return self._push(x)
         finally:

@@ -110,3 +110,59 @@ def test_a_state_that_overflows_is_reported_and_the_last_good_state_kept():
     for a, b in zip(kept.tensors, good.tensors):
         np.testing.assert_array_equal(a, b)
         assert np.isfinite(a).all()
+
+
+@pytest.mark.parametrize("target", ["onnx", "executorch"])
+def test_pool_slots_equal_each_stream_run_alone_with_joins_and_leaves(artifacts, target, tmp_path):
+    """2,000 steps of a 4-slot pool: streams join and leave, some steps skip some streams (their state waits);
+    every stream's outputs equal the same frames pushed through a batch-1 session alone, and a stream that left and
+    joined again (its saved state) continues as if it had never left."""
+    from extras import need  # tests/extras.py
+
+    path = artifacts[target]
+    if target == "executorch":  # a program's batch is fixed at export: one for the pool's 4 slots
+        need("executorch", "executorch")
+        torch.manual_seed(0)
+        step = edgeseq.convert(edgeseq.build("rnn", d_in=6, d_out=4, d_hidden=16))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            path = edgeseq.export(step, tmp_path / "pool4", target="executorch", batch=4, steps=100).path
+        single = {"executorch": edgeseq.export(step, tmp_path / "one", target="executorch", steps=100).path}
+    else:
+        single = {"onnx": path}
+    rng = np.random.default_rng(0)
+    pool = edgeseq.StreamPool(path, slots=4)
+    streams: dict[str, dict] = {}  # name -> {"slot", "frames", "outs"}
+    parked: dict[str, edgeseq.StreamState] = {}
+    names = iter(f"s{i}" for i in range(100))
+    for t in range(2000):
+        if len(pool.active) < 4 and rng.random() < 0.05:  # a new stream, or a parked one comes back
+            if parked and rng.random() < 0.5:
+                name = next(iter(parked))
+                streams[name]["slot"] = pool.join(parked.pop(name))
+            else:
+                name = next(names)
+                streams[name] = {"slot": pool.join(), "frames": [], "outs": []}
+        live = [n for n, s in streams.items() if s["slot"] is not None]
+        if live and rng.random() < 0.02:  # one leaves: parked with its state, or gone
+            name = live[int(rng.integers(len(live)))]
+            st = pool.leave(streams[name]["slot"])
+            streams[name]["slot"] = None
+            if rng.random() < 0.5:
+                parked[name] = st
+        frames = {}
+        for n, s in streams.items():
+            if s["slot"] is not None and rng.random() < 0.8:  # some streams have no frame this step
+                f = rng.standard_normal(6).astype(np.float32)
+                frames[s["slot"]] = f
+                s["frames"].append(f)
+        ys = pool.step(frames)
+        for n, s in streams.items():
+            if s["slot"] in frames and s["slot"] is not None:
+                s["outs"].append(ys[s["slot"]])
+    assert len(streams) >= 5 and sum(len(s["frames"]) for s in streams.values()) > 3000
+    for n, s in streams.items():
+        if not s["frames"]:
+            continue
+        alone = edgeseq.open(single[target]).run(np.stack(s["frames"]))
+        np.testing.assert_allclose(np.stack(s["outs"]), alone, atol=1e-6, err_msg=n)

@@ -1,0 +1,72 @@
+"""StreamPool: N streams in one batched runtime call per step vs N separate sessions (one call each), for an
+LSTM 1x256 (input 64) on onnxruntime, single thread. Steps/s counts stream-steps (N per pool step). Writes its
+section of docs/reliability.md.
+
+Run: python benchmarks/pool.py [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import edgeseq  # noqa: E402
+from _common import single_thread_quiet, standard_args, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rate(fn, stream_steps_per_call: int, calls: int, rounds: int) -> float:
+    fn()
+    out = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        out.append(stream_steps_per_call * calls / (time.perf_counter() - t0))
+    return statistics.median(out)
+
+
+def main() -> None:
+    args = standard_args(__doc__, "fewer calls").parse_args()
+    single_thread_quiet()
+    calls, rounds = (50, 3) if args.quick else (300, 5)
+    torch.manual_seed(0)
+    step = edgeseq.convert(edgeseq.build("rnn", d_in=64, d_out=16, d_hidden=256))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = edgeseq.export(step, Path(tmp) / "lstm", target="onnx", steps=100).path
+        for n in (1, 8, 64):
+            pool = edgeseq.StreamPool(path, slots=n)
+            slots = [pool.join() for _ in range(n)]
+            frames = {s: np.random.default_rng(s).standard_normal(64).astype(np.float32) for s in slots}
+            sessions = [edgeseq.open(path) for _ in range(n)]
+            x = np.zeros((1, 64), np.float32)
+
+            def separate():
+                for s in sessions:
+                    s.push(x)
+
+            pooled = rate(lambda: pool.step(frames), n, calls, rounds)
+            sep = rate(separate, n, max(1, calls // n), rounds)
+            rows.append((n, pooled, sep))
+    lines = ["## Many streams in one call (`benchmarks/pool.py`)", "",
+             f"LSTM 1x256 (input 64) on onnxruntime, 1 thread: stream-steps per second of a `StreamPool` (one batched "
+             f"call per step for all N streams) and of N separate sessions (N calls per step), median of {rounds} runs.",
+             "", "| streams N | pool steps/s | separate sessions steps/s | pool / separate |", "|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {p:,.0f} | {s:,.0f} | **{p / s:.1f}x** |" for n, p, s in rows]
+    md = "\n".join(lines)
+    print(md)
+    if not args.no_write:
+        write_section(ROOT / "docs" / "reliability.md", "pool", md)
+
+
+if __name__ == "__main__":
+    main()

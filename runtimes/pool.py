@@ -1,0 +1,121 @@
+"""Many independent streams served by one batched runtime call per step: :class:`StreamPool`.
+
+A pool holds ``slots`` streams in the rows of one batched state. Streams join (a free slot, its rows set to the
+initial state) and leave (the slot freed; its state can be taken along as a batch-1 :class:`StreamState`) at any
+step. A step takes frames for any subset of the active streams: the others' rows compute on a zero frame and are
+then put back as they were, so a stream without a frame at a step is unchanged by it. Each stream's outputs are
+exactly those of the same stream run alone (rows do not mix in any edgeseq family's step).
+
+onnxruntime artifacts take any batch (dynamic); an ExecuTorch program has its batch fixed at export
+(``edgeseq export --batch N``), and the pool needs ``slots`` to equal it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from edgeseq.errors import ConcurrentUseError, InputError, ShapeError, StateMismatchError
+from edgeseq.runtimes.session import StreamState, _first_nonfinite
+
+
+class StreamPool:
+    def __init__(self, path: str | Path, slots: int, runtime: str | None = None):
+        import edgeseq
+
+        if slots < 1:
+            raise ShapeError(f"a pool needs at least 1 slot, got {slots}")
+        self._sess = edgeseq.open(path, runtime=runtime, batch=slots)
+        s = self._sess
+        self.slots, self.d_in, self.d_out = slots, s.d_in, s.d_out
+        self.spec, self.fingerprint = s.spec, s.fingerprint
+        if s.vocab_size:
+            raise ShapeError("a pool of language models (token-id inputs) is not supported yet; use one session per stream")
+        self._init = [np.asarray(t) for t in s.state.tensors]  # the initial state of every row
+        self._state = [t.copy() for t in self._init]
+        self._active = np.zeros(slots, dtype=bool)
+        self._steps = np.zeros(slots, dtype=np.int64)
+        self._x = np.zeros((slots, self.d_in), np.float32)
+        self._busy = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------ membership
+    def join(self, state: StreamState | None = None) -> int:
+        """A free slot for a new stream, from the initial state or from ``state`` (a batch-1 state of this model,
+        e.g. from :meth:`leave`). Returns the slot number."""
+        free = np.flatnonzero(~self._active)
+        if not len(free):
+            raise ShapeError(f"all {self.slots} slots are taken; a stream must leave first")
+        i = int(free[0])
+        if state is not None:
+            if state.fingerprint != self.fingerprint:
+                raise StateMismatchError(f"state belongs to another model (fingerprint {state.fingerprint[:12]})")
+            if len(state.tensors) != len(self._state) or any(np.asarray(t).shape[0] != 1 for t in state.tensors):
+                raise StateMismatchError("join: expected a batch-1 state of this model (from leave or a batch-1 session)")
+        for k, t in enumerate(self._state):
+            t[i] = (self._init[k][i] if state is None else np.asarray(state.tensors[k])[0])
+        self._active[i] = True
+        self._steps[i] = 0 if state is None else state.steps
+        return i
+
+    def leave(self, slot: int) -> StreamState:
+        """Free ``slot``; returns its state (batch 1), which :meth:`join` or a batch-1 session can resume."""
+        self._check_slot(slot)
+        st = StreamState(self.spec.names, tuple(t[slot:slot + 1].copy() for t in self._state), self.fingerprint,
+                         int(self._steps[slot]))
+        self._active[slot] = False
+        return st
+
+    @property
+    def active(self) -> list[int]:
+        return [int(i) for i in np.flatnonzero(self._active)]
+
+    def steps(self, slot: int) -> int:
+        self._check_slot(slot)
+        return int(self._steps[slot])
+
+    def _check_slot(self, slot: int) -> None:
+        if not (0 <= slot < self.slots) or not self._active[slot]:
+            raise ShapeError(f"slot {slot} has no stream (active: {self.active})")
+
+    # ------------------------------------------------------------------------------------------ stepping
+    def step(self, frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """One batched call: ``frames`` maps slots to their frame (d_in,) float32; the other active streams wait
+        (their state unchanged). Returns each given slot's output (d_out,)."""
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError("step: this pool is running a step in another thread; step it from one thread")
+        try:
+            return self._step(frames)
+        finally:
+            self._busy.release()
+
+    def _step(self, frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        if not frames:
+            return {}
+        x = self._x
+        x[:] = 0.0
+        for slot, f in frames.items():
+            self._check_slot(slot)
+            f = np.asarray(f, dtype=np.float32).reshape(-1)
+            if f.shape != (self.d_in,):
+                raise ShapeError(f"step: slot {slot}'s frame has {f.size} values; the model takes {self.d_in}")
+            if not np.isfinite(f).all():
+                raise InputError(f"step: slot {slot}'s frame at its step {int(self._steps[slot])} has NaN/Inf values")
+            x[slot] = f
+        y, new = self._sess.backend.run(x, self._state)
+        given = np.zeros(self.slots, dtype=bool)
+        given[list(frames)] = True
+        bad = _first_nonfinite(y[given], [np.asarray(t)[given] for t in new], self.spec.names)
+        if bad is not None:
+            raise InputError(f"step: {bad} became NaN/Inf in one of slots {sorted(frames)}; their states are kept")
+        keep = ~given  # rows without a frame (waiting or free) keep their state
+        out = []
+        for old, nxt in zip(self._state, new):
+            nxt = np.array(nxt, copy=True)
+            if keep.any():
+                nxt[keep] = old[keep]
+            out.append(nxt)
+        self._state = out
+        self._steps[given] += 1
+        return {slot: y[slot].copy() for slot in frames}
