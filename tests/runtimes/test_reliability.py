@@ -166,3 +166,50 @@ def test_pool_slots_equal_each_stream_run_alone_with_joins_and_leaves(artifacts,
             continue
         alone = edgeseq.open(single[target]).run(np.stack(s["frames"]))
         np.testing.assert_allclose(np.stack(s["outs"]), alone, atol=1e-6, err_msg=n)
+
+
+_WRITER = r"""
+import sys, warnings
+warnings.simplefilter("ignore")
+import numpy as np, edgeseq
+sess = edgeseq.open(sys.argv[1])
+xs = np.random.default_rng(0).standard_normal((100000, 6)).astype(np.float32)
+for t in range(len(xs)):
+    sess.push(xs[t])
+    if (t + 1) % 10 == 0:
+        sess.state.save(sys.argv[2])  # written beside, then renamed over the previous one
+        if t == 49:
+            print("saving", flush=True)
+"""
+
+
+def test_kill_9_during_state_writes_leaves_the_previous_state_readable(artifacts, tmp_path):
+    """A process that saves its state every 10 steps is killed with SIGKILL at a random moment, many times over; the
+    file on disk is always a whole state (the last one renamed into place), and the stream resumed from it continues
+    exactly as a session that never stopped."""
+    import signal
+    import subprocess
+    import sys
+
+    xs = np.random.default_rng(0).standard_normal((100000, 6)).astype(np.float32)
+    state_file = tmp_path / "state.npz"
+    rng = np.random.default_rng(1)
+    for trial in range(3):
+        p = subprocess.Popen([sys.executable, "-c", _WRITER, str(artifacts["onnx"]), str(state_file)],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "saving"
+        time.sleep(float(rng.uniform(0.05, 0.5)))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert p.returncode == -signal.SIGKILL
+        st = edgeseq.StreamState.load(state_file)  # never half-written
+        n = st.steps
+        assert n % 10 == 0 and n >= 50
+        # a kill in the middle of a write can leave its hidden staging folder behind (nothing runs after SIGKILL to
+        # remove it), never a partial state.npz
+        assert all(f.name == "state.npz" or f.name.startswith(".edgeseq-tmp-") for f in tmp_path.iterdir())
+        resumed = edgeseq.open(artifacts["onnx"])
+        resumed.state = st
+        whole = edgeseq.open(artifacts["onnx"])
+        whole.run(xs[:n])
+        np.testing.assert_array_equal(resumed.run(xs[n:n + 200]), whole.run(xs[n:n + 200]))
