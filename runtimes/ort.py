@@ -20,16 +20,21 @@ class OrtBackend:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # fatal only: its error lines would add to the one-line errors edgeseq prints
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise ArtifactError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
         self.in_names, self.out_names = io_names(spec)
+        self.path = path
 
     def run(self, x: np.ndarray, state: list[np.ndarray]):
         feeds = dict(zip(self.in_names, [x, *state]))
-        out = self.sess.run(self.out_names, feeds)
+        try:
+            out = self.sess.run(self.out_names, feeds)
+        except Exception as exc:  # onnxruntime's own exception types: a graph that loads but cannot run (a corrupt file)
+            line = " ".join(str(exc).split())[:240]
+            raise ArtifactError(f"{self.path}: onnxruntime failed running a step ({line})") from None
         return out[0], list(out[1:])
 
 
