@@ -12,6 +12,17 @@ from edgeseq.runtimes.base import Runtime, register_runtime
 from edgeseq.step import StateSpec
 
 
+def check_onnx(path: Path) -> None:
+    """``onnx.checker`` on the file before onnxruntime loads it: a structurally broken graph is refused in one line
+    naming what the checker found (onnxruntime's own load refuses most too; the checker says why more plainly)."""
+    onnx = require("onnx", "onnx")
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except Exception as exc:  # onnx.checker.ValidationError, protobuf's DecodeError, ...
+        line = " ".join(str(exc).split())[:200]
+        raise ArtifactError(f"{path}: not a valid ONNX model ({type(exc).__name__}: {line})") from None
+
+
 class OrtBackend:
     def __init__(self, path: Path, spec: StateSpec, threads: int = 1, optimize: bool = True):
         ort = require("onnxruntime", "onnx")
@@ -21,6 +32,7 @@ class OrtBackend:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 4  # fatal only: its error lines would add to the one-line errors edgeseq prints
+        check_onnx(path)
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:

@@ -250,21 +250,25 @@ class StreamSession:
         self.steps = value.steps
 
 
-def _nonfinite(a: np.ndarray) -> bool:
-    """Whether a float array holds NaN/Inf: a sum first (cheap; NaN/Inf propagate), confirmed element-wise when the
-    sum is not finite (a sum of huge finite values can overflow)."""
-    if a.dtype.kind != "f" or a.size == 0:
-        return False
-    if math.isfinite(float(a.sum(dtype=np.float64))):
-        return False
-    return not bool(np.isfinite(a).all())
+_reduce = np.add.reduce
 
 
 def _first_nonfinite(y: np.ndarray, state: list[np.ndarray], names: tuple[str, ...]) -> str | None:
-    for name, t in zip(names, state):
-        if _nonfinite(np.asarray(t)):
-            return f"state tensor {name!r}"
-    return "the output" if _nonfinite(np.asarray(y)) else None
+    """Which of the state tensors (or the output) holds NaN/Inf, or None. The fast path adds every float array's sum
+    into one Python float (NaN and Inf propagate; one reduction call per array, ~3 µs for an LSTM's four states and
+    output); only when that total is not finite are the arrays looked at element-wise (a float32 sum of huge finite
+    values can overflow: that is not a NaN/Inf in the arrays, and is not reported)."""
+    arrays = [(f"state tensor {n!r}", np.asarray(t)) for n, t in zip(names, state)] + [("the output", np.asarray(y))]
+    total = 0.0
+    for _, a in arrays:
+        if a.dtype.kind == "f" and a.size:
+            total += float(_reduce(a, axis=None))
+    if math.isfinite(total):
+        return None
+    for what, a in arrays:
+        if a.dtype.kind == "f" and a.size and not bool(np.isfinite(a).all()):
+            return what
+    return None
 
 
 def check_batch(manifest: dict, batch: int | None) -> int:
