@@ -46,12 +46,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
         os.replace(f, path)
 
 
-def check_writable(path: Path, what: str = "output") -> None:
+def check_writable(path: Path, what: str = "output", *, file: bool = False) -> None:
     """Refuse, before any work, an output path that cannot be written: the nearest folder that exists must be a
-    folder we can create a file in (probed with a temporary file, removed at once)."""
+    folder we can create a file in (probed with a temporary file, removed at once); ``file``: the path names a file,
+    so an existing folder there is refused too."""
     from edgeseq.errors import InputError
 
     path = Path(path).expanduser()
+    if file and path.is_dir():
+        raise InputError(f"{what} {path}: is a folder; give a file name")
     probe = path if path.is_dir() else path.parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent

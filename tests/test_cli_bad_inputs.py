@@ -106,6 +106,7 @@ CASES = [
     (["train", "--data", "cls.csv", "--out", "afile/m"], 1, r"--out afile/m: afile is a file, not a folder"),
     (["export", "m", "--target", "onnx", "--out", "afile/x"], 1, r"--out afile/x: afile is a file, not a folder"),
     (["stream", "art.onnx", "-i", "f5.npy", "-o", "afile/y.npy"], 1, r"--output afile/y\.npy: afile is a file"),
+    (["stream", "art.onnx", "-i", "f5.npy", "--state-out", "m"], 1, r"--state-out m: is a folder; give a file name"),
     # artifacts and models
     (["inspect", "junk.pte"], 1, r"junk\.pte: not an ExecuTorch program"),
     (["inspect", "trunc.onnx"], 1, r"sha256 differs"),

@@ -95,11 +95,11 @@ def stream(
     if output is not None:  # before streaming anything
         if output.suffix.lower() not in (".npy", ".csv"):
             raise ShapeError(f"--output {output}: must end in .npy or .csv")
-        check_writable(output, "--output")
+        check_writable(output, "--output", file=True)
     if state_out is not None:
         if output is not None and state_out.resolve() == output.resolve():
             raise ShapeError("--state-out and --output name the same file")
-        check_writable(state_out, "--state-out")
+        check_writable(state_out, "--state-out", file=True)
     import edgeseq
     from edgeseq.runtimes import StreamState
 
