@@ -32,13 +32,18 @@ def stream_peak_rss(artifact: str | Path, steps: int) -> tuple[int, int]:
     return state_bytes, hwm
 
 
-def runtime_calls(art) -> tuple:
-    """A bare call of the artifact's runtime (no session checks), with its state fed back:
-    ``backend.run(x, state["s"])``."""
+def runtime_step(art, x):
+    """A bare call of the artifact's runtime on input ``x`` (no session checks), with its state fed back: a function
+    of no arguments that runs one step."""
     import edgeseq
 
     sess = edgeseq.open(art.path)
-    return sess.backend, {"s": [t.numpy() for t in sess.spec.init(1)]}
+    backend, state = sess.backend, {"s": [t.numpy() for t in sess.spec.init(1)]}
+
+    def call():
+        _, state["s"] = backend.run(x, state["s"])
+
+    return call
 
 
 def standard_args(doc: str, quick_help: str) -> argparse.ArgumentParser:

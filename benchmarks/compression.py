@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 import edgeseq  # noqa: E402
-from _common import interleaved, runtime_calls, write_section  # noqa: E402
+from _common import interleaved, runtime_step, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
@@ -83,9 +83,7 @@ def main() -> None:
     for target in targets:
         tiny = edgeseq.build("rnn", d_in=ds.d_in, d_out=ds.d_out, cell="rnn_tanh", d_hidden=2)
         art = edgeseq.export(edgeseq.convert(tiny), tmp / f"floor-{target}", target=target, steps=10)
-        backend, st = runtime_calls(art)
-        x0 = val[0]
-        floor[target] = interleaved({"f": lambda b=backend, s=st: s.__setitem__("s", b.run(x0, s["s"])[1])}, n, rounds)["f"]
+        floor[target] = interleaved({"f": runtime_step(art, val[0])}, n, rounds)["f"]
         print(f"per-call floor on {target}: {floor[target]:.1f} us", file=sys.stderr)
     todo = QUICK if args.quick else {k: v for k, v in MODELS.items() if not args.only or k in args.only}
     for label, (family, kw, epochs, lr) in todo.items():
@@ -125,9 +123,7 @@ def main() -> None:
                 arts[name] = (art, step, mdl)
             calls = {}
             for name, (art, _s, _m) in arts.items():
-                backend, st = runtime_calls(art)
-                x0 = val[0]
-                calls[name] = (lambda b=backend, s=st: s.__setitem__("s", b.run(x0, s["s"])[1]))
+                calls[name] = runtime_step(art, val[0])
             lat = interleaved(calls, n, rounds)
             fp_bytes = arts["fp32"][0].manifest["file_bytes"]
             fp_acc = None

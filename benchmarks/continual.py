@@ -32,7 +32,7 @@ from torch import nn  # noqa: E402
 import edgeseq  # noqa: E402
 from edgeseq.flops import step_cost  # noqa: E402
 from edgeseq.models.continual import OfflineModel, Residual  # noqa: E402
-from _common import interleaved, runtime_calls, single_thread_quiet, standard_args, write_section  # noqa: E402  (benchmarks/_common.py)
+from _common import interleaved, runtime_step, single_thread_quiet, standard_args, write_section  # noqa: E402  (benchmarks/_common.py)
 
 # this script is benchmarks/continual.py: take its folder off the path so that `import continual` finds the
 # continual-inference library, not this file
@@ -177,14 +177,7 @@ def bench(name: str, offline: OfflineModel, co_net, out: Path, n: int, rounds: i
 
     fns = {"eager_step": eager_step, "offline_eager": offline_eager,
            "offline_ort": lambda: window_sess.run(None, window_feed), "co_forward_step": co_step}
-    x_np = frame.numpy()
-    for target, art in arts.items():
-        backend, state = runtime_calls(art)
-
-        def call(backend=backend, state=state):
-            _, state["s"] = backend.run(x_np, state["s"])
-
-        fns[target] = call
+    fns.update({target: runtime_step(art, frame.numpy()) for target, art in arts.items()})
     res["us"] = interleaved(fns, n=n, rounds=rounds, warmup=max(5, n))
     return res
 

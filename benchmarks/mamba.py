@@ -31,7 +31,7 @@ from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
 from edgeseq.models.mamba_step import MambaStep  # noqa: E402
-from _common import interleaved, runtime_calls, write_section  # noqa: E402  (benchmarks/_common.py)
+from _common import interleaved, runtime_step, write_section  # noqa: E402  (benchmarks/_common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB, D_STATE = 1024, 16
@@ -125,24 +125,13 @@ def bench_config(width: int, layers: int, out: Path, n: int, rounds: int, plain:
     fns = {"hf_cached_step": hf_step, "mambapy_step": mp_step, "ours_eager": ours_eager,
            "gemv_floor": gemv_floor(step_hf), "gemv_floor_mp": gemv_floor(step_mp)}
     for (name, target), art in arts.items():
-        backend, state = runtime_calls(art)
-        x = x_tok if name == "hf" else x_mp
-
-        def call(backend=backend, state=state, x=x):
-            _, state["s"] = backend.run(x, state["s"])
-
-        fns[f"{name}_{target}"] = call
+        fns[f"{name}_{target}"] = runtime_step(art, x_tok if name == "hf" else x_mp)
     if plain:
         plain_step = PlainMambaStep(ours_hf).eval()
         art = edgeseq.export(plain_step, out / f"plain_{width}x{layers}", target="executorch", steps=2000)
         res["plain_delegated"] = art.manifest["graph"]["delegated_fraction"]
         res["plain_non_delegated"] = art.manifest["graph"]["non_delegated"]
-        backend, state = runtime_calls(art)
-
-        def plain_call(backend=backend, state=state):
-            _, state["s"] = backend.run(x_tok, state["s"])
-
-        fns["plain_executorch"] = plain_call
+        fns["plain_executorch"] = runtime_step(art, x_tok)
     res["us"] = interleaved(fns, n=n, rounds=rounds, warmup=max(10, n))
     return res
 

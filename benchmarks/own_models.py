@@ -34,7 +34,7 @@ from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
 from edgeseq.flops import count_flops, step_flops  # noqa: E402
-from _common import interleaved, runtime_calls, single_thread_quiet, standard_args, write_section  # noqa: E402  (benchmarks/_common.py)
+from _common import interleaved, runtime_step, single_thread_quiet, standard_args, write_section  # noqa: E402  (benchmarks/_common.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "graph"))
@@ -121,14 +121,7 @@ def _calls(step, arts: dict) -> dict:
             _, st["s"] = step.step(frame, st["s"])
 
     fns = {"eager": eager}
-    x_np = frame.numpy()
-    for target, art in arts.items():
-        backend, state = runtime_calls(art)
-
-        def call(backend=backend, state=state):
-            _, state["s"] = backend.run(x_np, state["s"])
-
-        fns[target] = call
+    fns.update({target: runtime_step(art, frame.numpy()) for target, art in arts.items()})
     return fns
 
 
@@ -169,15 +162,8 @@ def bench_pair(name: str, user: nn.Module, registered: nn.Module, example: torch
                       else user(x) - registered(x)).abs().max())
     arts = {"generic": edgeseq.export(generic, out / f"{name}-generic", target="executorch", steps=300),
             "registered": edgeseq.export(reg, out / f"{name}-registered", target="executorch", steps=300)}
-    fns = {}
     x_np = torch.randn(1, generic.d_in).numpy()
-    for k, art in arts.items():
-        backend, state = runtime_calls(art)
-
-        def call(backend=backend, state=state):
-            _, state["s"] = backend.run(x_np, state["s"])
-
-        fns[k] = call
+    fns = {k: runtime_step(art, x_np) for k, art in arts.items()}
     us = interleaved(fns, n=n, rounds=rounds, warmup=max(5, n))
     graphs = {k: a.manifest["graph"] for k, a in arts.items()}
     return {"name": name, "us": us, "ratio": us["generic"] / us["registered"], "same_outputs": same,

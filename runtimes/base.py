@@ -54,6 +54,6 @@ def open(path, runtime: str | None = None, batch: int | None = None) -> StreamSe
     man.check_file(model_file, data)
     rt = RUNTIMES.get(runtime or data["runtime"]["name"])
     verify = getattr(rt, "verify", None)
-    if verify is not None:  # a runtime that can abort the process on a corrupt file checks it in a child first
+    if verify is not None:  # a file from elsewhere is checked before the runtime loads it (ExecuTorch: in a child process)
         verify(model_file, data)
     return rt.open_file(model_file, data, batch=batch)

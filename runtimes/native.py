@@ -180,6 +180,9 @@ def check_device(artifact: Path, device: str, frames: np.ndarray, *, catalog_dir
     dev = get_device(device, load_catalog(catalog_dirs))
     if not dev.qemu_cpu:
         raise EdgeseqError(f"device {dev.name} has no qemu_cpu in its catalog entry: it is not an aarch64 CPU edgeseq can emulate")
+    batch = int(m["batch"])
+    if frames.ndim == 2 and batch > 1:  # one stream's frames, fed to every row of a program with a fixed batch
+        frames = np.repeat(frames[:, None, :], batch, axis=1)
     b = build("aarch64")
     got = run(b, model_file, frames, dev.qemu_cpu)
     ref = edgeseq.open(model_file).run(frames)

@@ -32,7 +32,6 @@ class OrtBackend:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.log_severity_level = 4  # fatal only: its error lines would add to the one-line errors edgeseq prints
-        check_onnx(path)
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -54,6 +53,11 @@ class OrtBackend:
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
     python_module = "onnxruntime"
+
+    def verify(self, path: Path, manifest: dict) -> None:
+        """A file opened with edgeseq.open goes through onnx.checker (the exporter's own validation, on the file it
+        has just written, does not)."""
+        check_onnx(path)
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int = 1):
         optimize = manifest.get("runtime", {}).get("ort_optimization", "enabled") != "disabled"

@@ -47,32 +47,17 @@ def check_device(
     with the same program on this machine's ExecuTorch: what ARM's kernels (NEON, dot-product int8, fp16
     arithmetic) change. The result goes into the manifest (parity_on); past the manifest's tolerance it exits 1.
     Emulated time means nothing and is not reported."""
-    import numpy as np
-
     from edgeseq import manifest as man
+    from edgeseq.devices.profiler import ProfileConfig, make_inputs
     from edgeseq.errors import ParityError
     from edgeseq.runtimes.native import check_device as do_check
 
     must_exist(artifact)
     model_file, _, m = man.resolve_artifact(artifact)
-    d_in = int(m["inputs"][0]["shape"][1])
-    batch = int(m["batch"])
-    if m.get("vocab_size"):
-        xs = np.random.default_rng(0).integers(0, int(m["vocab_size"]), size=(frames, batch)).astype(np.int64)
-        what = f"{frames} random token ids"
-    else:
-        from edgeseq.data import check_fits, load, load_dataset
-        from edgeseq.pipeline import real_stream
-
-        ds = load(data) if data else load_dataset("japanese-vowels")
-        if data:
-            check_fits(ds, d_in, what="--input")
-        if ds.d_in == d_in:
-            xs, what = real_stream(ds.test, frames), f"{frames} frames of {ds.name}"
-        else:
-            xs, what = np.random.default_rng(0).standard_normal((frames, d_in)).astype(np.float32), f"{frames} N(0, 1) frames"
-        if batch > 1:
-            xs = np.repeat(xs[:, None, :], batch, axis=1)
+    if data is None and int(m["inputs"][0]["shape"][1]) == 12:
+        data = "japanese-vowels"  # the bundled real frames, where the model takes their 12 features
+    xs, desc = make_inputs(m, ProfileConfig(data=data), frames)  # the frames `edgeseq profile --input` streams
+    what = f"{frames} frames: {desc['what']}"
     with status(f"streaming {what} on emulated {device}"):
         r = do_check(model_file, device, xs, record=record)
     line = (f"{model_file.name} on {r['device']} (aarch64, qemu -cpu {r['qemu_cpu']}, emulated) vs x86_64 ExecuTorch over "

@@ -11,7 +11,7 @@ converter runs them as they are, after checking that they read no other frame.
 from __future__ import annotations
 
 import torch
-from torch import fx, nn
+from torch import nn
 
 from edgeseq.graph.ops import (
     Build, BuildCtx, ConvSpec, Identity, _arange, _conv, _conv_function, _fpad, _pad_timing, _running, _time_pad, _time_slice,
@@ -128,7 +128,3 @@ for _kind in ("cumsum", "cumprod", "cummax", "cummin"):
 SHAPE_OPS = {aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.expand.default,
              aten.unflatten.int, aten.flatten.using_ints, aten.new_zeros.default, aten.new_ones.default,
              aten.new_empty.default, aten.sym_size.int}
-
-
-def is_aten(node: fx.Node) -> bool:
-    return isinstance(node.target, torch._ops.OpOverload)
