@@ -1,6 +1,7 @@
 """StreamPool: N streams in one batched runtime call per step vs N separate sessions (one call each), for an
-LSTM 1x256 (input 64) on onnxruntime, single thread. Steps/s counts stream-steps (N per pool step). Writes its
-section of docs/reliability.md.
+LSTM 1x256 (input 64) on onnxruntime (dynamic batch) and ExecuTorch (one artifact exported with --batch 1,8,64: a
+program per batch size, listed in one manifest), single thread. Steps/s counts stream-steps (N per pool step).
+Writes its section of docs/reliability.md.
 
 Run: python benchmarks/pool.py [--quick] [--no-write]
 """
@@ -42,26 +43,31 @@ def main() -> None:
     step = edgeseq.convert(edgeseq.build("rnn", d_in=64, d_out=16, d_hidden=256))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = edgeseq.export(step, Path(tmp) / "lstm", target="onnx", steps=100).path
-        for n in (1, 8, 64):
-            pool = edgeseq.StreamPool(path, slots=n)
-            slots = [pool.join() for _ in range(n)]
-            frames = {s: np.random.default_rng(s).standard_normal(64).astype(np.float32) for s in slots}
-            sessions = [edgeseq.open(path) for _ in range(n)]
-            x = np.zeros((1, 64), np.float32)
+        for target in ("onnx", "executorch"):
+            more = (8, 64) if target == "executorch" else ()
+            path = edgeseq.export(step, Path(tmp) / "lstm", target=target, steps=100, more_batches=more).path
+            for n in (1, 8, 64):
+                pool = edgeseq.StreamPool(path, slots=n)
+                slots = [pool.join() for _ in range(n)]
+                frames = {s: np.random.default_rng(s).standard_normal(64).astype(np.float32) for s in slots}
+                sessions = [edgeseq.open(path) for _ in range(n)]
+                x = np.zeros((1, 64), np.float32)
 
-            def separate():
-                for s in sessions:
-                    s.push(x)
+                def separate():
+                    for s in sessions:
+                        s.push(x)
 
-            pooled = rate(lambda: pool.step(frames), n, calls, rounds)
-            sep = rate(separate, n, max(1, calls // n), rounds)
-            rows.append((n, pooled, sep))
+                pooled = rate(lambda: pool.step(frames), n, calls, rounds)
+                sep = rate(separate, n, max(1, calls // n), rounds)
+                rows.append((target, n, pooled, sep))
     lines = ["## Many streams in one call (`benchmarks/pool.py`)", "",
-             f"LSTM 1x256 (input 64) on onnxruntime, 1 thread: stream-steps per second of a `StreamPool` (one batched "
-             f"call per step for all N streams) and of N separate sessions (N calls per step), median of {rounds} runs.",
-             "", "| streams N | pool steps/s | separate sessions steps/s | pool / separate |", "|---:|---:|---:|---:|"]
-    lines += [f"| {n} | {p:,.0f} | {s:,.0f} | **{p / s:.1f}x** |" for n, p, s in rows]
+             f"LSTM 1x256 (input 64), 1 thread: stream-steps per second of a `StreamPool` (one batched call per step "
+             f"for all N streams) and of N separate sessions (N calls per step), median of {rounds} runs. onnxruntime "
+             "takes any batch; the ExecuTorch artifact was exported with `--batch 1,8,64` (three programs, one "
+             "manifest) and each pool runs the program of its size.",
+             "", "| runtime | streams N | pool steps/s | separate sessions steps/s | pool / separate |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {t} | {n} | {p:,.0f} | {s:,.0f} | **{p / s:.1f}x** |" for t, n, p, s in rows]
     md = "\n".join(lines)
     print(md)
     if not args.no_write:

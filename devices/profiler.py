@@ -213,9 +213,13 @@ def _profile(artifact, cfg: ProfileConfig, reference, progress) -> dict[str, Any
     parity = _parity(model_file, m, reference, xs[: cfg.parity_steps])
 
     g = m.get("graph") or {}
-    arena = g.get("planned_arena_bytes") or ops.get("arena_held_bytes")
-    arena_src = ("ExecuTorch memory plan (program non_const_buffer_sizes, from the manifest)" if g.get("planned_arena_bytes")
-                 else "onnxruntime CPU arena held (profiling events)" if ops.get("arena_held_bytes") else None)
+    if g.get("planned_arena_bytes") is not None:  # ExecuTorch: its plan, plus the outputs the runtime gives buffers
+        arena = g["planned_arena_bytes"] + g.get("unplanned_output_bytes", 0)
+        arena_src = "ExecuTorch memory plan (program non_const_buffer_sizes, from the manifest)" + (
+            " and the output buffers the runtime holds (outputs not memory-planned)" if g.get("unplanned_output_bytes") else "")
+    else:
+        arena = ops.get("arena_held_bytes")
+        arena_src = "onnxruntime CPU arena held (profiling events)" if arena else None
     ss = m["state_spec"]
     q, p = m.get("quantization"), m.get("pruning")
     return {

@@ -86,6 +86,11 @@ def validate(data: Any, where: str = "manifest") -> None:
         raise ArtifactError(f"{where}: 'file' must be a plain file name beside the manifest, got {data['file']!r}")
     if not (data["batch"] == "dynamic" or (isinstance(data["batch"], int) and data["batch"] >= 1)):
         raise ArtifactError(f"{where}: batch must be a positive integer or 'dynamic'")
+    progs = data.get("batch_programs", [])
+    if not isinstance(progs, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("batch"), int) and e["batch"] >= 1 and isinstance(e.get("file"), str)
+            and e["file"] and Path(e["file"]).name == e["file"] and e["file"] not in (".", "..") for e in progs):
+        raise ArtifactError(f"{where}: invalid batch_programs (a list of {{batch, file, file_sha256}} beside the manifest)")
 
 
 def file_sha256(path: Path) -> str:
@@ -105,6 +110,33 @@ def check_file(model_file: Path, data: dict) -> None:
     want = data.get("file_sha256")
     if want and file_sha256(model_file) != want:
         raise ArtifactError(f"{model_file}: file does not match its manifest (sha256 differs); re-export it")
+
+
+def batches(data: dict) -> list[int] | None:
+    """The batch sizes an artifact has programs for (its own and its ``batch_programs``'), None when dynamic."""
+    if data["batch"] == "dynamic":
+        return None
+    return sorted({int(data["batch"]), *(int(e["batch"]) for e in data.get("batch_programs", []))})
+
+
+def select_batch(model_file: Path, data: dict, batch: int | None) -> tuple[Path, dict]:
+    """The program for ``batch``: ``model_file`` itself, or the one its manifest lists in ``batch_programs`` (written
+    beside it with its own manifest), checked to be that program of the same model. Unchanged when no program has
+    that batch (the runtime then refuses it, naming the batch sizes there are)."""
+    if batch is None or data["batch"] == "dynamic" or int(batch) == data["batch"]:
+        return model_file, data
+    entry = next((e for e in data.get("batch_programs", []) if e["batch"] == int(batch)), None)
+    if entry is None:
+        return model_file, data
+    other = Path(model_file).with_name(entry["file"])
+    if not other.is_file():
+        raise ArtifactError(f"{other}: the batch-{batch} program listed in {Path(model_file).name}'s manifest is missing")
+    f, _, d = resolve_artifact(other)
+    if d["fingerprint"] != data["fingerprint"] or d["batch"] != int(batch) or d.get("file_sha256") != entry.get("file_sha256"):
+        raise ArtifactError(f"{other}: not the batch-{batch} program of {Path(model_file).name} (its manifest describes "
+                            "another model, batch or file); re-export both")
+    check_file(f, d)
+    return f, d
 
 
 def io_names(spec: StateSpec) -> tuple[list[str], list[str]]:

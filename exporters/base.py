@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from edgeseq.errors import ConfigError, ParityError, ShapeError
 from edgeseq.fsutil import commit_files, staging_dir
 from edgeseq.flops import step_cost
 from edgeseq.quant.api import quant_manifest
-from edgeseq.manifest import SCHEMA_VERSION, file_sha256, io_names, manifest_path_for
+from edgeseq.manifest import SCHEMA_VERSION, SUFFIX, file_sha256, io_names, manifest_path_for
 from edgeseq.parity import compare
 from edgeseq.registry import Registry
 from edgeseq.step import StepModule, check_token_ids
@@ -114,6 +114,7 @@ def export(
     inputs: np.ndarray | torch.Tensor | None = None,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    more_batches: Sequence[int] = (),
 ) -> Artifact:
     """Export a step module (or a convertible model) to ``target`` and validate it.
 
@@ -124,9 +125,13 @@ def export(
     nothing, when the artifact's scaled error exceeds ``tolerance`` (default 1e-4; for a step quantized with
     ``edgeseq.quant.quantize_``, the scheme's own default: the artifact is checked against the eager quantized
     step, and its state outputs against the state precision policy).
+
+    ``more_batches``: for a target whose batch is fixed per program (ExecuTorch), one more program per batch size,
+    each validated as the first and written beside it with its own manifest (``model.b8.pte`` +
+    ``model.b8.pte.edgeseq.json``); the first manifest lists them (``batch_programs``), so that
+    ``edgeseq.open(path, batch=8)`` and :class:`edgeseq.StreamPool` find them. All or nothing is written.
     """
     from edgeseq.convert import convert
-    from edgeseq.runtimes import RUNTIMES
 
     exporter = EXPORTERS.get(target)
     note = progress or (lambda _msg: None)
@@ -145,49 +150,91 @@ def export(
         raise ConfigError(f"batch must be >= 1, got {batch}")
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
+    more = sorted({int(b) for b in more_batches} - {batch})
+    if more and exporter.dynamic_batch:
+        raise ConfigError(f"{target} artifacts take any batch: more batch sizes ({', '.join(map(str, more))}) are for "
+                          "targets with a fixed batch (executorch)")
+    if more and more[0] < 1:
+        raise ConfigError(f"batch sizes must be >= 1, got {more[0]}")
     x = _rollout_inputs(step, inputs, steps, batch, seed)
 
     path = resolve_out(out, exporter.suffix)
     man_path = manifest_path_for(path)
     with staging_dir(path.parent) as tmp:
-        tmp_model = tmp / path.name
-        note(f"exporting to {target}")
-        info = exporter.write(step, tmp_model, batch)
-        manifest = build_manifest(step, exporter, info, path.name, tmp_model, batch)
-        if quant is not None:
-            from edgeseq.quant.verify import enforce
-
-            manifest["quantization"]["state_check"] = info.get("state_check")
-            enforce(info.get("state_check") or [], target)
-        note(f"validating on {exporter.runtime} over {x.shape[0]} steps")
-        session = RUNTIMES.get(exporter.runtime).open_file(tmp_model, manifest, batch=x.shape[1])
-        report, state_err, state_scaled = validate_rollout(step, session, x)
-        err = report.max_scaled_error
-        manifest["parity"] = {
-            **report.summary(),
-            "what": f"{target} on {exporter.runtime} vs eager {'quantized ' if quant is not None else ''}step",
-            "final_state_max_abs_error": state_err,
-            "final_state_max_scaled_error": state_scaled,
-            "tolerance": tolerance,
-            "inputs": "user-supplied" if inputs is not None else (
-                f"uniform token ids, seed {seed}" if step.vocab_size else f"standard normal, seed {seed}"),
-        }
-        if not (err <= tolerance and state_scaled <= tolerance):
-            sens = float64_sensitivity(step, x) if quant is None else 0.0
-            why = (f"; the eager step itself is that sensitive: float32 and float64 eager runs differ by {sens:.3g} (scaled) "
-                   "over the same stream, so the model amplifies rounding (chaotic on this input) and no runtime can "
-                   "match it step for step" if sens > tolerance else "")
-            raise ParityError(
-                f"{target} artifact disagrees with eager: scaled output error {err:.3g} (final state {state_scaled:.3g}) "
-                f"over {x.shape[0]} steps exceeds tolerance {tolerance:g} (worst at step {report.worst_step}){why}; nothing written"
-            )
+        manifest = _write_validated(step, exporter, tmp / path.name, batch, x, tolerance, note, inputs, seed)
+        moves = [(tmp / path.name, path)]
+        written = [manifest]
+        if more:
+            manifest["batch_programs"] = []
+        for b in more:
+            name = batch_program_name(path.name, exporter.suffix, b)
+            xb = _rollout_inputs(step, None if inputs is None else _tile_rows(x, b), steps, b, seed)
+            m = _write_validated(step, exporter, tmp / name, b, xb, tolerance, note, inputs, seed)
+            (tmp / (name + SUFFIX)).write_text(_json(m))
+            moves += [(tmp / name, path.with_name(name)), (tmp / (name + SUFFIX), path.with_name(name + SUFFIX))]
+            manifest["batch_programs"].append({"batch": b, "file": name, "file_sha256": m["file_sha256"],
+                                               "max_scaled_error": m["parity"]["max_scaled_error"]})
+            written.append(m)
         (tmp / man_path.name).write_text(_json(manifest))
-        commit_files([(tmp_model, path), (tmp / man_path.name, man_path)])
+        commit_files(moves + [(tmp / man_path.name, man_path)])
     if exporter.runtime == "executorch":  # validated in this process: no probe when it is opened again
         from edgeseq.runtimes.et import mark_trusted
 
-        mark_trusted(manifest["file_sha256"])
+        for m in written:
+            mark_trusted(m["file_sha256"])
     return Artifact(path, man_path, manifest)
+
+
+def batch_program_name(main: str, suffix: str, batch: int) -> str:
+    """``model.pte`` -> ``model.b8.pte``: the program for batch 8 beside the first one."""
+    return f"{main[: -len(suffix)] if main.endswith(suffix) else main}.b{batch}{suffix}"
+
+
+def _tile_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """The user's validation streams (T, b, d) repeated over ``rows`` rows."""
+    reps = -(-rows // x.shape[1])
+    return x.repeat(1, reps, 1)[:, :rows]
+
+
+def _write_validated(step: StepModule, exporter: Exporter, tmp_model: Path, batch: int, x: torch.Tensor,
+                     tolerance: float, note, inputs, seed: int) -> dict:
+    """Write one program at ``batch`` to ``tmp_model``, run it beside the eager step over ``x`` and return its
+    manifest with the parity; :class:`ParityError` past ``tolerance``."""
+    from edgeseq.runtimes import RUNTIMES
+
+    target, quant = exporter.target, getattr(step, "quantization", None)
+    note(f"exporting to {target}" + (f" (batch {batch})" if not exporter.dynamic_batch and batch > 1 else ""))
+    info = exporter.write(step, tmp_model, batch)
+    manifest = build_manifest(step, exporter, info, tmp_model.name, tmp_model, batch)
+    if quant is not None:
+        from edgeseq.quant.verify import enforce
+
+        manifest["quantization"]["state_check"] = info.get("state_check")
+        enforce(info.get("state_check") or [], target)
+    note(f"validating on {exporter.runtime} over {x.shape[0]} steps")
+    session = RUNTIMES.get(exporter.runtime).open_file(tmp_model, manifest, batch=x.shape[1])
+    report, state_err, state_scaled = validate_rollout(step, session, x)
+    err = report.max_scaled_error
+    manifest["parity"] = {
+        **report.summary(),
+        "what": f"{target} on {exporter.runtime} vs eager {'quantized ' if quant is not None else ''}step",
+        "final_state_max_abs_error": state_err,
+        "final_state_max_scaled_error": state_scaled,
+        "tolerance": tolerance,
+        "inputs": "user-supplied" if inputs is not None else (
+            f"uniform token ids, seed {seed}" if step.vocab_size else f"standard normal, seed {seed}"),
+    }
+    if not (err <= tolerance and state_scaled <= tolerance):
+        sens = float64_sensitivity(step, x) if quant is None else 0.0
+        why = (f"; the eager step itself is that sensitive: float32 and float64 eager runs differ by {sens:.3g} (scaled) "
+               "over the same stream, so the model amplifies rounding (chaotic on this input) and no runtime can "
+               "match it step for step" if sens > tolerance else "")
+        at = f" (the batch-{batch} program)" if not exporter.dynamic_batch and batch > 1 else ""
+        raise ParityError(
+            f"{target} artifact{at} disagrees with eager: scaled output error {err:.3g} (final state {state_scaled:.3g}) "
+            f"over {x.shape[0]} steps exceeds tolerance {tolerance:g} (worst at step {report.worst_step}){why}; nothing written"
+        )
+    return manifest
 
 
 def _rollout_inputs(step: StepModule, inputs, steps: int, batch: int, seed: int) -> torch.Tensor:

@@ -52,6 +52,7 @@ def open(path, runtime: str | None = None, batch: int | None = None) -> StreamSe
         return RUNTIMES.get(runtime or "torch").open_model(path, batch=batch)
     model_file, _, data = man.resolve_artifact(path)
     man.check_file(model_file, data)
+    model_file, data = man.select_batch(model_file, data, batch)  # a fixed-batch target's program for this batch
     rt = RUNTIMES.get(runtime or data["runtime"]["name"])
     verify = getattr(rt, "verify", None)
     if verify is not None:  # a file from elsewhere is checked before the runtime loads it (ExecuTorch: in a child process)

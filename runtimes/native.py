@@ -163,6 +163,18 @@ def run(b: Build, artifact: Path, frames: np.ndarray, qemu_cpu: str | None = Non
         return np.load(y)
 
 
+def info(b: Build, artifact: Path, qemu_cpu: str | None = None) -> dict[str, str]:
+    """What the runner reads from ``artifact`` (``edgeseq-run --info``): d_in, d_out, batch, vocab, delay, fingerprint,
+    and ``state``: ``swapped`` (the program writes the next state into the runner's second buffers) or ``copied``."""
+    cmd, env = _command(b, qemu_cpu)
+    r = subprocess.run([*cmd, str(artifact), "--info"], capture_output=True, text=True, env=env)
+    if r.returncode:
+        lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        raise ArtifactError(f"the {b.arch} runner: {lines[-1][7:] if lines else r.stderr.strip()[-300:]}")
+    words = r.stdout.split()
+    return dict(zip(words[::2], words[1::2]))
+
+
 def check_device(artifact: Path, device: str, frames: np.ndarray, *, catalog_dirs=(), record: bool = True) -> dict:
     """Stream ``frames`` through ``artifact`` with the aarch64 runner under qemu with ``device``'s core, and compare
     with the same program on this machine's ExecuTorch (x86 kernels; the manifest records how that one compares

@@ -6,8 +6,10 @@ step. A step takes frames for any subset of the active streams: the others' rows
 then put back as they were, so a stream without a frame at a step is unchanged by it. Each stream's outputs are
 exactly those of the same stream run alone (rows do not mix in any edgeseq family's step).
 
-onnxruntime artifacts take any batch (dynamic); an ExecuTorch program has its batch fixed at export
-(``edgeseq export --batch N``), and the pool needs ``slots`` to equal it.
+onnxruntime artifacts take any batch (dynamic): the call has ``slots`` rows. An ExecuTorch program has its batch
+fixed at export; ``edgeseq export --batch 1,8,64`` writes one program per batch size, listed in one manifest, and
+the pool runs the smallest of them with at least ``slots`` rows (rows past ``slots`` compute on zero frames and
+are never read).
 """
 
 from __future__ import annotations
@@ -21,23 +23,44 @@ from edgeseq.errors import ConcurrentUseError, InputError, ShapeError, StateMism
 from edgeseq.runtimes.session import StreamState, _first_nonfinite
 
 
+def pool_rows(path, slots: int) -> int:
+    """Rows of the batched call for ``slots`` streams: ``slots`` for a dynamic batch (onnxruntime, eager), else the
+    smallest batch the artifact has a program for that holds them."""
+    from edgeseq import manifest as man
+    from edgeseq.errors import ArtifactError
+
+    if not isinstance(path, (str, Path)) or Path(path).is_dir():
+        return slots
+    _, _, data = man.resolve_artifact(path)
+    have = man.batches(data)
+    if have is None:
+        return slots
+    fits = [b for b in have if b >= slots]
+    if not fits:
+        raise ArtifactError(f"{path}: a pool of {slots} streams needs a program of batch >= {slots}; this "
+                            f"{data['target']} artifact has batch {', '.join(map(str, have))} (export with --batch "
+                            f"{','.join(map(str, sorted({*have, slots})))})")
+    return fits[0]
+
+
 class StreamPool:
     def __init__(self, path: str | Path, slots: int, runtime: str | None = None):
         import edgeseq
 
         if slots < 1:
             raise ShapeError(f"a pool needs at least 1 slot, got {slots}")
-        self._sess = edgeseq.open(path, runtime=runtime, batch=slots)
+        self._sess = edgeseq.open(path, runtime=runtime, batch=pool_rows(path, slots))
         s = self._sess
-        self.slots, self.d_in, self.d_out = slots, s.d_in, s.d_out
+        self.slots, self.rows, self.d_in, self.d_out = slots, s.batch, s.d_in, s.d_out
         self.spec, self.fingerprint = s.spec, s.fingerprint
         if s.vocab_size:
             raise ShapeError("a pool of language models (token-id inputs) is not supported yet; use one session per stream")
         self._init = [np.asarray(t) for t in s.state.tensors]  # the initial state of every row
         self._state = [t.copy() for t in self._init]
-        self._active = np.zeros(slots, dtype=bool)
-        self._steps = np.zeros(slots, dtype=np.int64)
-        self._x = np.zeros((slots, self.d_in), np.float32)
+        self._active = np.zeros(self.rows, dtype=bool)
+        self._active[slots:] = True  # rows past the slots: never free, never given a frame
+        self._steps = np.zeros(self.rows, dtype=np.int64)
+        self._x = np.zeros((self.rows, self.d_in), np.float32)
         self._busy = threading.Lock()
 
     # ------------------------------------------------------------------------------------------ membership
@@ -69,7 +92,7 @@ class StreamPool:
 
     @property
     def active(self) -> list[int]:
-        return [int(i) for i in np.flatnonzero(self._active)]
+        return [int(i) for i in np.flatnonzero(self._active[: self.slots])]
 
     def steps(self, slot: int) -> int:
         self._check_slot(slot)
@@ -104,7 +127,7 @@ class StreamPool:
                 raise InputError(f"step: slot {slot}'s frame at its step {int(self._steps[slot])} has NaN/Inf values")
             x[slot] = f
         y, new = self._sess.backend.run(x, self._state)
-        given = np.zeros(self.slots, dtype=bool)
+        given = np.zeros(self.rows, dtype=bool)
         given[list(frames)] = True
         bad = _first_nonfinite(y[given], [np.asarray(t)[given] for t in new], self.spec.names)
         if bad is not None:

@@ -276,5 +276,10 @@ def check_batch(manifest: dict, batch: int | None) -> int:
     if fixed == "dynamic":
         return 1 if batch is None else int(batch)
     if batch is not None and int(batch) != fixed:
-        raise ArtifactError(f"this {manifest['target']} artifact was exported for batch {fixed}; got batch {batch} (re-export with --batch {batch})")
+        from edgeseq.manifest import batches
+
+        have = batches(manifest) or [fixed]
+        listed = ", ".join(map(str, have))
+        raise ArtifactError(f"this {manifest['target']} artifact was exported for batch {listed}; got batch {batch} "
+                            f"(re-export with --batch {','.join(map(str, sorted({*have, int(batch)})))})")
     return int(fixed)

@@ -118,6 +118,9 @@ CASES = [
     (["export", "m", "--target", "nope"], 2, r"Invalid value for '--target': 'nope' is not one of 'executorch'"),
     (["train", "--bogus"], 2, r"No such option: --bogus"),
     (["export"], 2, r"Missing argument 'MODEL'"),
+    (["export", "m", "--target", "executorch", "--batch", "1,x"], 2, r"'1,x': expected batch sizes such as 1 or 1,8,64"),
+    (["export", "m", "--target", "executorch", "--batch", "0,4"], 2, r"'0,4': batch sizes must be >= 1"),
+    (["export", "m", "--target", "onnx", "--batch", "1,4", "--out", "e"], 1, r"onnx artifacts take any batch"),
 ]
 
 

@@ -17,7 +17,11 @@ def export(
     model_dir: ModelArg,
     target: Annotated[Target, typer.Option(help="Export target.")] = Target("onnx"),
     out_path: Annotated[Path, typer.Option("--out", help="Output path stem, file or folder (OUT -> OUT.onnx + OUT.onnx.edgeseq.json).")] = Path("out/model"),
-    batch: Annotated[int, typer.Option(min=1, help="Streams per call: fixed for ExecuTorch, the validation batch for ONNX (dynamic).")] = 1,
+    batch: Annotated[str, typer.Option(
+        metavar="<N[,N...]>", callback=lambda v: parse_batches(v),
+        help="Streams per call. ExecuTorch fixes it per program: a list (1,8,64) writes one program per size beside "
+             "the first, each validated, all listed in the first one's manifest (edgeseq.open(..., batch=8), "
+             "StreamPool). ONNX takes any batch: one number, the validation batch.")] = "1",
     steps: Annotated[int, typer.Option(min=1, help="Length of the validation rollout (state fed back).")] = 2000,
     tolerance: Annotated[float, typer.Option(help="Max scaled error (abs / max(1, |ref|)) vs eager; past it nothing is written.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of the validation inputs.")] = 0,
@@ -39,11 +43,25 @@ def export(
     with status(f"converting {model_dir}"):
         _model, step = open_model(model_dir, time_axis)
     with status(f"exporting to {target.value} and validating over {steps} steps"):
-        art = edgeseq.export(step, out_path, target=target.value, batch=batch, steps=steps,
-                             tolerance=tolerance, seed=seed)
+        art = edgeseq.export(step, out_path, target=target.value, batch=batch[0], steps=steps,
+                             tolerance=tolerance, seed=seed, more_batches=batch[1:])
     p = art.parity
     g = art.manifest.get("graph", {})
     extra = (f"; {g['delegated_ops']}/{g['delegated_ops'] + g['non_delegated_ops']} ops delegated"
              if "delegated_ops" in g else "")
     out.print(f"wrote {art.path} ({art.manifest['file_bytes']:,} bytes) and {art.manifest_path}; "
               f"parity over {p['steps']} steps: max abs error {p['max_abs_error']:.3g}{extra}")
+    for e in art.manifest.get("batch_programs", []):
+        out.print(f"wrote {art.path.with_name(e['file'])} (batch {e['batch']}) and its manifest; "
+                  f"parity: max scaled error {e['max_scaled_error']:.3g}")
+
+
+def parse_batches(value: str) -> list[int]:
+    """``"1,8,64"`` -> ``[1, 8, 64]`` (the first is the artifact's own batch; duplicates dropped)."""
+    try:
+        sizes = [int(v) for v in str(value).replace(" ", "").split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: expected batch sizes such as 1 or 1,8,64") from None
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(f"{value!r}: batch sizes must be >= 1")
+    return list(dict.fromkeys(sizes))

@@ -42,6 +42,10 @@ def inspect(
     out.print(f"file {size:,} bytes (sha256 matches the manifest)", f"| batch {m['batch']}",
               f"| train length {m.get('train_length')}", f"| fingerprint {m['fingerprint'][:16]}")
     out.print(_io_table("inputs / outputs", m))
+    for e in m.get("batch_programs") or []:  # more programs of the same step at other batch sizes (for pools)
+        f, d = man.select_batch(model_file, m, e["batch"])  # checked: present, that model's, sha256 as listed
+        out.print(f"batch {e['batch']}: {f.name} ({f.stat().st_size:,} bytes, sha256 matches), parity at export: max "
+                  f"scaled error {d['parity']['max_scaled_error']:.3g} over {d['parity']['steps']} steps")
     if m.get("vocab_size"):
         out.print(f"language model: one token id per step, ids 0..{m['vocab_size'] - 1}; outputs are logits")
     ss = m["state_spec"]
@@ -78,6 +82,7 @@ def inspect(
         passed, cl = rt.get("passthrough_state") or {}, rt.get("channels_last_state") or []
         if "planned_inputs" in rt or passed or cl:
             out.print(f"  state I/O: inputs {'copied into planned memory' if rt.get('planned_inputs', True) else 'read in place'}"
+                      + f", outputs {'in planned memory' if rt.get('planned_outputs', True) else 'written where the caller says'}"
                       + (f"; {len(passed)} of {len(ss['tensors'])} state tensors passed along by the runtime (a ring "
                          "buffer's shift), not program outputs" if passed else "")
                       + (f"; {len(cl)} taken channels-last" if cl else ""))

@@ -40,6 +40,10 @@ int es_vocab_size(const es_stream* s);/* > 0: inputs are token ids (es_push_toke
 int es_delay(const es_stream* s);     /* the first es_delay outputs of a stream are not ready */
 int64_t es_steps(const es_stream* s); /* frames pushed since open / reset / the saved state's */
 const char* es_fingerprint(const es_stream* s);
+/* 0: the program writes the next state straight into the runtime's second set of state buffers (outputs not
+ * memory-planned, as edgeseq exports them) and the sets swap each step; 1: its outputs live in the program's planned
+ * memory and are copied out every step (an older export, or a step whose output is one of its inputs). */
+int es_state_copied(const es_stream* s);
 
 /* One step: FRAME holds batch * d_in floats; OUT receives batch * d_out floats. *READY (may be NULL) is 1 when
  * this output is a valid output of the model (0 during its delay, or between outputs of a strided model). */

@@ -188,11 +188,12 @@ int main(int argc, char** argv) {
   if (!bench.empty()) {  // benchmarks/native.py: per-call microseconds of bare execute and of es_push
     double ex = 0, push = 0;
     if (es_benchmark(s, std::atoi(bench.c_str()), &ex, &push) != ES_OK) return die(es_last_error());
-    std::printf("{\"execute_us\": %.4f, \"push_us\": %.4f}\n", ex, push);
+    std::printf("{\"execute_us\": %.4f, \"push_us\": %.4f, \"state_copied\": %s}\n", ex, push, es_state_copied(s) ? "true" : "false");
     return 0;
   }
   if (info) {
-    std::printf("d_in %d d_out %d batch %d vocab %d delay %d fingerprint %s\n", d_in, d_out, batch, vocab, es_delay(s), es_fingerprint(s));
+    std::printf("d_in %d d_out %d batch %d vocab %d delay %d state %s fingerprint %s\n", d_in, d_out, batch, vocab, es_delay(s),
+                es_state_copied(s) ? "copied" : "swapped", es_fingerprint(s));
     return 0;
   }
   if (!state_in.empty()) {

@@ -130,18 +130,28 @@ void fill_value(unsigned char* dst, size_t n, const DType& dt, double v) {
 
 struct es_stream {
   std::unique_ptr<Module> module;
+  const std::string forward = "forward";
   std::string fingerprint;
   int d_in = 0, d_out = 0, batch = 1, vocab = 0, delay = 0, stride = 1;
   int64_t steps = 0;
   DType in_dtype{ScalarType::Float, 4, 0};
   std::vector<StateTensor> tensors;
-  std::vector<Buffer> state;        // as the program reads it (channels-last where it takes it so)
-  std::vector<Buffer> scratch;      // passthrough sources, read before the computed outputs land
-  std::vector<int> computed;        // state indices the program returns, in output order
+  // Two sets of state buffers (as the program reads them: channels-last where it takes it so). A program whose
+  // outputs are not memory-planned (edgeseq's exporter writes them so) reads set `cur` and writes the next state
+  // straight into set 1 - cur: no copy of the state per step, the sets swap. A program with planned outputs (an
+  // older export, or one that returns an input unchanged) uses set 0 only and its outputs are copied into it.
+  std::vector<Buffer> bufs[2];
+  int cur = 0;
+  bool zero_copy = false;
+  std::vector<int> computed;                // state indices the program returns, in output order
   std::vector<std::pair<int, int>> passed;  // (next-state index, input-state index)
-  Buffer frame;
-  std::vector<TensorPtr> inputs_ptr;
-  std::vector<EValue> inputs;
+  std::vector<Buffer> scratch;              // one per passed-through state (copy mode): read before outputs land
+  Buffer frame, y;
+  std::vector<TensorPtr> tensor_ptrs;       // keeps the tensors below alive
+  std::vector<EValue> inputs[2];            // frame + set k
+  std::vector<EValue> outputs[2];           // the computed state tensors on set k (zero_copy)
+  std::vector<Buffer>& state() { return bufs[cur]; }
+  const std::vector<Buffer>& state() const { return bufs[cur]; }
 };
 
 namespace {
@@ -224,8 +234,27 @@ int parse_manifest(es_stream* s, const std::string& pte, const std::string& pte_
 
 void initial_state(es_stream* s) {
   for (size_t i = 0; i < s->tensors.size(); ++i)
-    fill_value(s->state[i].data(), s->tensors[i].numel(), s->tensors[i].dtype, s->tensors[i].fill);
+    fill_value(s->state()[i].data(), s->tensors[i].numel(), s->tensors[i].dtype, s->tensors[i].fill);
   s->steps = 0;
+}
+
+// A tensor of state tensor `t`'s shape and layout on `data`
+TensorPtr state_tensor(const StateTensor& t, void* data) {
+  std::vector<executorch::aten::SizesType> sizes(t.shape.begin(), t.shape.end());
+  if (!t.channels_last) return make_tensor_ptr(sizes, data, t.dtype.type);
+  std::vector<executorch::aten::DimOrderType> order = {0, 2, 3, 1};
+  std::vector<executorch::aten::StridesType> strides = {
+      static_cast<int>(t.shape[1] * t.shape[2] * t.shape[3]), 1, static_cast<int>(t.shape[3] * t.shape[1]), static_cast<int>(t.shape[1])};
+  return make_tensor_ptr(sizes, data, order, strides, t.dtype.type);
+}
+
+// The program's state outputs onto the set it does not read (zero copy): at open and after every swap
+int point_outputs(es_stream* s) {
+  const auto& outs = s->outputs[1 - s->cur];
+  for (size_t k = 0; k < outs.size(); ++k)
+    if (s->module->set_output(s->forward, outs[k], 1 + k) != executorch::runtime::Error::Ok)
+      return fail(ES_ERR_RUNTIME, "ExecuTorch: cannot set output " + std::to_string(1 + k) + " of the program");
+  return ES_OK;
 }
 
 }  // namespace
@@ -254,28 +283,55 @@ int es_open(const char* pte_path, es_stream** out) {
   if (!meta.ok()) return fail(ES_ERR_RUNTIME, pte + ": no method metadata");
   if (meta->num_inputs() != 1 + s->tensors.size() || meta->num_outputs() != 1 + s->computed.size())
     return fail(ES_ERR_MANIFEST, pte + ": the program's inputs/outputs do not match its manifest's state");
+  // zero copy when every output is unplanned: the program writes where it is told
+  s->zero_copy = true;
+  for (size_t k = 0; k < meta->num_outputs(); ++k) {
+    auto om = meta->output_tensor_meta(k);
+    if (!om.ok() || om->is_memory_planned()) s->zero_copy = false;
+  }
   // buffers and the tensors on them, made once: the program reads them in place every call
   const size_t in_numel = static_cast<size_t>(s->batch) * (s->vocab ? 1 : s->d_in);
   s->frame.resize(in_numel * s->in_dtype.size);
   std::vector<executorch::aten::SizesType> fsizes = {s->batch, s->vocab ? 1 : s->d_in};
-  s->inputs_ptr.push_back(make_tensor_ptr(fsizes, s->frame.data(), s->in_dtype.type));
-  s->state.resize(s->tensors.size());
-  s->scratch.resize(s->tensors.size());
-  for (size_t i = 0; i < s->tensors.size(); ++i) {
-    const auto& t = s->tensors[i];
-    s->state[i].resize(t.numel() * t.dtype.size);
-    s->scratch[i].resize(t.numel() * t.dtype.size);
-    std::vector<executorch::aten::SizesType> sizes(t.shape.begin(), t.shape.end());
-    if (t.channels_last) {
-      std::vector<executorch::aten::DimOrderType> order = {0, 2, 3, 1};
-      std::vector<executorch::aten::StridesType> strides = {
-          static_cast<int>(t.shape[1] * t.shape[2] * t.shape[3]), 1, static_cast<int>(t.shape[3] * t.shape[1]), static_cast<int>(t.shape[1])};
-      s->inputs_ptr.push_back(make_tensor_ptr(sizes, s->state[i].data(), order, strides, t.dtype.type));
-    } else {
-      s->inputs_ptr.push_back(make_tensor_ptr(sizes, s->state[i].data(), t.dtype.type));
+  TensorPtr frame = make_tensor_ptr(fsizes, s->frame.data(), s->in_dtype.type);
+  s->tensor_ptrs.push_back(frame);
+  const int sets = s->zero_copy ? 2 : 1;
+  for (int k = 0; k < sets; ++k) {
+    s->bufs[k].resize(s->tensors.size());
+    s->inputs[k].emplace_back(frame);
+    for (size_t i = 0; i < s->tensors.size(); ++i) {
+      const auto& t = s->tensors[i];
+      s->bufs[k][i].resize(t.numel() * t.dtype.size);
+      TensorPtr p = state_tensor(t, s->bufs[k][i].data());
+      s->tensor_ptrs.push_back(p);
+      s->inputs[k].emplace_back(p);
+    }
+    if (s->zero_copy)
+      for (int i : s->computed) s->outputs[k].push_back(s->inputs[k][1 + i]);
+  }
+  if (!s->zero_copy)
+    for (const auto& p : s->passed) {
+      s->scratch.emplace_back();
+      s->scratch.back().resize(s->bufs[0][p.second].size);
+    }
+  if (s->zero_copy) {
+    s->y.resize(sizeof(float) * static_cast<size_t>(s->batch) * s->d_out);
+    std::vector<executorch::aten::SizesType> ysizes = {s->batch, s->d_out};
+    TensorPtr y = make_tensor_ptr(ysizes, s->y.data(), ScalarType::Float);
+    s->tensor_ptrs.push_back(y);
+    auto om = meta->output_tensor_meta(0);
+    if (om->nbytes() != s->y.size || s->module->set_output(s->forward, EValue(y), 0) != executorch::runtime::Error::Ok)
+      return fail(ES_ERR_MANIFEST, pte + ": the program's output does not match its manifest's d_out");
+    for (size_t k = 0; k < s->computed.size(); ++k) {
+      auto sm = meta->output_tensor_meta(1 + k);
+      if (sm->nbytes() != s->bufs[0][s->computed[k]].size)
+        return fail(ES_ERR_MANIFEST, pte + ": program output " + std::to_string(1 + k) + " does not match its manifest's state");
     }
   }
-  for (auto& p : s->inputs_ptr) s->inputs.emplace_back(p);
+  if (s->zero_copy) {
+    rc = point_outputs(s.get());
+    if (rc) return rc;
+  }
   initial_state(s.get());
   *out = s.release();
   return ES_OK;
@@ -290,26 +346,42 @@ int es_vocab_size(const es_stream* s) { return s ? s->vocab : 0; }
 int es_delay(const es_stream* s) { return s ? s->delay : 0; }
 int64_t es_steps(const es_stream* s) { return s ? s->steps : 0; }
 const char* es_fingerprint(const es_stream* s) { return s ? s->fingerprint.c_str() : ""; }
+int es_state_copied(const es_stream* s) { return s ? !s->zero_copy : 0; }
 
 }  // extern "C"
 
 static int run_step(es_stream* s, float* out, int* ready) {
-  auto result = s->module->execute("forward", s->inputs);
-  if (!result.ok()) return fail(ES_ERR_RUNTIME, "ExecuTorch: forward failed (error " + std::to_string(static_cast<int>(result.error())) + ")");
-  const auto& outs = *result;
-  // passed-through state first (its sources are this call's inputs), then the program's computed state
-  for (const auto& p : s->passed)
-    std::memcpy(s->scratch[p.first].data(), s->state[p.second].data(), s->state[p.second].size);
-  for (const auto& p : s->passed)
-    std::memcpy(s->state[p.first].data(), s->scratch[p.first].data(), s->state[p.first].size);
-  for (size_t k = 0; k < s->computed.size(); ++k) {
-    const auto& t = outs[1 + k].toTensor();
-    auto& dst = s->state[s->computed[k]];
-    if (static_cast<size_t>(t.nbytes()) != dst.size) return fail(ES_ERR_RUNTIME, "program output " + std::to_string(1 + k) + " has an unexpected size");
-    std::memcpy(dst.data(), t.const_data_ptr(), dst.size);  // copied in the layout the program gave it
+  const float* y = nullptr;
+  if (s->zero_copy) {
+    // the next state straight into the other set; passed-through state copied from this call's inputs
+    auto& next = s->bufs[1 - s->cur];
+    auto result = s->module->execute(s->forward, s->inputs[s->cur]);
+    if (!result.ok()) return fail(ES_ERR_RUNTIME, "ExecuTorch: forward failed (error " + std::to_string(static_cast<int>(result.error())) + ")");
+    for (const auto& p : s->passed) std::memcpy(next[p.first].data(), s->state()[p.second].data(), next[p.first].size);
+    s->cur = 1 - s->cur;
+    int rc = point_outputs(s);
+    if (rc) return rc;
+    y = reinterpret_cast<const float*>(s->y.data());
+  } else {
+    auto result = s->module->execute(s->forward, s->inputs[0]);
+    if (!result.ok()) return fail(ES_ERR_RUNTIME, "ExecuTorch: forward failed (error " + std::to_string(static_cast<int>(result.error())) + ")");
+    const auto& outs = *result;
+    // the outputs live in the program's planned memory: copied into the one set of state buffers, the
+    // passed-through state first (its sources are this call's inputs, through a scratch copy)
+    auto& st = s->bufs[0];
+    for (size_t k = 0; k < s->passed.size(); ++k)
+      std::memcpy(s->scratch[k].data(), st[s->passed[k].second].data(), s->scratch[k].size);
+    for (size_t k = 0; k < s->passed.size(); ++k)
+      std::memcpy(st[s->passed[k].first].data(), s->scratch[k].data(), s->scratch[k].size);
+    for (size_t k = 0; k < s->computed.size(); ++k) {
+      const auto& t = outs[1 + k].toTensor();
+      auto& dst = st[s->computed[k]];
+      if (static_cast<size_t>(t.nbytes()) != dst.size) return fail(ES_ERR_RUNTIME, "program output " + std::to_string(1 + k) + " has an unexpected size");
+      std::memcpy(dst.data(), t.const_data_ptr(), dst.size);  // copied in the layout the program gave it
+    }
+    y = outs[0].toTensor().const_data_ptr<float>();
   }
-  const auto& y = outs[0].toTensor();
-  std::memcpy(out, y.const_data_ptr<float>(), sizeof(float) * static_cast<size_t>(s->batch) * s->d_out);
+  std::memcpy(out, y, sizeof(float) * static_cast<size_t>(s->batch) * s->d_out);
   if (ready) *ready = s->steps >= s->delay && (s->steps - s->delay) % s->stride == 0;
   s->steps += 1;
   return ES_OK;
@@ -370,10 +442,10 @@ std::vector<unsigned char> serialize(const es_stream* s) {
     put<uint32_t>(b, t.dtype.code);
     put<uint32_t>(b, static_cast<uint32_t>(t.shape.size()));
     for (auto d : t.shape) put<int64_t>(b, d);
-    size_t at = b.size(), n = s->state[i].size;
+    size_t at = b.size(), n = s->state()[i].size;
     b.resize(at + n);
-    if (t.channels_last) channels_last_copy(s->state[i].data(), b.data() + at, t.shape, t.dtype.size, false);
-    else std::memcpy(b.data() + at, s->state[i].data(), n);
+    if (t.channels_last) channels_last_copy(s->state()[i].data(), b.data() + at, t.shape, t.dtype.size, false);
+    else std::memcpy(b.data() + at, s->state()[i].data(), n);
   }
   return b;
 }
@@ -432,14 +504,14 @@ int es_load_state(es_stream* s, const unsigned char* buf, size_t n) {
       if (!r.take(&d, 8)) return fail(ES_ERR_STATE, "a truncated state");
     if (name != t.name || code != t.dtype.code || dims != t.shape)
       return fail(ES_ERR_STATE, "state tensor " + std::to_string(i) + " is " + name + ", not " + t.name + " of this model's shape and dtype");
-    values[i].resize(s->state[i].size);
+    values[i].resize(s->state()[i].size);
     if (!r.take(values[i].data(), values[i].size())) return fail(ES_ERR_STATE, "a truncated state");
   }
   if (r.at != n) return fail(ES_ERR_STATE, "trailing bytes after the state");
   for (uint32_t i = 0; i < count; ++i) {  // all checked: now replace
     const auto& t = s->tensors[i];
-    if (t.channels_last) channels_last_copy(values[i].data(), s->state[i].data(), t.shape, t.dtype.size, true);
-    else std::memcpy(s->state[i].data(), values[i].data(), values[i].size());
+    if (t.channels_last) channels_last_copy(values[i].data(), s->state()[i].data(), t.shape, t.dtype.size, true);
+    else std::memcpy(s->state()[i].data(), values[i].data(), values[i].size());
   }
   s->steps = steps;
   return ES_OK;
@@ -459,14 +531,14 @@ int es_benchmark(es_stream* s, int n, double* execute_us, double* push_us) {
   std::vector<int64_t> ids(s->batch, 0);
   auto push = [&]() { return s->vocab ? es_push_tokens(s, ids.data(), out.data(), nullptr) : es_push(s, frame.data(), out.data(), nullptr); };
   for (int i = 0; i < n; ++i)  // warm-up of both
-    if (!s->module->execute("forward", s->inputs).ok() || push() != ES_OK) return fail(ES_ERR_RUNTIME, "es_benchmark: forward failed");
+    if (!s->module->execute(s->forward, s->inputs[s->cur]).ok() || push() != ES_OK) return fail(ES_ERR_RUNTIME, "es_benchmark: forward failed");
   // rounds that take turns, so that a neighbour's load slows both alike
   double ex = 0, pu = 0;
   const int rounds = 10, per = n / rounds > 0 ? n / rounds : 1;
   for (int r = 0; r < rounds; ++r) {
     auto t0 = clock::now();
     for (int i = 0; i < per; ++i)
-      if (!s->module->execute("forward", s->inputs).ok()) return fail(ES_ERR_RUNTIME, "es_benchmark: forward failed");
+      if (!s->module->execute(s->forward, s->inputs[s->cur]).ok()) return fail(ES_ERR_RUNTIME, "es_benchmark: forward failed");
     auto t1 = clock::now();
     for (int i = 0; i < per; ++i)
       if (push() != ES_OK) return ES_ERR_RUNTIME;

@@ -422,7 +422,9 @@ def test_3d_buffers_are_per_frame_state_taken_channels_last_by_executorch(tmp_pa
     from edgeseq.cli.main import app
 
     r = CliRunner().invoke(app, ["inspect", str(art.path)])
-    assert r.exit_code == 0 and (f"state I/O: inputs read in place; {len(passed)} of {len(tensors)} state tensors "
+    assert man["runtime"]["planned_outputs"] is False and not meta.output_tensor_meta(1).is_memory_planned()
+    assert r.exit_code == 0 and (f"state I/O: inputs read in place, outputs written where the caller says; "
+                                 f"{len(passed)} of {len(tensors)} state tensors "
                                  f"passed along by the runtime") in " ".join(r.output.split()), r.output
     state0 = [torch.randn(t.shape)[None] for t in step.state_spec.tensors]
     with torch.no_grad():

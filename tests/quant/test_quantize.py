@@ -130,8 +130,9 @@ def test_executorch_int8_artifact_sits_on_the_numpy_grid(trained, tmp_path, sche
     oracle = LSTMGridOracle.from_step(step)
     rep = grid_check(oracle, edgeseq.open(art.path), x[:, 0])
     assert rep.ok(scheme), rep.summary()
-    if scheme == "int8-static":
-        assert rep.worst_in_steps < 1e-3, rep.summary()  # measured: every output on the oracle's grid point (float32 apart)
+    if scheme == "int8-static":  # on the oracle's grid point (float32 apart) but at a rare rounding tie, one step off:
+        # measured 2,000 of 2,000 steps on one machine, 1,999 on another (its training gave slightly other weights)
+        assert rep.exact_outputs >= 0.999, rep.summary()
 
 
 class _RoundCellState(nn.Module):

@@ -92,6 +92,8 @@ def test_x86_runner_streams_like_the_python_session(x86, artifacts, frames, name
     ref = edgeseq.open(artifacts[name]).run(frames)
     assert got.shape == ref.shape == (T, 9)
     assert np.abs(got - ref).max() <= 1e-6, np.abs(got - ref).max()  # the same kernels: equal in practice
+    # the program writes the next state into the runner's other buffers (no copy per step)
+    assert native.info(x86, artifacts[name])["state"] == "swapped"
 
 
 @pytest.mark.parametrize("name", ["rnn", "continual"])
@@ -183,7 +185,8 @@ def test_channels_last_and_passed_through_state(x86, tmp_path):
         art = edgeseq.export(edgeseq.convert(OfflineModel(net.eval(), (2, 6, 6), window=6)), tmp_path / "clip",
                              target="executorch", steps=100)
     rt = art.manifest["runtime"]
-    assert rt["channels_last_state"] and rt["passthrough_state"], rt
+    assert rt["channels_last_state"] and rt["passthrough_state"] and rt["planned_outputs"] is False, rt
+    assert native.info(x86, art.path)["state"] == "swapped"
     x = np.random.default_rng(0).standard_normal((300, 72)).astype(np.float32)
     whole = edgeseq.open(art.path).run(x)
     np.testing.assert_allclose(native.run(x86, art.path, x), whole, atol=1e-6)
@@ -191,6 +194,56 @@ def test_channels_last_and_passed_through_state(x86, tmp_path):
     sess = edgeseq.open(art.path)
     sess.state = StreamState.load(tmp_path / "c.esstate")
     np.testing.assert_allclose(sess.run(x[150:]), whole[150:], atol=1e-6)
+
+
+def test_a_program_with_planned_outputs_copies_its_state(x86, tmp_path):
+    """A step whose next state is its input frame keeps inputs and outputs memory-planned (see the ExecuTorch
+    exporter): the runner copies the state out of the program's memory each step instead of swapping buffers, and
+    streams as the Python session does."""
+    import warnings
+
+    from edgeseq.runtimes import native
+    from edgeseq.step import StateSpec, StateTensor, StepInfo, StepModule
+
+    class PreviousFrame(StepModule):  # y = W (x - previous x)
+        def __init__(self):
+            super().__init__()
+            self.d_in, self.d_out = 6, 3
+            self.state_spec = StateSpec((StateTensor("prev", (6,)),))
+            self.info = StepInfo("custom")
+            self.lin = torch.nn.Linear(6, 3)
+
+        def _step(self, x, state):
+            return self.lin(x - state[0]), (x,)
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(PreviousFrame().eval(), tmp_path / "prev", target="executorch", steps=200)
+    assert art.manifest["runtime"]["planned_outputs"] is True
+    assert native.info(x86, art.path)["state"] == "copied"
+    x = np.random.default_rng(1).standard_normal((2000, 6)).astype(np.float32)
+    np.testing.assert_allclose(native.run(x86, art.path, x), edgeseq.open(art.path).run(x), atol=1e-6)
+
+
+def test_a_batch_program_of_a_multi_batch_export(x86, frames, tmp_path):
+    """An artifact exported for batches 1 and 3: the batch-3 program has its own manifest, and the runner streams
+    three rows at once as the Python session opened with batch=3 does."""
+    import warnings
+
+    from edgeseq.runtimes import native
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(edgeseq.convert(_models()["rnn"]), tmp_path / "m", target="executorch", steps=100,
+                             more_batches=(3,))
+    b3 = tmp_path / art.manifest["batch_programs"][0]["file"]
+    assert native.info(x86, b3)["batch"] == "3"
+    x = np.stack([frames, frames[::-1], frames * 0.5], axis=1)  # (T, 3, 12): three different streams
+    got = native.run(x86, b3, x)
+    np.testing.assert_allclose(got, edgeseq.open(art.path, batch=3).run(x), atol=1e-6)
+    np.testing.assert_allclose(got[:, 1], edgeseq.open(art.path).run(frames[::-1]), atol=1e-6)
 
 
 def test_token_ids_of_a_language_model(x86, tmp_path):

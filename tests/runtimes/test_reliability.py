@@ -119,24 +119,23 @@ def test_pool_slots_equal_each_stream_run_alone_with_joins_and_leaves(artifacts,
     joined again (its saved state) continues as if it had never left."""
     from extras import need  # tests/extras.py
 
-    path = artifacts[target]
-    if target == "executorch":  # a program's batch is fixed at export: one for the pool's 4 slots
+    path, slots = artifacts[target], 4
+    if target == "executorch":  # a program's batch is fixed at export: programs for 1 and 4 streams, in one manifest
         need("executorch", "executorch")
         torch.manual_seed(0)
         step = edgeseq.convert(edgeseq.build("rnn", d_in=6, d_out=4, d_hidden=16))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            path = edgeseq.export(step, tmp_path / "pool4", target="executorch", batch=4, steps=100).path
-        single = {"executorch": edgeseq.export(step, tmp_path / "one", target="executorch", steps=100).path}
-    else:
-        single = {"onnx": path}
+            path = edgeseq.export(step, tmp_path / "pool", target="executorch", steps=100, more_batches=(4,)).path
+        slots = 3  # the batch-4 program serves them (its fourth row idles)
     rng = np.random.default_rng(0)
-    pool = edgeseq.StreamPool(path, slots=4)
+    pool = edgeseq.StreamPool(path, slots=slots)
+    assert (pool.slots, pool.rows) == (slots, 4)
     streams: dict[str, dict] = {}  # name -> {"slot", "frames", "outs"}
     parked: dict[str, edgeseq.StreamState] = {}
     names = iter(f"s{i}" for i in range(100))
     for t in range(2000):
-        if len(pool.active) < 4 and rng.random() < 0.05:  # a new stream, or a parked one comes back
+        if len(pool.active) < slots and rng.random() < 0.05:  # a new stream, or a parked one comes back
             if parked and rng.random() < 0.5:
                 name = next(iter(parked))
                 streams[name]["slot"] = pool.join(parked.pop(name))
@@ -164,8 +163,70 @@ def test_pool_slots_equal_each_stream_run_alone_with_joins_and_leaves(artifacts,
     for n, s in streams.items():
         if not s["frames"]:
             continue
-        alone = edgeseq.open(single[target]).run(np.stack(s["frames"]))
+        alone = edgeseq.open(path).run(np.stack(s["frames"]))  # batch 1
         np.testing.assert_allclose(np.stack(s["outs"]), alone, atol=1e-6, err_msg=n)
+
+
+def test_executorch_programs_for_several_batch_sizes_in_one_manifest(tmp_path):
+    """``export(..., more_batches=(3, 8))`` writes one program per batch, each with its own manifest and validated;
+    the first manifest lists them; ``open(path, batch=8)`` runs the batch-8 program, equal row by row to eight
+    batch-1 streams over 1,000 steps; a batch without a program, a tampered program and a pool too big for every
+    program are refused, naming what there is."""
+    import json
+
+    from extras import need  # tests/extras.py
+
+    from edgeseq.errors import ArtifactError
+
+    need("executorch", "executorch")
+    torch.manual_seed(0)
+    step = edgeseq.convert(edgeseq.build("rnn", d_in=6, d_out=4, d_hidden=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(step, tmp_path / "m", target="executorch", steps=200, more_batches=(8, 3, 1))
+    progs = art.manifest["batch_programs"]
+    assert [(e["batch"], e["file"]) for e in progs] == [(3, "m.b3.pte"), (8, "m.b8.pte")]
+    for e in progs:
+        own = json.loads((tmp_path / f"{e['file']}.edgeseq.json").read_text())
+        assert own["batch"] == e["batch"] and own["parity"]["steps"] == 200 and own["parity"]["batch"] == e["batch"]
+        assert own["parity"]["max_scaled_error"] <= 1e-4 and own["fingerprint"] == art.manifest["fingerprint"]
+    xs = np.random.default_rng(0).standard_normal((1000, 8, 6)).astype(np.float32)
+    s8 = edgeseq.open(art.path, batch=8)
+    assert s8.batch == 8 and s8.path.name == "m.b8.pte"
+    got = s8.run(xs)
+    for r in range(8):
+        np.testing.assert_allclose(got[:, r], edgeseq.open(art.path).run(xs[:, r]), atol=1e-6)
+    with pytest.raises(ArtifactError, match=r"exported for batch 1, 3, 8; got batch 5 \(re-export with --batch 1,3,5,8\)"):
+        edgeseq.open(art.path, batch=5)
+    with pytest.raises(ArtifactError, match=r"a pool of 9 streams needs a program of batch >= 9; .* has batch 1, 3, 8"):
+        edgeseq.StreamPool(art.path, slots=9)
+    b3 = tmp_path / "m.b3.pte"
+    data = bytearray(b3.read_bytes())
+    data[-1] ^= 0xFF
+    b3.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"m\.b3\.pte: file does not match its manifest \(sha256 differs\)"):
+        edgeseq.open(art.path, batch=3)
+    (tmp_path / "m.b8.pte").unlink()
+    with pytest.raises(ArtifactError, match=r"the batch-8 program listed in m\.pte's manifest is missing"):
+        edgeseq.StreamPool(art.path, slots=8)
+
+
+def test_export_cli_writes_a_program_per_batch(tmp_path):
+    from extras import need  # tests/extras.py
+    from typer.testing import CliRunner
+
+    from edgeseq.cli.main import app
+
+    need("executorch", "executorch")
+    torch.manual_seed(0)
+    edgeseq.save(edgeseq.build("rnn", d_in=6, d_out=4, d_hidden=8), tmp_path / "m")
+    r = CliRunner().invoke(app, ["export", str(tmp_path / "m"), "--target", "executorch", "--batch", "1,4",
+                                 "--steps", "100", "--out", str(tmp_path / "e")])
+    assert r.exit_code == 0, r.output
+    assert "m.b4.pte" not in r.output and "e.b4.pte (batch 4)" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, ["inspect", str(tmp_path / "e.pte")])
+    assert r.exit_code == 0 and "batch 4: e.b4.pte" in r.output, r.output
+    assert edgeseq.StreamPool(tmp_path / "e.pte", slots=2).rows == 4
 
 
 _WRITER = r"""
