@@ -115,7 +115,8 @@ class ProgramIO:
 
     def outputs(self, out) -> tuple[np.ndarray, list[np.ndarray]]:
         """``(y, next state)`` from the outputs of the call whose :meth:`inputs` came last. The program's outputs
-        live in its planned memory, overwritten by its next call: copied out (each in the layout the program gave
+        live in its planned memory or, for outputs that are not planned, in buffers the bindings give them; both are
+        overwritten by its next call: copied out (each in the layout the program gave
         it, a channels-last state stays so, with :data:`TAIL_BYTES` after it), into arrays nobody else holds."""
         if len(out) != 1 + len(self.computed):
             raise ArtifactError(f"program returned {len(out)} outputs; its manifest expects {1 + len(self.computed)}")
