@@ -119,6 +119,13 @@ def batches(data: dict) -> list[int] | None:
     return sorted({int(data["batch"]), *(int(e["batch"]) for e in data.get("batch_programs", []))})
 
 
+def rebatch_hint(data: dict, batch: int) -> tuple[str, str]:
+    """The batch sizes an artifact has programs for, and the export option that adds ``batch``:
+    ``("1, 8", "--batch 1,8,16")``."""
+    have = batches(data) or []  # a fixed batch: never empty
+    return ", ".join(map(str, have)), "--batch " + ",".join(map(str, sorted({*have, int(batch)})))
+
+
 def select_batch(model_file: Path, data: dict, batch: int | None) -> tuple[Path, dict]:
     """The program for ``batch``: ``model_file`` itself, or the one its manifest lists in ``batch_programs`` (written
     beside it with its own manifest), checked to be that program of the same model. Unchanged when no program has

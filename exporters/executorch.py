@@ -49,7 +49,8 @@ class ExecuTorchExporter(Exporter):
             info["state_check"] = check_exported_program(
                 ep, names, state_storage(step), {names[i]: names[j] for i, j in passed.items()})
         edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
-        graph = delegation_stats(edge.exported_program())
+        lowered = edge.exported_program()
+        graph = delegation_stats(lowered)
         # graph inputs and outputs not memory-planned: the program reads the caller's arrays in place (no copy in
         # per call; state is most of a continual network's traffic), and a caller that sets its output buffers
         # (the native runner: two state sets that swap) gets the next state written where it wants it, with no
@@ -58,14 +59,14 @@ class ExecuTorchExporter(Exporter):
         # and no value is returned twice (one tensor, one buffer): passed-through state is left out above; a state
         # that is the input frame itself (a one-frame delay of x) keeps both planned.
         planned = returns_an_input(ep)
-        planned_out = planned or returns_a_value_twice(edge.exported_program())
+        planned_out = planned or returns_a_value_twice(lowered)
         program = edge.to_executorch(ExecutorchBackendConfig(memory_planning_pass=MemoryPlanningPass(
             alloc_graph_input=planned, alloc_graph_output=planned_out)))
         path.write_bytes(program.buffer)
         plan = program.executorch_program.execution_plan[0]
         graph["planned_arena_bytes"] = int(sum(plan.non_const_buffer_sizes))
         # outputs outside the plan live in buffers the runtime gives them (one set of next state and y per program)
-        graph["unplanned_output_bytes"] = 0 if planned_out else output_bytes(edge.exported_program())
+        graph["unplanned_output_bytes"] = 0 if planned_out else output_bytes(lowered)
         return {
             "runtime": {"name": "executorch", "version": getattr(et, "__version__", _et_version()), "backend": "xnnpack",
                         "channels_last_state": [names[i] for i in cl], "planned_inputs": planned,
@@ -79,21 +80,23 @@ class ExecuTorchExporter(Exporter):
 def returns_an_input(ep) -> bool:
     """Whether an output of the exported program is one of its user inputs, unchanged."""
     inputs = set(ep.graph_signature.user_inputs)
-    out = next(n for n in ep.graph.nodes if n.op == "output")
-    return any(getattr(o, "op", None) == "placeholder" and o.name in inputs for o in out.args[0])
+    return any(getattr(o, "op", None) == "placeholder" and o.name in inputs for o in graph_outputs(ep))
+
+
+def graph_outputs(ep) -> list:
+    """The values an exported program returns (nodes, in output order)."""
+    return list(next(n for n in ep.graph.nodes if n.op == "output").args[0])
 
 
 def output_bytes(ep) -> int:
     """Bytes of the exported program's outputs (from their example values)."""
-    out = next(n for n in ep.graph.nodes if n.op == "output")
-    return int(sum(v.meta["val"].numel() * v.meta["val"].element_size() for v in out.args[0]))
+    return int(sum(v.meta["val"].numel() * v.meta["val"].element_size() for v in graph_outputs(ep)))
 
 
 def returns_a_value_twice(ep) -> bool:
     """Whether one value of the exported program is two of its outputs, or an output is a parameter, buffer or
     constant (a placeholder): such outputs cannot each be given a caller's buffer."""
-    out = next(n for n in ep.graph.nodes if n.op == "output")
-    values = list(out.args[0])
+    values = graph_outputs(ep)
     return len({id(v) for v in values}) != len(values) or any(getattr(v, "op", None) == "placeholder" for v in values)
 
 

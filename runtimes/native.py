@@ -142,6 +142,15 @@ def _command(b: Build, qemu_cpu: str | None) -> tuple[list[str], dict[str, str]]
     return ["qemu-aarch64", "-cpu", qemu_cpu or "cortex-a76", str(b.runner)], env
 
 
+def _run_runner(b: Build, args: list[str], env: dict[str, str]) -> str:
+    """Run the runner; its stdout, or its last ``error:`` line as an :class:`ArtifactError`."""
+    r = subprocess.run(args, capture_output=True, text=True, env=env)
+    if r.returncode:
+        lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        raise ArtifactError(f"the {b.arch} runner: {lines[-1][7:] if lines else r.stderr.strip()[-300:]}")
+    return r.stdout
+
+
 def run(b: Build, artifact: Path, frames: np.ndarray, qemu_cpu: str | None = None, *, all_steps: bool = True,
         state_in: Path | None = None, state_out: Path | None = None, workdir: Path | None = None) -> np.ndarray:
     """Stream ``frames`` (T, d_in) or (T, batch, d_in) through ``artifact`` with the runner; its outputs."""
@@ -156,10 +165,7 @@ def run(b: Build, artifact: Path, frames: np.ndarray, qemu_cpu: str | None = Non
             args += ["--state-in", str(state_in)]
         if state_out is not None:
             args += ["--state-out", str(state_out)]
-        r = subprocess.run(args, capture_output=True, text=True, env=env)
-        if r.returncode:
-            lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-            raise ArtifactError(f"the {b.arch} runner: {lines[-1][7:] if lines else r.stderr.strip()[-300:]}")
+        _run_runner(b, args, env)
         return np.load(y)
 
 
@@ -167,11 +173,7 @@ def info(b: Build, artifact: Path, qemu_cpu: str | None = None) -> dict[str, str
     """What the runner reads from ``artifact`` (``edgeseq-run --info``): d_in, d_out, batch, vocab, delay, fingerprint,
     and ``state``: ``swapped`` (the program writes the next state into the runner's second buffers) or ``copied``."""
     cmd, env = _command(b, qemu_cpu)
-    r = subprocess.run([*cmd, str(artifact), "--info"], capture_output=True, text=True, env=env)
-    if r.returncode:
-        lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-        raise ArtifactError(f"the {b.arch} runner: {lines[-1][7:] if lines else r.stderr.strip()[-300:]}")
-    words = r.stdout.split()
+    words = _run_runner(b, [*cmd, str(artifact), "--info"], env).split()
     return dict(zip(words[::2], words[1::2]))
 
 

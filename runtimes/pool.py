@@ -37,9 +37,9 @@ def pool_rows(path, slots: int) -> int:
         return slots
     fits = [b for b in have if b >= slots]
     if not fits:
+        listed, option = man.rebatch_hint(data, slots)
         raise ArtifactError(f"{path}: a pool of {slots} streams needs a program of batch >= {slots}; this "
-                            f"{data['target']} artifact has batch {', '.join(map(str, have))} (export with --batch "
-                            f"{','.join(map(str, sorted({*have, slots})))})")
+                            f"{data['target']} artifact has batch {listed} (export with {option})")
     return fits[0]
 
 

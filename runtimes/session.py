@@ -276,10 +276,9 @@ def check_batch(manifest: dict, batch: int | None) -> int:
     if fixed == "dynamic":
         return 1 if batch is None else int(batch)
     if batch is not None and int(batch) != fixed:
-        from edgeseq.manifest import batches
+        from edgeseq.manifest import rebatch_hint
 
-        have = batches(manifest) or [fixed]
-        listed = ", ".join(map(str, have))
-        raise ArtifactError(f"this {manifest['target']} artifact was exported for batch {listed}; got batch {batch} "
-                            f"(re-export with --batch {','.join(map(str, sorted({*have, int(batch)})))})")
+        have, option = rebatch_hint(manifest, batch)
+        raise ArtifactError(f"this {manifest['target']} artifact was exported for batch {have}; got batch {batch} "
+                            f"(re-export with {option})")
     return int(fixed)

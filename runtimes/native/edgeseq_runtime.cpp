@@ -309,12 +309,12 @@ int es_open(const char* pte_path, es_stream** out) {
     if (s->zero_copy)
       for (int i : s->computed) s->outputs[k].push_back(s->inputs[k][1 + i]);
   }
-  if (!s->zero_copy)
+  if (!s->zero_copy) {
     for (const auto& p : s->passed) {
       s->scratch.emplace_back();
       s->scratch.back().resize(s->bufs[0][p.second].size);
     }
-  if (s->zero_copy) {
+  } else {
     s->y.resize(sizeof(float) * static_cast<size_t>(s->batch) * s->d_out);
     std::vector<executorch::aten::SizesType> ysizes = {s->batch, s->d_out};
     TensorPtr y = make_tensor_ptr(ysizes, s->y.data(), ScalarType::Float);
@@ -327,8 +327,6 @@ int es_open(const char* pte_path, es_stream** out) {
       if (sm->nbytes() != s->bufs[0][s->computed[k]].size)
         return fail(ES_ERR_MANIFEST, pte + ": program output " + std::to_string(1 + k) + " does not match its manifest's state");
     }
-  }
-  if (s->zero_copy) {
     rc = point_outputs(s.get());
     if (rc) return rc;
   }
@@ -351,20 +349,18 @@ int es_state_copied(const es_stream* s) { return s ? !s->zero_copy : 0; }
 }  // extern "C"
 
 static int run_step(es_stream* s, float* out, int* ready) {
+  auto result = s->module->execute(s->forward, s->inputs[s->cur]);  // cur stays 0 without zero copy
+  if (!result.ok()) return fail(ES_ERR_RUNTIME, "ExecuTorch: forward failed (error " + std::to_string(static_cast<int>(result.error())) + ")");
   const float* y = nullptr;
   if (s->zero_copy) {
-    // the next state straight into the other set; passed-through state copied from this call's inputs
+    // the next state is in the other set already; passed-through state copied there from this call's inputs
     auto& next = s->bufs[1 - s->cur];
-    auto result = s->module->execute(s->forward, s->inputs[s->cur]);
-    if (!result.ok()) return fail(ES_ERR_RUNTIME, "ExecuTorch: forward failed (error " + std::to_string(static_cast<int>(result.error())) + ")");
     for (const auto& p : s->passed) std::memcpy(next[p.first].data(), s->state()[p.second].data(), next[p.first].size);
     s->cur = 1 - s->cur;
     int rc = point_outputs(s);
     if (rc) return rc;
     y = reinterpret_cast<const float*>(s->y.data());
   } else {
-    auto result = s->module->execute(s->forward, s->inputs[0]);
-    if (!result.ok()) return fail(ES_ERR_RUNTIME, "ExecuTorch: forward failed (error " + std::to_string(static_cast<int>(result.error())) + ")");
     const auto& outs = *result;
     // the outputs live in the program's planned memory: copied into the one set of state buffers, the
     // passed-through state first (its sources are this call's inputs, through a scratch copy)
