@@ -41,12 +41,15 @@ def register_named_converter(class_path: str, convert: Callable, reference: Call
 
 
 def find_converter(model: nn.Module) -> Converter:
-    for cls in type(model).__mro__:
-        if cls in CONVERTERS:
-            return CONVERTERS.get(cls)
+    kind = type(model)
+    for cls in kind.__mro__:
         path = f"{cls.__module__}.{cls.__qualname__}"
-        if path in NAMED_CONVERTERS:
-            return NAMED_CONVERTERS.get(path)
+        found = CONVERTERS.get(cls) if cls in CONVERTERS else (
+            NAMED_CONVERTERS.get(path) if path in NAMED_CONVERTERS else None)
+        if found is not None:
+            if getattr(kind, "forward", None) is not getattr(cls, "forward", None):
+                break  # a subclass with a forward of its own (padding first, a chomp after): not what cls computes
+            return found
     known = ", ".join(sorted([t.__module__.split(".")[0] + "." + t.__qualname__ for t in CONVERTERS.keys()]
                              + [k.split(".")[0] + "." + k.rsplit(".", 1)[1] for k in NAMED_CONVERTERS.keys()]))
     raise UnsupportedModuleError(
@@ -55,12 +58,18 @@ def find_converter(model: nn.Module) -> Converter:
     )
 
 
-def convert(model: nn.Module, example: torch.Tensor | None = None, time_axis: int = 1) -> StepModule:
+def convert(model: nn.Module, example: torch.Tensor | None = None, time_axis: int = 1, *,
+            tolerance: float | None = None) -> StepModule:
     """Rewrite a trained model into its constant-memory step form (weights are copied, ``model`` is untouched).
 
     A registered type uses its converter. Any other causal model is traced and rewritten by the graph converter
     (:mod:`edgeseq.graph`), given ``example``: a real-shaped input (batch, time, *frame), or with time on
-    ``time_axis`` (-1 for (batch, channels, time) models)."""
+    ``time_axis`` (-1 for (batch, channels, time) models).
+
+    Every step is proven against the model before it is returned (:mod:`edgeseq.proof`): rolled out with its state
+    fed back over the example and a longer stream, it must match the model's own forward within ``tolerance``
+    (scaled error, default 1e-4), else :class:`~edgeseq.errors.ParityError` names the worst output, frame and error.
+    The summary is ``step.model_parity`` and goes into every manifest exported from the step."""
     if isinstance(model, StepModule):
         return model
     try:
@@ -78,7 +87,12 @@ def convert(model: nn.Module, example: torch.Tensor | None = None, time_axis: in
         step = conv.convert(model)
     if getattr(model, "pruning", None) is not None:
         step.pruning = model.pruning  # recorded in the manifest
-    return step.eval()
+    from edgeseq.proof import PROOF_TOLERANCE, prove
+
+    step.eval()
+    step.model_parity = prove(model, step, example if conv is None else None,
+                              tolerance=PROOF_TOLERANCE if tolerance is None else tolerance)
+    return step
 
 
 def reference_outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

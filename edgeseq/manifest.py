@@ -12,6 +12,9 @@ Fields (schema version 1):
 - ``quantization``, ``pruning``: configs, or null
 - ``fingerprint``: sha256 of family, config and weights; a saved stream state carries it
 - ``parity``: the error measured at export time against eager over a rollout with the state fed back
+- ``model_parity``: the artifact's outputs over that rollout against the model's own forward, when the model was
+  at hand at export (a model directory, a ``.pt2``, a Python model); ``conversion_proof``: the step against the
+  model at conversion (:mod:`edgeseq.proof`)
 - ``graph``: operator statistics of the exported graph (delegated vs non-delegated ops for ExecuTorch)
 - ``cost``: ``flops_per_step`` counted from the eager step's graph (:mod:`edgeseq.flops`); for continual
   networks also ``offline_flops_per_output`` (recomputing the offline model over ``offline_frames`` frames for

@@ -74,7 +74,7 @@ def run_quickstart(
     arts = {}
     for target in config.targets:
         stage(f"export {target}")
-        art = edgeseq.export(step, out_dir / "artifacts" / "model", target=target,
+        art = edgeseq.export(step, out_dir / "artifacts" / "model", target=target, model=model,
                              inputs=real_stream(ds.test, config.export_steps)[:, None, :])
         arts[target] = art
         sessions.append((target, f"step, {art.manifest['runtime']['name']}", edgeseq.open(art.path)))

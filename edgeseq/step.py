@@ -235,6 +235,6 @@ class StepModule(nn.Module):
         for name, t in sorted(self.state_dict().items()):
             t = t.detach().contiguous().cpu()
             h.update(f"{name}:{dtype_name(t.dtype)}:{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # (0-dim: a BatchNorm's count)
         return h.hexdigest()
 

@@ -115,6 +115,7 @@ def export(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     more_batches: Sequence[int] = (),
+    model: nn.Module | None = None,
 ) -> Artifact:
     """Export a step module (or a convertible model) to ``target`` and validate it.
 
@@ -130,12 +131,18 @@ def export(
     each validated as the first and written beside it with its own manifest (``model.b8.pte`` +
     ``model.b8.pte.edgeseq.json``); the first manifest lists them (``batch_programs``), so that
     ``edgeseq.open(path, batch=8)`` and :class:`edgeseq.StreamPool` find them. All or nothing is written.
+
+    ``model``: the model the step was converted from (implied when ``step`` is a model, converted here). Its own
+    forward over the validation stream is then the reference of a second check, the artifact against the model
+    (``model_parity`` in the manifest; enforced with the same tolerance for a float step, recorded for a quantized
+    one). ``conversion_proof`` in the manifest is the step's proof at conversion (:mod:`edgeseq.proof`).
     """
     from edgeseq.convert import convert
 
     exporter = EXPORTERS.get(target)
     note = progress or (lambda _msg: None)
     if not isinstance(step, StepModule):
+        model = step if model is None else model
         step = convert(step)
     step = step.eval()
     quant = getattr(step, "quantization", None)
@@ -161,7 +168,7 @@ def export(
     path = resolve_out(out, exporter.suffix)
     man_path = manifest_path_for(path)
     with staging_dir(path.parent) as tmp:
-        manifest = _write_validated(step, exporter, tmp / path.name, batch, x, tolerance, note, inputs, seed)
+        manifest = _write_validated(step, exporter, tmp / path.name, batch, x, tolerance, note, inputs, seed, model)
         moves = [(tmp / path.name, path)]
         written = [manifest]
         if more:
@@ -169,7 +176,7 @@ def export(
         for b in more:
             name = batch_program_name(path.name, exporter.suffix, b)
             xb = _rollout_inputs(step, None if inputs is None else _tile_rows(x, b), steps, b, seed)
-            m = _write_validated(step, exporter, tmp / name, b, xb, tolerance, note, inputs, seed)
+            m = _write_validated(step, exporter, tmp / name, b, xb, tolerance, note, inputs, seed, model)
             (tmp / (name + SUFFIX)).write_text(_json(m))
             moves += [(tmp / name, path.with_name(name)), (tmp / (name + SUFFIX), path.with_name(name + SUFFIX))]
             manifest["batch_programs"].append({"batch": b, "file": name, "file_sha256": m["file_sha256"],
@@ -197,9 +204,10 @@ def _tile_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def _write_validated(step: StepModule, exporter: Exporter, tmp_model: Path, batch: int, x: torch.Tensor,
-                     tolerance: float, note, inputs, seed: int) -> dict:
-    """Write one program at ``batch`` to ``tmp_model``, run it beside the eager step over ``x`` and return its
-    manifest with the parity; :class:`ParityError` past ``tolerance``."""
+                     tolerance: float, note, inputs, seed: int, model: nn.Module | None = None) -> dict:
+    """Write one program at ``batch`` to ``tmp_model``, run it beside the eager step over ``x`` (and the artifact's
+    outputs against ``model``'s own, when given) and return its manifest with the parity; :class:`ParityError`
+    past ``tolerance``."""
     from edgeseq.runtimes import RUNTIMES
 
     target, quant = exporter.target, getattr(step, "quantization", None)
@@ -213,7 +221,7 @@ def _write_validated(step: StepModule, exporter: Exporter, tmp_model: Path, batc
         enforce(info.get("state_check") or [], target)
     note(f"validating on {exporter.runtime} over {x.shape[0]} steps")
     session = RUNTIMES.get(exporter.runtime).open_file(tmp_model, manifest, batch=x.shape[1])
-    report, state_err, state_scaled = validate_rollout(step, session, x)
+    report, state_err, state_scaled, outputs = validate_rollout(step, session, x)
     err = report.max_scaled_error
     manifest["parity"] = {
         **report.summary(),
@@ -234,7 +242,26 @@ def _write_validated(step: StepModule, exporter: Exporter, tmp_model: Path, batc
             f"{target} artifact{at} disagrees with eager: scaled output error {err:.3g} (final state {state_scaled:.3g}) "
             f"over {x.shape[0]} steps exceeds tolerance {tolerance:g} (worst at step {report.worst_step}){why}; nothing written"
         )
+    if model is not None:
+        manifest["model_parity"] = _model_parity(model, step, x, outputs, target, exporter.runtime, tolerance,
+                                                 enforce=quant is None)
     return manifest
+
+
+def _model_parity(model: nn.Module, step: StepModule, x: torch.Tensor, outputs: np.ndarray, target: str,
+                  runtime: str, tolerance: float, enforce: bool) -> dict:
+    """The artifact's outputs (T, batch, d_out) over the validation stream x (T, batch, d_in) against the model's."""
+    from edgeseq.proof import against_model
+
+    report, (frame, row, index, ref, val) = against_model(
+        model, step, x.transpose(0, 1), torch.from_numpy(outputs), what=f"{target} on {runtime} vs the model itself")
+    if enforce and not report.max_scaled_error <= tolerance:
+        raise ParityError(
+            f"{target} artifact disagrees with {type(model).__name__} itself: output [{index}] of stream {row} at step "
+            f"{frame} is {val:.6g}, the model gives {ref:.6g} (scaled error {report.max_scaled_error:.3g} over "
+            f"{x.shape[0]} steps > tolerance {tolerance:g}); nothing written")
+    return {**report.summary(), "delay": step.state_spec.delay, "tolerance": tolerance,
+            "enforced": enforce}
 
 
 def _rollout_inputs(step: StepModule, inputs, steps: int, batch: int, seed: int) -> torch.Tensor:
@@ -293,7 +320,7 @@ def validate_rollout(step: StepModule, session, x: torch.Tensor):
             diff = float(np.abs(got_t - ref_np).max())
             state_err = max(state_err, diff)
             state_scaled = max(state_scaled, diff / max(1.0, float(np.abs(ref_np).max())))
-    return report, state_err, state_scaled
+    return report, state_err, state_scaled, np.stack(got)
 
 
 def build_manifest(step: StepModule, exporter: Exporter, info: dict, file_name: str, file_path: Path, batch: int) -> dict:
@@ -329,6 +356,7 @@ def build_manifest(step: StepModule, exporter: Exporter, info: dict, file_name: 
         "fingerprint": step.fingerprint(),
         "graph": info.get("graph", {}),
         "cost": step_cost(step),
+        "conversion_proof": getattr(step, "model_parity", None),
         "parity": None,
     }
 

@@ -53,6 +53,11 @@ def convert(
     spec = step.state_spec
     rf = "unbounded (a recurrence)" if spec.receptive_field is None else f"{spec.receptive_field} frames"
     out.print(f"delay {spec.delay} frames (output n is the model's output n - {spec.delay}); receptive field {rf}")
+    proof = getattr(step, "model_parity", None)
+    if proof:
+        checks = "; ".join(f"{c['what'].removeprefix('step vs model on ')}: max scaled error {c['max_scaled_error']:.3g}"
+                           for c in proof["checks"])
+        out.print(f"proven at conversion against the model ({checks})")
     out.print(f"parity over {steps} steps x {batch} streams: max abs error {report.max_abs_error:.3g}, "
               f"max rel error {report.max_rel_error:.3g} (worst step {report.worst_step})")
     if json_out is not None:

@@ -31,8 +31,9 @@ def export(
 
     MODEL is an edgeseq model directory or a torch.export archive (.pt2) of your own model (docs/own-models.md).
 
-    The artifact runs STEPS steps on its runtime beside the eager step, each feeding its own state back; the
-    error goes into the manifest. Past TOLERANCE the export fails and writes nothing.
+    The artifact runs STEPS steps on its runtime beside the eager step, each feeding its own state back, and its
+    outputs are compared with the model's own forward over the same stream; both errors go into the manifest
+    (parity, model_parity). Past TOLERANCE the export fails and writes nothing.
     """
     from edgeseq.fsutil import check_writable
 
@@ -41,16 +42,20 @@ def export(
     from edgeseq.cli.source import open_model
 
     with status(f"converting {model_dir}"):
-        _model, step = open_model(model_dir, time_axis)
+        model, step = open_model(model_dir, time_axis)
     with status(f"exporting to {target.value} and validating over {steps} steps"):
         art = edgeseq.export(step, out_path, target=target.value, batch=batch[0], steps=steps,
-                             tolerance=tolerance, seed=seed, more_batches=batch[1:])
+                             tolerance=tolerance, seed=seed, more_batches=batch[1:], model=model)
     p = art.parity
     g = art.manifest.get("graph", {})
     extra = (f"; {g['delegated_ops']}/{g['delegated_ops'] + g['non_delegated_ops']} ops delegated"
              if "delegated_ops" in g else "")
     out.print(f"wrote {art.path} ({art.manifest['file_bytes']:,} bytes) and {art.manifest_path}; "
-              f"parity over {p['steps']} steps: max abs error {p['max_abs_error']:.3g}{extra}")
+              f"parity over {p['steps']} steps: max abs error {p['max_abs_error']:.3g} vs the eager step{extra}")
+    mp = art.manifest.get("model_parity")
+    if mp is not None:
+        out.print(f"artifact vs the model itself over {mp['steps']} steps: max abs error {mp['max_abs_error']:.3g}, "
+                  f"max scaled error {mp['max_scaled_error']:.3g}" + ("" if mp["enforced"] else " (quantized: recorded, not enforced)"))
     for e in art.manifest.get("batch_programs", []):
         out.print(f"wrote {art.path.with_name(e['file'])} (batch {e['batch']}) and its manifest; "
                   f"parity: max scaled error {e['max_scaled_error']:.3g}")

@@ -2,7 +2,7 @@
 
 The graph converter runs an operation that acts within one frame as the model wrote it. A few of those stay outside
 ExecuTorch's XNNPACK partition as written (ExecuTorch 1.5): ``nn.LayerNorm`` (``native_layer_norm``), a mean
-over a frame's last axis (``mean``) and reflect / replicate / circular padding inside the frame (decomposed into
+over a frame's last axis (``mean``), an eval ``BatchNorm`` (``_native_batch_norm_legit_no_training``) and reflect / replicate / circular padding inside the frame (decomposed into
 ``arange``, ``index``, ``abs``, ``sub``), each splitting the program into more partitions with copies between
 them. They are rewritten here as products with constant matrices and elementwise ops, which it delegates; the
 continual family does the same (:class:`~edgeseq.stream.FrameLayerNorm`, the pools' mean columns). A padding
@@ -27,6 +27,36 @@ class FrameModule(GraphOp):
 
     def step(self, args, kwargs, state, t):
         return self.module(*args, **kwargs), ()
+
+
+class ChannelAffine(GraphOp):
+    """An eval ``nn.BatchNorm1d/2d/3d`` as ``x * scale + shift`` per channel, folded from its running statistics
+    (scale = weight / sqrt(running_var + eps), shift = bias - running_mean * scale). ExecuTorch's XNNPACK partition
+    takes the two elementwise ops; a BatchNorm left as written either stays outside it
+    (``_native_batch_norm_legit_no_training``) or brings its 0-dim int64 ``num_batches_tracked`` into the program."""
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, rank: int):
+        super().__init__()
+        var, mean = bn.running_var.detach().double(), bn.running_mean.detach().double()
+        scale = 1.0 / torch.sqrt(var + bn.eps)
+        if bn.affine:
+            scale = scale * bn.weight.detach().double()
+        shift = -mean * scale + (bn.bias.detach().double() if bn.affine else 0.0)
+        shape = (-1,) + (1,) * (rank - 2)
+        dtype = bn.running_var.dtype
+        self.register_buffer("scale", scale.to(dtype).reshape(shape))
+        self.register_buffer("shift", shift.to(dtype).reshape(shape))
+
+    def step(self, args, kwargs, state, t):
+        return args[0] * self.scale + self.shift, ()
+
+
+def _batch_norm(module: nn.Module, node: fx.Node, env: dict) -> GraphOp | None:
+    x = env[node.args[0]] if node.args and isinstance(node.args[0], fx.Node) else None
+    if (module.training or not module.track_running_stats or module.running_mean is None or node.kwargs
+            or not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[1] != module.num_features):
+        return None  # batch statistics (training mode, no running statistics): as written
+    return ChannelAffine(module, x.dim())
 
 
 class LastAxisMean(GraphOp):
@@ -85,6 +115,8 @@ def frame_rewrite(gm: fx.GraphModule, node: fx.Node, env: dict) -> GraphOp | Non
         module = gm.get_submodule(node.target)
         if type(module) is nn.LayerNorm and len(module.normalized_shape) == 1 and not node.kwargs:
             return FrameModule(FrameLayerNorm(module))
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and type(module).forward is nn.modules.batchnorm._BatchNorm.forward:
+            return _batch_norm(module, node, env)
         return None
     if (node.op == "call_method" and node.target == "mean") or node.target in (torch.mean, torch.ops.aten.mean.dim):
         return _mean(node, env)

@@ -263,9 +263,11 @@ def register_stream_op(key, build: Callable[[BuildCtx], Build]) -> None:
 
 def find_builder(gm: fx.GraphModule, node: fx.Node) -> Callable[[BuildCtx], Build] | None:
     if node.op == "call_module":
-        for cls in type(gm.get_submodule(node.target)).__mro__:
+        kind = type(gm.get_submodule(node.target))
+        for cls in kind.__mro__:
             if cls in STREAM_OPS:
-                return STREAM_OPS.get(cls)
+                # a subclass with a forward of its own does something else (pads first, chomps after): not this op
+                return STREAM_OPS.get(cls) if kind.forward is cls.forward else None
         from edgeseq.graph.trace import has_converter
 
         return _leaf if has_converter(gm.get_submodule(node.target)) else None

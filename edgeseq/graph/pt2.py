@@ -146,9 +146,12 @@ def load_program(path: str | Path, time_axis: int | None = None) -> Program:
 def convert_program(program: Program):
     """The archive's program through the graph converter; a failure to run at other lengths gets the usual cause."""
     from edgeseq.graph.step import convert_graph
+    from edgeseq.proof import prove
 
     try:
-        return convert_graph(program.module, program.example, program.time_axis)
+        step = convert_graph(program.module, program.example, program.time_axis)
+        step.model_parity = prove(program.module, step, program.example)
+        return step
     except ShapeError as exc:
         raise ShapeError(f"{exc}. A program exported at a fixed length keeps the sizes it saw (reshapes that fold "
                          "time into the batch); export it with a dynamic time dimension (dynamic_shapes="

@@ -277,6 +277,7 @@ class GraphStep(StepModule):
         self.state_spec = StateSpec(tuple(tensors), delay=out_timing.delay,
                                     receptive_field=None if span is None else span + 1)
         self.info = info
+        self._mods: dict[str, nn.Module] = {}  # call_module targets, resolved on first use
 
     def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         t = state[-1] if self.cap else None
@@ -335,7 +336,10 @@ class GraphStep(StepModule):
         elif n.op == "call_method":
             y = getattr(args[0], n.target)(*args[1:], **kwargs)
         else:
-            y = self.net.get_submodule(n.target)(*args, **kwargs)
+            mod = self._mods.get(n.target)
+            if mod is None:  # looked up once: get_submodule walks the path on every call
+                mod = self._mods[n.target] = self.net.get_submodule(n.target)
+            y = mod(*args, **kwargs)
         if flat and e.mode != "leaf":
             y = Flat(y, e.frame)
         return y, s

@@ -9,8 +9,11 @@ module with a registered converter as leaves, and records each node's source lin
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import fx, nn
+from torch.nn.utils import parametrize
 
 from edgeseq.errors import UnsupportedModuleError
 
@@ -37,6 +40,13 @@ class LeafTracer(fx.Tracer):
             return False  # containers are traced through (their own converters expect the whole model's layout)
         if isinstance(m, nn.RNNBase) or (has_converter(m) and qualname):
             return True
+        if parametrize.is_parametrized(m):
+            # weight_norm / spectral_norm make a class ParametrizedX in torch.nn.utils.parametrize, which fx would
+            # take for a torch.nn module: a leaf only if X itself is one, else X's own forward (its padding, its
+            # chomp) is traced like any user code
+            original = type(m).__bases__[0]
+            return original.__module__.startswith(("torch.nn.", "torch.ao.nn.")) and not issubclass(
+                original, (nn.Sequential, nn.ModuleList, nn.ModuleDict))
         return super().is_leaf_module(m, qualname)
 
 
@@ -47,7 +57,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
         return model
     tracer = LeafTracer()
     try:
-        graph = tracer.trace(model)
+        graph = tracer.trace(model, concrete_args=_defaults(model))
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError ... from the user's own code
         line = " ".join(str(exc).split())[:300]
         raise UnsupportedModuleError(
@@ -56,10 +66,46 @@ def trace(model: nn.Module) -> fx.GraphModule:
             "loops over time, .item(), .tolist()) cannot be traced; write it with tensor ops, move it out of forward, "
             "or register a converter for the module that holds it (edgeseq.register_converter)"
         ) from None
+    _drop_specialised(graph)
     gm = fx.GraphModule(model, graph, type(model).__name__)
+    from edgeseq.graph.fold import fold_constants
+
+    fold_constants(gm)  # weights computed in forward (weight norm): computed once, here
     gm.graph.eliminate_dead_code()  # unused values (the h_n of `out, _ = self.gru(x)`) are not the stream's concern
     gm.recompile()
     return gm
+
+
+def _defaults(model: nn.Module) -> dict | None:
+    """forward's optional parameters after the input, at their defaults (``inference=False``, ``state=None``): the
+    model as it runs on ``model(x)``. fx would otherwise trace them as inputs, and a branch on one fails."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    found = {p.name: p.default for p in params if p.kind in kinds and p.default is not inspect.Parameter.empty}
+    return found or None
+
+
+def _drop_specialised(graph: fx.Graph) -> None:
+    """Remove the placeholders of parameters fixed at their defaults (see :func:`_defaults`) and fx's checks on them:
+    the step takes the input alone."""
+    import operator
+
+    checks = {operator.eq, torch._assert, fx._symbolic_trace._assert_is_none}
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    for ph in [n for n in graph.nodes if n.op == "placeholder"][1:]:
+        if not ph.args:  # an input without a default: kept
+            continue
+        doomed, todo = {ph}, list(ph.users)
+        while todo:
+            n = todo.pop()
+            doomed.add(n)
+            todo += [u for u in n.users if u not in doomed]
+        if all(n is ph or n.target in checks for n in doomed):
+            for n in sorted(doomed, key=order.__getitem__, reverse=True):
+                graph.erase_node(n)
 
 
 def where(node: fx.Node) -> str:
