@@ -31,6 +31,7 @@ class ParityReport:
     per_step_rel: np.ndarray = field(repr=False)  # (T,)
     delay: int = 0
     what: str = "step vs parallel"
+    model_overflow_frame: int | None = None  # first frame where the reference itself is NaN/Inf (compared before it)
 
     @property
     def worst_step(self) -> int:

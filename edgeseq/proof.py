@@ -60,7 +60,15 @@ def against_model(model: nn.Module, step: StepModule, x: torch.Tensor, got: torc
         raise ShapeError(f"{what}: the model gave outputs of shape {tuple(ref.shape)} (batch, T, d); the step "
                          f"{tuple(got.transpose(0, 1).shape)} after its delay {delay}")
     ref = ref[:, : got.shape[0]].transpose(0, 1)  # (T, B, d)
+    finite = torch.isfinite(ref).reshape(ref.shape[0], -1).all(dim=1)
+    overflow = None
+    if not bool(finite.all()):
+        # the model itself overflows (a state that grows without bound): nothing past its first non-finite output
+        # can be compared, so the proof covers the frames before it and says so
+        overflow = int((~finite).nonzero()[0, 0])
+        ref, got = ref[:overflow], got[:overflow]
     report = compare(ref, got, what=what)
+    report.model_overflow_frame = None if overflow is None else overflow * stride + delay
     r, g = ref.double().numpy(), got.double().numpy()
     scaled = np.abs(r - g) / np.maximum(np.abs(r).reshape(r.shape[0], -1).max(axis=1), 1.0)[:, None, None]
     scaled = np.where(np.isnan(scaled), np.inf, scaled)
@@ -110,6 +118,10 @@ def prove(model: nn.Module, step: StepModule, example: torch.Tensor | None = Non
     for label, xs, ys in checks:
         report, (frame, row, index, ref, val) = against_model(model, step, xs, ys, what=f"step vs model on {label}")
         done.append({**report.summary(), "frames": int(xs.shape[1]), "streams": int(xs.shape[0])})
+        if report.model_overflow_frame is not None:
+            done[-1]["model_overflows_at_frame"] = report.model_overflow_frame
+            warnings.warn(f"convert: {type(model).__name__} itself gives NaN/Inf at frame {report.model_overflow_frame} "
+                          f"of {label}; its step is proven over the frames before it", stacklevel=3)
         if not report.max_scaled_error <= tolerance:
             from edgeseq.exporters.base import float64_sensitivity
 
@@ -135,7 +147,7 @@ def prove(model: nn.Module, step: StepModule, example: torch.Tensor | None = Non
             "max_abs_error": max(c["max_abs_error"] for c in done),
             "max_scaled_error": max(c["max_scaled_error"] for c in done),
             "checks": [{k: c[k] for k in ("what", "frames", "streams", "max_abs_error", "max_scaled_error", "worst_step",
-                                          "float64_sensitivity") if k in c} for c in done]}
+                                          "float64_sensitivity", "model_overflows_at_frame") if k in c} for c in done]}
 
 
 def _element(step: StepModule, index: int) -> str:

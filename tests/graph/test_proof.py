@@ -115,3 +115,27 @@ def test_a_model_given_to_export_is_its_reference(tmp_path):
         warnings.simplefilter("ignore")
         art = edgeseq.export(nn.LSTM(3, 6, batch_first=True), tmp_path / "lstm", target="onnx", steps=300)
     assert art.manifest["model_parity"]["steps"] == 300 and art.manifest["model_parity"]["max_scaled_error"] <= 1e-5
+
+
+class Growing(nn.Module):
+    """A running product that doubles every frame: float32 overflows to Inf at frame 127 (2**128 > 3.4e38; frame 0 is 2)."""
+
+    def forward(self, x):  # (B, T, 2)
+        return torch.cumprod(torch.full_like(x, 2.0), 1) * (1.0 + 0.0 * x)
+
+
+def test_a_model_that_overflows_by_itself_is_proven_over_the_frames_before_it(monkeypatch):
+    """Where the model itself gives Inf, nothing past it can be compared; the proof covers the frames before it,
+    says where the model overflowed, and a wrong step is still refused there."""
+    model = Growing().eval()
+    x = torch.randn(1, 20, 2)
+    with pytest.warns(UserWarning, match=r"Growing itself gives NaN/Inf at frame 127 of a 256-frame stream"):
+        step = edgeseq.convert(model, example=x)
+    with torch.no_grad():
+        assert not torch.isfinite(model(torch.randn(1, 256, 2))[0, 127]).any()  # 2**128: the overflow is real
+    long = step.model_parity["checks"][1]
+    assert long["frames"] == 256 and long["model_overflows_at_frame"] == 127 and long["max_scaled_error"] <= 1e-5
+    assert "model_overflows_at_frame" not in step.model_parity["checks"][0]  # the 20-frame example is finite
+    monkeypatch.setitem(STREAM_OPS._items, torch.cumprod, _late_sum)  # a running sum, one frame late: wrong
+    with pytest.raises(ParityError, match=r"disagrees with Growing itself on the example"):
+        edgeseq.convert(model, example=x)
