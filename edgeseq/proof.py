@@ -134,6 +134,15 @@ def prove(model: nn.Module, step: StepModule, example: torch.Tensor | None = Non
                               f"differ ({sens:.3g}); no float32 runtime can match it step for step", stacklevel=3)
                 done[-1]["float64_sensitivity"] = sens
                 continue
+            off64 = _against_float64_model(model, step, xs, ys)
+            if off64 is not None and off64 <= tolerance:
+                # the model's own float32 forward is the one that drifts (a log-space scan whose running sums grow
+                # without bound): the step matches the same model run in float64; kept, recorded, and said
+                warnings.warn(f"convert: {type(model).__name__}'s own float32 forward drifts on {label}: its step "
+                              f"differs from it by {report.max_scaled_error:.3g} (scaled) but from the model run in "
+                              f"float64 by {off64:.3g}", stacklevel=3)
+                done[-1]["against_float64_model"] = off64
+                continue
             name = type(model).__name__
             at = _element(step, index)
             raise ParityError(
@@ -147,7 +156,28 @@ def prove(model: nn.Module, step: StepModule, example: torch.Tensor | None = Non
             "max_abs_error": max(c["max_abs_error"] for c in done),
             "max_scaled_error": max(c["max_scaled_error"] for c in done),
             "checks": [{k: c[k] for k in ("what", "frames", "streams", "max_abs_error", "max_scaled_error", "worst_step",
-                                          "float64_sensitivity", "model_overflows_at_frame") if k in c} for c in done]}
+                                          "float64_sensitivity", "model_overflows_at_frame", "against_float64_model")
+                       if k in c} for c in done]}
+
+
+def _against_float64_model(model: nn.Module, step: StepModule, xs: torch.Tensor, ys: torch.Tensor) -> float | None:
+    """The step's scaled error against the model run in float64 (a copy), or None where it cannot run so."""
+    import copy
+
+    try:
+        m64 = copy.deepcopy(model).double()
+        delay, stride = step.state_spec.delay, step.state_spec.output_stride
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = torch.cat([model_outputs(m64, step, xs[i:i + 1].double()) for i in range(xs.shape[0])])
+    except Exception:  # a model with dtype-specific parts: no second opinion
+        return None
+    got = ys[delay::stride][: ref.shape[1]].double()  # (T, B, d)
+    ref = ref[:, : got.shape[0]].transpose(0, 1)
+    if ref.shape != got.shape or not bool(torch.isfinite(ref).all()):
+        return None
+    scale = ref.abs().reshape(ref.shape[0], -1).max(dim=1).values.clamp_min(1.0)
+    return float(((got - ref).abs().reshape(ref.shape[0], -1).max(dim=1).values / scale).max())
 
 
 def _element(step: StepModule, index: int) -> str:

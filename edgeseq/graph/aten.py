@@ -121,7 +121,7 @@ for _op, _build in (
     (aten.rnn_tanh.input, _recurrent("rnn_tanh")), (aten.rnn_relu.input, _recurrent("rnn_relu")),
 ):
     register_stream_op(_op, _build)
-for _kind in ("cumsum", "cumprod", "cummax", "cummin"):
+for _kind in ("cumsum", "cumprod", "cummax", "cummin", "logcumsumexp"):
     register_stream_op(getattr(aten, _kind).default, _running(_kind))
 
 # ATen's shape ops, which may take a size read from the time axis (1 in the step): see graph.step.SHAPE_OPS

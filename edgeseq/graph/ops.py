@@ -175,17 +175,25 @@ class LeafStepOp(GraphOp):
         return (Pair(y, None) if self.returns_tuple else y), new
 
 
+def _logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(exp(a) + exp(b)) from the larger of the two (stable, like Aaren's running (m, u, w)); written with
+    maximum, exp and log, which XNNPACK delegates (``torch.logaddexp`` lowers to a log1p it does not)."""
+    m = torch.maximum(a, b)
+    return m + torch.log(torch.exp(a - m) + torch.exp(b - m))
+
+
 RUNNING = {  # kind -> (combine(total, frame), the total before the first frame)
     "cumsum": (torch.add, 0.0),
     "cumprod": (torch.mul, 1.0),
     "cummax": (torch.maximum, LOWEST),  # float32's lowest finite value for -inf (see edgeseq.stream.LOWEST)
     "cummin": (torch.minimum, -LOWEST),
+    "logcumsumexp": (_logaddexp, LOWEST),  # a running log-sum-exp; from float32's lowest, exp() of it is 0
 }
 
 
 class RunningOp(GraphOp):
-    """A running reduction along time (``cumsum``, ``cumprod``, ``cummax``, ``cummin``): the running total is the
-    state. ``cummax``/``cummin`` give a (values, indices) pair; the indices (frame numbers) are refused when read."""
+    """A running reduction along time (``cumsum``, ``cumprod``, ``cummax``, ``cummin``, ``logcumsumexp``): the
+    running total is the state. ``cummax``/``cummin`` give a (values, indices) pair; the indices (frame numbers) are refused when read."""
 
     def __init__(self, kind: str, shape: tuple[int, ...], first: int):
         super().__init__()

@@ -49,6 +49,8 @@ class Entry:
 
 def _state_prefix(node: fx.Node) -> str:
     """A state's name: the module path of what made it (``front.conv``), or the graph's name for tensor code."""
+    if "state_prefix" in node.meta:
+        return node.meta["state_prefix"]
     if node.op == "call_module":
         return str(node.target)
     stack = node.meta.get("nn_module_stack")  # a torch.export graph: the module the ATen call came from
@@ -357,7 +359,10 @@ class GraphStep(StepModule):
         return x.reshape(x.shape[0], x.shape[1], *rest).movedim(1, a)
 
     def outputs_of(self, y: torch.Tensor) -> torch.Tensor:
-        """The model's output (its own layout) as step outputs (batch, T, d_out)."""
+        """The model's output (its own layout) as step outputs (batch, T, d_out). Of a model returning (outputs,
+        final state), as recurrent layers and the liquid / CfC libraries do, the outputs."""
+        while isinstance(y, (tuple, list)) and y:
+            y = y[0]
         a = self.time_axis
         return y.movedim(a, 1).reshape(y.shape[0], y.shape[a], -1)
 
@@ -372,6 +377,33 @@ def _attr(root: nn.Module, target: str):
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def _traced(model: nn.Module, example: torch.Tensor, axis: int) -> fx.GraphModule:
+    """The model as a graph: traced symbolically, or where that fails (a loop over time, a branch on a shape)
+    traced unrolled by torch.export and its loop rolled into one step body (:mod:`edgeseq.graph.loops`)."""
+    from edgeseq.errors import UnsupportedModuleError
+
+    try:
+        return trace(model)
+    except UnsupportedModuleError as exc:
+        from edgeseq.graph.loops import NoLoop, LoopRefusal, reroll
+
+        try:
+            return reroll(model, example, axis)
+        except NoLoop:
+            pass
+        from edgeseq.graph.branches import BranchRefusal, exported
+
+        try:
+            return exported(model, example, axis, getattr(exc, "source_line", ""))
+        except BranchRefusal as why:
+            raise UnsupportedModuleError(f"cannot convert {type(model).__name__}: {why}") from None
+        except Exception:  # torch.export cannot follow it either: the symbolic trace's reason stands
+            raise exc from None
+        except LoopRefusal as why:
+            raise UnsupportedModuleError(f"cannot convert {type(model).__name__}: traced unrolled (torch.export), "
+                                         f"its loop over time cannot be rolled into one step: {why}") from None
 
 
 def convert_graph(model: nn.Module, example: torch.Tensor, time_axis: int = 1) -> GraphStep:
@@ -389,7 +421,10 @@ def convert_graph(model: nn.Module, example: torch.Tensor, time_axis: int = 1) -
         raise ShapeError(f"convert: the example has {example.shape[axis]} frames on axis {axis}; give at least 4 "
                          "(a real-length sequence traces best)")
     model = model.eval()
-    gm = trace(model)
+    gm = _traced(model, example, axis)
+    from edgeseq.graph.scans import recognise
+
+    recognise(gm)  # Heinsen's log-space scans as the recurrences they compute (edgeseq.graph.scans)
     x = example[:1].detach().float()
     try:
         env = analyze.time_axes(gm, x, axis)

@@ -60,12 +60,16 @@ def trace(model: nn.Module) -> fx.GraphModule:
         graph = tracer.trace(model, concrete_args=_defaults(model))
     except Exception as exc:  # fx raises TraceError, TypeError, RuntimeError ... from the user's own code
         line = " ".join(str(exc).split())[:300]
-        raise UnsupportedModuleError(
-            f"cannot trace {type(model).__name__}.forward ({type(exc).__name__}: {line}). The graph converter follows "
+        at = user_frame(exc.__traceback__)
+        err = UnsupportedModuleError(
+            f"cannot trace {type(model).__name__}.forward{' at ' + at if at else ''} ({type(exc).__name__}: {line}). "
+            "The graph converter follows "
             "forward symbolically: Python control flow that depends on tensor values or shapes (if x.shape[1] > ..., "
             "loops over time, .item(), .tolist()) cannot be traced; write it with tensor ops, move it out of forward, "
             "or register a converter for the module that holds it (edgeseq.register_converter)"
-        ) from None
+        )
+        err.source_line = at
+        raise err from None
     _drop_specialised(graph)
     gm = fx.GraphModule(model, graph, type(model).__name__)
     from edgeseq.graph.fold import fold_constants
@@ -74,6 +78,23 @@ def trace(model: nn.Module) -> fx.GraphModule:
     gm.graph.eliminate_dead_code()  # unused values (the h_n of `out, _ = self.gru(x)`) are not the stream's concern
     gm.recompile()
     return gm
+
+
+def user_frame(tb) -> str:
+    """The innermost frame of a traceback outside torch and edgeseq ("model.py:12 (if x.shape[1] > 16:)"), or ""."""
+    import linecache
+    import os
+
+    found = ""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        path = code.co_filename
+        if "/torch/" not in path and not path.startswith((here, "<eval_with_key", "<frozen")):
+            text = linecache.getline(path, tb.tb_lineno).strip()
+            found = f"{os.path.basename(path)}:{tb.tb_lineno}" + (f" ({text})" if text else "")
+        tb = tb.tb_next
+    return found
 
 
 def _defaults(model: nn.Module) -> dict | None:

@@ -156,9 +156,25 @@ class ConvStep(Window):
         if self.linear is not None:
             return self.linear(self.taps(window).reshape(window.shape[0], -1))
         if window.dim() == 3:
-            y = nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
+            y = self.conv1d(window)
             return y.reshape(y.shape[0], y.shape[1])
         raise AssertionError("spatial frames are reduced by reduce_frames")
+
+    def conv1d(self, window: torch.Tensor) -> torch.Tensor:
+        """The kernel at one output frame, (B, C, span + 1) -> (B, C_out, 1). Traced for export it is one Conv op
+        (see :meth:`use_linear` for why); run eagerly (the proof at conversion, the eager session) a dense or
+        depthwise kernel is a product with its taps instead: torch's conv1d on a one-frame window cost 210 us a
+        call here, the product a few, and the proof of a 20-layer model rolls out 256 frames."""
+        if torch.compiler.is_compiling() or self.groups not in (1, self.weight.shape[0]) or (
+                self.groups > 1 and self.weight.shape[0] != window.shape[1]):
+            return nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
+        taps = window[:, :, :: self.dilation[0]]  # (B, C_in, K): a strided slice is one op here, not exported
+        if self.groups == 1:
+            y = nn.functional.linear(taps.reshape(taps.shape[0], -1), self.weight.reshape(self.weight.shape[0], -1), self.bias)
+        else:  # depthwise: each channel against its own K taps
+            y = (taps * self.weight[:, 0]).sum(-1)
+            y = y if self.bias is None else y + self.bias
+        return y.unsqueeze(-1)
 
     def step_timed(self, x: torch.Tensor, state: State, t: torch.Tensor | None) -> tuple[torch.Tensor, State]:
         """:meth:`step` for a 1D frame that keeps its length-1 time axis, (B, C, 1) -> (B, C_out, 1): the layout
@@ -168,7 +184,7 @@ class ConvStep(Window):
         if self.linear is not None:
             y = self.linear(self.taps(window).reshape(window.shape[0], -1)).reshape(x.shape[0], -1, 1)
         else:
-            y = nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
+            y = self.conv1d(window)
         return y, ((self.keep_ready(window[:, :, 1:], state[0], t),) if self.span else ())
 
     def reduce_frames(self, frames):
