@@ -109,6 +109,40 @@ def _mean(node: fx.Node, env: dict) -> GraphOp | None:
     return LastAxisMean(x.shape[-1], keepdim)
 
 
+class Slices(GraphOp):
+    """``x.chunk(n, dim)`` / ``x.split(size, dim)`` within a frame as slices (``narrow``): XNNPACK delegates slices,
+    not the ``split_with_sizes`` a chunk lowers to (a fused q, k, v projection split in three: a second partition)."""
+
+    def __init__(self, dim: int, bounds: list[tuple[int, int]]):
+        super().__init__()
+        self.dim, self.bounds = dim, bounds
+
+    def step(self, args, kwargs, state, t):
+        x = args[0]
+        return tuple(x.narrow(self.dim, a, n) for a, n in self.bounds), ()
+
+
+def _slices(node: fx.Node, env: dict) -> GraphOp | None:
+    x = env[node.args[0]] if isinstance(node.args[0], fx.Node) else None
+    if not isinstance(x, torch.Tensor) or len(node.args) < 2 or isinstance(node.args[1], fx.Node):
+        return None
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    if not isinstance(dim, int) or set(node.kwargs) - {"dim"} or not isinstance(node.args[1], int):
+        return None
+    dim %= x.dim()
+    if dim == 0 or dim == node.args[0].meta.get("time"):
+        return None
+    n = x.shape[dim]
+    chunking = node.target in ("chunk", torch.chunk, torch.ops.aten.chunk.default)
+    size = -(-n // node.args[1]) if chunking else node.args[1]
+    if size <= 0:
+        return None
+    bounds = [(a, min(size, n - a)) for a in range(0, n, size)]
+    if not isinstance(env.get(node), (tuple, list)) or len(bounds) != len(env[node]):
+        return None
+    return Slices(dim, bounds)
+
+
 def frame_rewrite(gm: fx.GraphModule, node: fx.Node, env: dict) -> GraphOp | None:
     """A delegate-friendly op for the per-frame ``node``, or None to run it as written."""
     if node.op == "call_module":
@@ -122,4 +156,7 @@ def frame_rewrite(gm: fx.GraphModule, node: fx.Node, env: dict) -> GraphOp | Non
         return _mean(node, env)
     if node.target in (nn.functional.pad, torch.ops.aten.pad.default):
         return _pad(node, env)
+    if node.target in ("chunk", "split", torch.chunk, torch.split, torch.ops.aten.chunk.default,
+                       torch.ops.aten.split.Tensor):
+        return _slices(node, env)
     return None

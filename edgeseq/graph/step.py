@@ -21,7 +21,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from edgeseq.errors import ShapeError
-from edgeseq.graph import analyze
+from edgeseq.graph import analyze, attention
 from edgeseq.graph.ops import (
     BuildCtx, DelayOp, Flat, GraphOp, LeafStepOp, StreamRefusal, Timing, align, find_builder, full, refuse,
 )
@@ -426,6 +426,10 @@ def convert_graph(model: nn.Module, example: torch.Tensor, time_axis: int = 1) -
 
     recognise(gm)  # Heinsen's log-space scans as the recurrences they compute (edgeseq.graph.scans)
     x = example[:1].detach().float()
+    if any((n.op == "call_function" and n.target in attention.SDPA) or (n.op == "call_module" and isinstance(
+            gm.get_submodule(n.target), nn.MultiheadAttention)) for n in gm.graph.nodes):
+        with torch.no_grad():  # attention masks evaluated at two lengths: a band of the last W frames streams
+            attention.recognise(gm, analyze.run_recording(gm, x), analyze.run_recording(gm, analyze.longer(x, axis)))
     try:
         env = analyze.time_axes(gm, x, axis)
     except StreamRefusal:
