@@ -97,6 +97,12 @@ def reroll(model: nn.Module, example: torch.Tensor, axis: int) -> fx.GraphModule
     T = min(int(example.shape[axis]), LOOP_FRAMES)
     x = example[:1].detach().float().narrow(axis, 0, T)
     gm, x = unrolled(model, torch.cat([x, x]))
+    return roll(gm, x, model)
+
+
+def roll(gm: fx.GraphModule, x: torch.Tensor, model: nn.Module | None = None) -> fx.GraphModule:
+    """The loop of an unrolled graph (traced at the input ``x``: a torch.export program, a ``.pt2`` archive's)
+    rolled into a :class:`Recurrence`; :class:`NoLoop` when it has none. ``model``: for the state's name."""
     graph = gm.graph
     nodes = list(graph.nodes)
     picks = _frame_picks(nodes)

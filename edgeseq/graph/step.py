@@ -385,7 +385,7 @@ def _traced(model: nn.Module, example: torch.Tensor, axis: int) -> fx.GraphModul
     from edgeseq.errors import UnsupportedModuleError
 
     try:
-        return trace(model)
+        gm = trace(model)
     except UnsupportedModuleError as exc:
         from edgeseq.graph.loops import NoLoop, LoopRefusal, reroll
 
@@ -393,6 +393,9 @@ def _traced(model: nn.Module, example: torch.Tensor, axis: int) -> fx.GraphModul
             return reroll(model, example, axis)
         except NoLoop:
             pass
+        except LoopRefusal as why:
+            raise UnsupportedModuleError(f"cannot convert {type(model).__name__}: traced unrolled (torch.export), "
+                                         f"its loop over time cannot be rolled into one step: {why}") from None
         from edgeseq.graph.branches import BranchRefusal, exported
 
         try:
@@ -401,9 +404,19 @@ def _traced(model: nn.Module, example: torch.Tensor, axis: int) -> fx.GraphModul
             raise UnsupportedModuleError(f"cannot convert {type(model).__name__}: {why}") from None
         except Exception:  # torch.export cannot follow it either: the symbolic trace's reason stands
             raise exc from None
+    if gm.meta.get("edgeseq_traced") and "edgeseq_loop" not in gm.meta:
+        # a .pt2 program, exported at a fixed length: a loop over time in it is unrolled, and rolled back here
+        from edgeseq.graph.loops import LoopRefusal, NoLoop, roll
+
+        x = example[:1].detach().float()
+        try:
+            return roll(gm, x, model)
+        except NoLoop:
+            return gm
         except LoopRefusal as why:
-            raise UnsupportedModuleError(f"cannot convert {type(model).__name__}: traced unrolled (torch.export), "
-                                         f"its loop over time cannot be rolled into one step: {why}") from None
+            raise UnsupportedModuleError(f"cannot convert {type(model).__name__}: its loop over time (unrolled in the "
+                                         f"program) cannot be rolled into one step: {why}") from None
+    return gm
 
 
 def convert_graph(model: nn.Module, example: torch.Tensor, time_axis: int = 1) -> GraphStep:

@@ -220,3 +220,44 @@ def test_bad_archives_get_one_line_and_nothing_written(tmp_path):
     assert r.exit_code == 1 and "prune rewrites edgeseq's own model families" in " ".join(r.output.split())
     r = run("convert", flip, "--time-axis", 5)
     assert r.exit_code == 1 and "--time-axis 5 is not an axis of the input (rank 3)" in r.output
+
+
+# ------------------------------------------------------------------------------------------------- loops over time
+class _CellLoop(nn.Module):
+    """nn.GRUCell stepped in a Python loop: torch.export unrolls it at the archive's length (16 frames)."""
+
+    def __init__(self, alternate: bool = False):
+        super().__init__()
+        self.cells = nn.ModuleList([nn.GRUCell(3, 8), nn.GRUCell(3, 8)])
+        self.head = nn.Linear(8, 2)
+        self.alternate = alternate
+
+    def forward(self, x):  # (B, T, 3)
+        h = x.new_zeros(x.shape[0], 8)
+        outs = []
+        for t in range(x.shape[1]):
+            h = self.cells[t % 2 if self.alternate else 0](x[:, t], h)
+            outs.append(h)
+        return self.head(torch.stack(outs, 1))
+
+
+def test_an_archive_with_a_loop_over_time_is_rolled_and_a_bad_loop_refused(tmp_path):
+    from extras import need  # tests/extras.py
+
+    need("onnxruntime", "onnx")
+    torch.manual_seed(0)
+    model = _CellLoop().eval()
+    pt2 = _save(model, torch.randn(1, 16, 3), tmp_path / "loop.pt2")
+    r = run("export", pt2, "--target", "onnx", "--out", tmp_path / "loop")
+    assert r.exit_code == 0, r.output
+    x = torch.randn(T, 3)
+    got = edgeseq.open(tmp_path / "loop.onnx").run(x.numpy())
+    with torch.no_grad():
+        ref = model(x[None])[0].numpy()
+    assert np.abs(got - ref).max() <= 1e-5  # 2,000 frames from an archive unrolled at 16
+    bad = _save(_CellLoop(alternate=True).eval(), torch.randn(1, 16, 3), tmp_path / "bad.pt2")
+    r = run("export", bad, "--target", "onnx", "--out", tmp_path / "out" / "bad")
+    assert r.exit_code == 1 and "Traceback" not in r.output and len(r.output.strip().splitlines()) <= 3, r.output
+    assert re.search(r"loop over time .*cannot be rolled into one step: the loop's body differs between iterations",
+                     " ".join(r.output.split())), r.output
+    assert not (tmp_path / "out").exists()

@@ -86,11 +86,15 @@ def test_heinsen_scan_streams_as_the_recurrence_and_stays_accurate_where_the_lit
     assert err_literal > 10 * err_step  # what streaming the literal cumsum + logcumsumexp would inherit
 
 
-def test_min_gru_unedited_branch_on_length_and_heinsen_scan():
-    """minGRU-pytorch's minGRU: `if seq_len == 1:` its own sequential step, else the log-space parallel scan."""
-    lib = need("minGRU_pytorch", "libraries")
+@pytest.mark.parametrize("cls", ["minGRU", "minLSTM"])
+def test_min_gru_and_min_lstm_unedited_branch_on_length_and_heinsen_scan(cls):
+    """minGRU-pytorch's minGRU and minLSTM (expansion 1.5, an output projection): `if seq_len == 1:` their own
+    sequential step, else the log-space parallel scan."""
+    need("minGRU_pytorch", "libraries")
+    import importlib
+
     torch.manual_seed(0)
-    model = lib.minGRU(8).eval()
+    model = getattr(importlib.import_module(f"minGRU_pytorch.{cls}"), cls)(8, expansion_factor=1.5).eval()
     step = edgeseq.convert(model, example=torch.randn(1, 20, 8))
     assert step.info.config["ops"]["log_linear_scan"] == "LogLinearScanOp"
     x = torch.randn(1, 2000, 8)
