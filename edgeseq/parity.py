@@ -97,7 +97,7 @@ def check_parity(
     The parallel form runs once over the whole sequence; the step form runs one step at a time with its
     state fed back. Works for T = 10,000 and beyond (memory is linear in T for the reference only).
     """
-    from edgeseq.convert import reference_outputs
+    from edgeseq.converters import reference_outputs
 
     if callable(getattr(step, "frames_of", None)):  # a traced model: x in the model's own layout, the model itself as reference
         step.eval()

@@ -41,7 +41,7 @@ def model_outputs(model: nn.Module, step: StepModule, x: torch.Tensor) -> torch.
             warnings.simplefilter("ignore")  # a stream may pass the training length on purpose
             if callable(getattr(step, "frames_of", None)):  # a traced model: its own layout in and out
                 return step.outputs_of(model(step.inputs_of(x)))
-            from edgeseq.convert import reference_outputs
+            from edgeseq.converters import reference_outputs
 
             return reference_outputs(model, x)
     finally:

@@ -19,7 +19,7 @@ from edgeseq.errors import UnsupportedModuleError
 
 
 def has_converter(module: nn.Module) -> bool:
-    from edgeseq.convert import find_converter
+    from edgeseq.converters import find_converter
 
     try:
         find_converter(module)
