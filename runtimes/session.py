@@ -116,6 +116,13 @@ class StreamState:
             raise StateMismatchError(f"{path}: cannot read it ({exc.strerror})") from None
         if head == b"ESST":
             return cls.from_bytes(Path(path).read_bytes(), str(path))
+        from edgeseq.data.sizes import check_npz
+        from edgeseq.errors import InputError
+
+        try:
+            check_npz(Path(path))  # members' headers against their recorded sizes, before anything is allocated
+        except InputError as exc:
+            raise StateMismatchError(f"not an edgeseq state file: {exc}") from None
         try:
             with np.load(path, allow_pickle=False) as z:
                 names = tuple(str(n) for n in z["__names__"])

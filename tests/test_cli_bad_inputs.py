@@ -64,12 +64,22 @@ def w(tmp_path_factory):
         (d / f"{name}.edgeseq.json").write_text(json.dumps(man))
         (d / name).write_bytes((d / name).read_bytes()[:500])
     (d / "evil.npy").write_bytes(pickle.dumps(object()))  # not an array file: np.load without pickle refuses it
+    from test_data_sizes import lying_npy, lying_npz  # tests/test_data_sizes.py
+
+    lying_npy(d / "bomb.npy")  # 192 bytes that claim (100000, 100000, 12) float32
+    lying_npz(d / "bomb.npz")  # x.npy claims 44.7 GiB over 1 MiB of data
     return d
 
 
 CASES = [
     # data files (train, the command that reads the most of them)
     (["train", "--data", "nan.npy"], 1, r"nan\.npy: NaN at step 1, feature 0"),
+    (["train", "--data", "bomb.npy"], 1, r"bomb\.npy: its header claims \(100000, 100000, 12\) float32 \(447\.0 GiB\), "
+                                          r"but the file holds 64 bytes of data"),
+    (["train", "--data", "bomb.npz"], 1, r"bomb\.npz member x\.npy: its header claims \(1000, 1000, 12000\) float32 "
+                                          r"\(44\.7 GiB\), but its zip entry records 1\.0 MiB of data"),
+    (["stream", "art.onnx", "--input", "bomb.npy", "--output", "y.npy"], 1, r"bomb\.npy: its header claims \(100000, "
+                                                                            r"100000, 12\) float32 \(447\.0 GiB\)"),
     (["train", "--data", "inf.csv"], 1, r"inf\.csv: Inf at step 1, feature 2"),
     (["train", "--data", "ragged.csv"], 1, r"row 3 has 1 fields; the header has 2"),
     (["train", "--data", "back.csv"], 1, r"the time column 'time' goes backwards at row 4 \(1 -> 0\.5\)"),

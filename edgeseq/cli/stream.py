@@ -10,7 +10,7 @@ import typer
 
 from edgeseq.cli.choices import RuntimeName
 from edgeseq.cli.common import err, handle_errors, progress_bar
-from edgeseq.errors import ShapeError
+from edgeseq.errors import EdgeseqError, ShapeError
 
 
 def read_stream(path: Path) -> np.ndarray:
@@ -18,13 +18,23 @@ def read_stream(path: Path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            from edgeseq.data.sizes import NpyFrames
+
+            # read in chunks as it streams (a recording of any length in flat memory); a header that claims more
+            # than the file holds is refused here, in one line, before anything is allocated
+            arr = NpyFrames(path)
+            if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
+                raise ShapeError(f"{path}: expected a numeric array of shape (T, d_in) or (T, batch, d_in), got "
+                                 f"{arr.shape} {arr.dtype}")
+            if len(arr) == 0 or arr.frame_items == 0:
+                raise ShapeError(f"{path}: no frames to stream (shape {arr.shape})")
+            return arr
         elif suffix == ".csv":
             arr = _read_csv(path)
         else:
             raise ShapeError(f"{path}: expected a .npy or .csv file, got {suffix or 'no suffix'}")
     except (OSError, ValueError) as exc:
-        if isinstance(exc, ShapeError):
+        if isinstance(exc, EdgeseqError):  # a refusal already in one line (a lying header, a wrong suffix)
             raise
         raise ShapeError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
     if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
@@ -108,18 +118,20 @@ def stream(
     sess = edgeseq.open(artifact, runtime=runtime.value if runtime else None, batch=batch)
     if xs.shape[-1] != sess.d_in:
         raise ShapeError(f"{input_path}: expected {sess.d_in} features per step, got {xs.shape[-1]}")
-    xs = as_model_input(xs, sess.vocab_size, input_path)
     if state_in is not None:
         sess.state = StreamState.load(state_in)
     start = sess.steps
     with progress_bar() as p:
         t = p.add_task(f"streaming on {sess.runtime}", total=len(xs))
-        ys = []
+        ys_arr = None
         for i in range(len(xs)):
-            ys.append(sess.push(xs[i]))
+            # frame by frame: an input read in chunks stays so (its dtype converted per frame, not as a copy)
+            y = sess.push(as_model_input(np.asarray(xs[i]), sess.vocab_size, input_path))
+            if ys_arr is None:
+                ys_arr = np.empty((len(xs), *y.shape), y.dtype)
+            ys_arr[i] = y
             if i % 64 == 63:
                 p.advance(t, 64)
-    ys_arr = np.stack(ys)
     keep = np.array([sess.spec.is_output(start + i) for i in range(len(ys_arr))], dtype=bool)
     if not keep.all():  # not ready: the network looks `delay` frames ahead of its output
         stride = sess.spec.output_stride

@@ -57,6 +57,9 @@ def _names(path: Path, n: int, what: str = "series") -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ arrays
 def _npz(path: Path, opts: DataOptions) -> Raw:
+    from edgeseq.data.sizes import check_npz
+
+    check_npz(path)  # every member's header against its recorded size, and the whole against memory, first
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -120,6 +123,9 @@ def _npz_arrays(path: Path, arrays: dict, keys: list[str]) -> Raw:
 
 
 def _npy(path: Path, opts: DataOptions) -> Raw:
+    from edgeseq.data.sizes import check_npy
+
+    check_npy(path)  # the header's claim against the file's size and the memory available, before allocating
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:

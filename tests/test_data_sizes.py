@@ -1,0 +1,139 @@
+"""Data files that lie about their size (edgeseq.data.sizes): an .npy header or an .npz member that claims more
+than the file holds is refused in one line naming the file and both sizes before anything is allocated, through
+edgeseq.data.load, the stream reader and a saved stream state; what would not fit in memory is refused the same way.
+(The CLI cases, train and stream, are in tests/test_cli_bad_inputs.py.)"""
+
+from __future__ import annotations
+
+import resource
+import zipfile
+
+import numpy as np
+import pytest
+
+from edgeseq.data import load
+from edgeseq.data import sizes
+from edgeseq.errors import InputError, StateMismatchError
+
+
+def lying_npy(path, shape=(100_000, 100_000, 12)):
+    """A .npy header claiming ``shape`` float32, followed by 64 bytes."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        f.write(b"\0" * 64)
+    return path
+
+
+def lying_npz(path):
+    """An .npz whose x.npy claims (1000, 1000, 12000) float32 (44.7 GiB) over 1 MiB of data (honestly recorded)."""
+    import io
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": (1000, 1000, 12000)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x.npy", head.getvalue() + b"\0" * (1 << 20))
+        zf.writestr("y.npy", _npy_bytes(np.zeros(1000, np.int64)))
+    return path
+
+
+def _npy_bytes(a):
+    import io
+
+    b = io.BytesIO()
+    np.save(b, a)
+    return b.getvalue()
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def test_an_npy_header_claiming_447_gib_over_64_bytes_is_refused_before_allocating(tmp_path):
+    path = lying_npy(tmp_path / "bomb.npy")
+    assert path.stat().st_size < 256
+    before = _peak_rss()
+    with pytest.raises(InputError, match=r"bomb\.npy: its header claims \(100000, 100000, 12\) float32 \(447\.0 GiB\), "
+                                         r"but the file holds 64 bytes of data"):
+        load(path)
+    assert _peak_rss() - before < 64 << 20  # nothing of the claim was allocated
+
+
+def test_an_npz_member_claiming_more_than_its_zip_entry_is_refused(tmp_path):
+    path = lying_npz(tmp_path / "bomb.npz")
+    with pytest.raises(InputError, match=r"bomb\.npz member x\.npy: its header claims \(1000, 1000, 12000\) float32 "
+                                         r"\(44\.7 GiB\), but its zip entry records 1\.0 MiB of data"):
+        load(path)
+
+
+def test_honest_files_pass_and_their_sizes_are_read_from_the_headers(tmp_path):
+    a = np.random.default_rng(0).standard_normal((3, 50, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", a)
+    np.savez_compressed(tmp_path / "d.npz", x=a, y=np.array([0, 1, 0]))
+    assert sizes.check_npy(tmp_path / "x.npy") == ((3, 50, 4), np.dtype("float32"))
+    assert sizes.check_npz(tmp_path / "d.npz") == {"x": ((3, 50, 4), np.dtype("float32")), "y": ((3,), np.dtype("int64"))}
+    ds = load(tmp_path / "d.npz")
+    assert ds.d_in == 4
+
+
+def test_what_would_not_fit_in_the_memory_limit_is_refused_naming_both(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((100, 10), np.float64))  # 8,000 bytes of data
+    with pytest.raises(InputError, match=r"x\.npy: reading it takes 7\.8 KiB, more than the limit given \(1000 bytes\)"):
+        sizes.check_npy(tmp_path / "x.npy", max_memory=1000)
+    avail = sizes.available_memory()
+    assert avail is None or avail > 0
+    path = lying_npy(tmp_path / "fits.npy", shape=(1 << 40,))  # the header matches no file; the size check comes first
+    with pytest.raises(InputError, match="the file holds 64 bytes"):
+        sizes.check_npy(path)
+
+
+def test_the_stream_reader_and_a_saved_state_refuse_lying_files(tmp_path):
+    from edgeseq.cli.stream import read_stream
+    from edgeseq.runtimes.session import StreamState
+
+    with pytest.raises(InputError, match=r"bomb\.npy: its header claims"):
+        read_stream(lying_npy(tmp_path / "bomb.npy"))
+    with pytest.raises(StateMismatchError, match=r"not an edgeseq state file: .*bomb\.npz member x\.npy: its header claims"):
+        StreamState.load(lying_npz(tmp_path / "bomb.npz"))
+
+
+_RSS = r"""
+import sys, warnings
+warnings.simplefilter("ignore")
+from edgeseq.cli.main import main
+sys.argv = ["edgeseq", "stream", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (pytest) process that forked this one
+print("peak", [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+"""
+
+
+def test_stream_reads_a_long_npy_in_chunks_in_flat_memory(tmp_path):
+    """`edgeseq stream --input`: 64 MiB of frames peak within 24 MiB of 1 MiB of them (read whole and converted, the
+    input alone would add 128 MiB); the outputs equal a session fed the same frames."""
+    import subprocess
+    import sys
+
+    from extras import need  # tests/extras.py
+
+    need("onnxruntime", "onnx")
+    import edgeseq
+
+    d_in = 4096
+    model = edgeseq.build("rnn", d_in=d_in, d_out=2, d_hidden=4)
+    art = edgeseq.export(edgeseq.convert(model), tmp_path / "wide", target="onnx", steps=20)
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for name, frames in (("small", 64), ("big", 4096)):  # 1 MiB and 64 MiB of float32
+        np.save(tmp_path / f"{name}.npy", rng.standard_normal((frames, d_in)).astype(np.float32))
+        r = subprocess.run([sys.executable, "-c", _RSS, str(art.path), "--input", str(tmp_path / f"{name}.npy"),
+                            "--output", str(tmp_path / f"{name}_y.npy")], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        peaks[name] = int(r.stdout.split("peak")[-1])
+    assert peaks["big"] - peaks["small"] < 24 << 20, peaks
+    x = np.load(tmp_path / "big.npy")
+    sess = edgeseq.open(art.path)
+    ref = np.stack([sess.push(f) for f in x[:300]])
+    np.testing.assert_array_equal(np.load(tmp_path / "big_y.npy")[:300], ref)
