@@ -1,8 +1,10 @@
 """Fuzz: 1,000 mutated files of each kind (.pte, .onnx, model.safetensors, manifest; each manifest rewritten to match
 its mutated file), loaded and stepped in child processes (tests/fuzz_cases.py), 50 per process: every case must
 end as ok or one EdgeseqError line, and no process may die of a signal. Writes its section of docs/reliability.md.
+The data kinds (npy, npz, csv, parquet, folder: tests/fuzz_data.py) mutate real data files and read them with
+edgeseq.data.load, each process's peak RSS recorded.
 
-Run: python benchmarks/fuzz.py [--quick] [--no-write]
+Run: python benchmarks/fuzz.py [--quick] [--no-write] [--kinds pte,onnx,...|npy,npz,csv,parquet,folder]
 """
 
 from __future__ import annotations
@@ -23,22 +25,26 @@ from _common import standard_args, write_section  # benchmarks/_common.py
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import fuzz_cases  # noqa: E402  (tests/fuzz_cases.py)
+import fuzz_data  # noqa: E402  (tests/fuzz_data.py)
 
 CHUNK = 50
 
 
-def run_kind(kind: str, cases: list[Path], env: dict) -> Counter:
+def run_kind(kind: str, cases: list[Path], env: dict, peaks: list | None = None) -> Counter:
     tally: Counter = Counter()
-    driver = ROOT / "tests" / "fuzz_cases.py"
+    data = kind in fuzz_data.KINDS
+    driver = ROOT / "tests" / ("fuzz_data.py" if data else "fuzz_cases.py")
     for i in range(0, len(cases), CHUNK):
         chunk = cases[i:i + CHUNK]
         r = subprocess.run([sys.executable, str(driver), kind, *map(str, chunk)], capture_output=True, text=True, env=env)
+        if peaks is not None:
+            peaks += [int(line.split()[1]) * 1024 for line in r.stdout.splitlines() if line.startswith("PEAK ")]
         lines = [line[len(fuzz_cases.MARK):] for line in r.stdout.splitlines() if line.startswith(fuzz_cases.MARK)]
         if r.returncode != 0:  # the chunk's process died: count the case it died on as a crash, run the rest again
             tally["crash (signal or stray exception)" if r.returncode < 0 else f"crash (exit {r.returncode})"] += 1
             print(f"{kind}: process ended with {r.returncode} at case {chunk[len(lines)]}: {r.stderr[-300:]}", file=sys.stderr)
             tally.update(_kinds(lines))
-            tally.update(run_kind(kind, chunk[len(lines) + 1:], env))
+            tally.update(run_kind(kind, chunk[len(lines) + 1:], env, peaks))
             continue
         tally.update(_kinds(lines))
     return tally
@@ -50,7 +56,9 @@ def _kinds(lines: list[str]) -> list[str]:
 
 def main() -> None:
     ap = standard_args(__doc__, "100 cases of each kind")
-    ap.add_argument("--kinds", default=",".join(fuzz_cases.KINDS), help="comma-separated kinds to run (default: all)")
+    ap.add_argument("--kinds", default=",".join(fuzz_cases.KINDS),
+                    help=f"comma-separated kinds: {', '.join(fuzz_cases.KINDS)} (artifacts, the default) or "
+                         f"{', '.join(fuzz_data.KINDS)} (data files)")
     args = ap.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     n = 100 if args.quick else 1000
@@ -58,6 +66,8 @@ def main() -> None:
 
     warnings.simplefilter("ignore")
     rows = []
+    if all(k in fuzz_data.KINDS for k in kinds):
+        return data_fuzz(kinds, n, args)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         torch.manual_seed(0)
@@ -90,6 +100,40 @@ def main() -> None:
     print(md)
     if not args.no_write:
         write_section(ROOT / "docs" / "reliability.md", "fuzz" if len(kinds) == len(fuzz_cases.KINDS) else f"fuzz-{'-'.join(kinds)}", md)
+
+
+def data_fuzz(kinds: list[str], n: int, args) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sources = fuzz_data.sources(tmp / "src")
+        for kind in kinds:
+            cases = fuzz_data.make_cases(kind, sources[kind], tmp / kind, n, seed=2)
+            peaks: list = []
+            t0 = time.perf_counter()
+            tally = run_kind(kind, cases, dict(os.environ), peaks)
+            rows.append((kind, n, tally, time.perf_counter() - t0, max(peaks, default=0)))
+            print(kind, dict(tally), file=sys.stderr)
+    lines = [
+        "## Data fuzz (`benchmarks/fuzz.py --kinds npy,npz,csv,parquet,folder`)",
+        "",
+        f"{n:,} mutated data files of each kind, made from the bundled Japanese Vowels set (tests/fuzz_data.py: random "
+        "bytes, rewritten .npy headers claiming huge, negative or odd shapes and dtypes, truncation, zip central "
+        "directories and members, a BOM, mixed line endings, very long lines, Latin-1 bytes, odd values), each read "
+        f"by `edgeseq.data.load` in a child process ({CHUNK} per process). A crash is a process that died of a signal "
+        "or of another exception; peak RSS is the largest of the processes' (VmHWM), imports included.",
+        "",
+        "| kind | cases | ok | one-line EdgeseqError | other | crashes | peak RSS | seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, count, t, secs, peak in rows:
+        crashes = sum(v for k, v in t.items() if k.startswith("crash"))
+        lines.append(f"| {kind} | {count:,} | {t['ok']:,} | {t['EdgeseqError']:,} | {t['other']:,} | **{crashes}** | "
+                     f"{peak / 2**20:.0f} MiB | {secs:.0f} |")
+    md = "\n".join(lines)
+    print(md)
+    if not args.no_write:
+        write_section(ROOT / "docs" / "reliability.md", "fuzz-data", md)
 
 
 if __name__ == "__main__":

@@ -53,29 +53,38 @@ def make_cases(kind: str, source: Path, out: Path, n: int, seed: int = 0) -> lis
     return cases
 
 
-def run_cases(kind: str, cases: list[Path]) -> list[str]:
+def outcomes(cases: list[Path], attempt) -> list[str]:
+    """``attempt(case)`` for each case: ``ok``, or ``error: <the EdgeseqError in one line>``; any other exception
+    escapes (the caller counts the process's end as a crash)."""
     import warnings
 
-    import numpy as np
-
-    import edgeseq
     from edgeseq.errors import EdgeseqError
 
     warnings.simplefilter("ignore")
     lines = []
     for c in cases:
         try:
-            if kind == "safetensors":
-                m = edgeseq.load(c)
-                edgeseq.convert(m)
-            else:
-                s = edgeseq.open(c)
-                x = np.zeros((s.batch, 1), np.int64) if s.vocab_size else np.zeros((s.batch, s.d_in), np.float32)
-                s.run(np.stack([x[0]] * 3))
+            attempt(c)
             lines.append("ok")
         except EdgeseqError as exc:
             lines.append("error: " + " ".join(str(exc).split()))
     return lines
+
+
+def run_cases(kind: str, cases: list[Path]) -> list[str]:
+    import numpy as np
+
+    import edgeseq
+
+    def attempt(c):
+        if kind == "safetensors":
+            edgeseq.convert(edgeseq.load(c))
+            return
+        s = edgeseq.open(c)
+        x = np.zeros((s.batch, 1), np.int64) if s.vocab_size else np.zeros((s.batch, s.d_in), np.float32)
+        s.run(np.stack([x[0]] * 3))
+
+    return outcomes(cases, attempt)
 
 
 MARK = "CASE "  # the result lines on stdout (runtimes print their own lines there too: onnxruntime's EP errors)

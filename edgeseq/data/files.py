@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -63,7 +64,7 @@ def _npz(path: Path, opts: DataOptions) -> Raw:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as exc:
         raise InputError(f"{path}: not a readable .npz ({' '.join(str(exc).split())[:120]})") from None
     keys = sorted(arrays)
     if "x_train" in arrays and "x_test" in arrays:  # the split as separate arrays: x_train, y_train, x_test, y_test
@@ -92,6 +93,8 @@ def _npz_arrays(path: Path, arrays: dict, keys: list[str]) -> Raw:
             raise InputError(f"{path}: x has shape {x.shape}; expected (series, time, features)")
         lengths = arrays.get("lengths")
         if lengths is not None:
+            if lengths.dtype.kind not in "iu":
+                raise InputError(f"{path}: lengths holds {lengths.dtype} values; expected whole numbers of frames")
             if lengths.shape != (len(x),) or lengths.min(initial=1) < 0 or lengths.max(initial=0) > x.shape[1]:
                 raise InputError(f"{path}: lengths has shape {lengths.shape} and range [{lengths.min(initial=0)}, "
                                  f"{lengths.max(initial=0)}]; expected ({len(x)},) within 0..{x.shape[1]}")
@@ -348,6 +351,10 @@ def _task(raw: Raw, opts: DataOptions, source: Path) -> tuple[str, int, list | N
         return "sequence", int(np.asarray(raw.labels[0]).reshape(len(raw.labels[0]), -1).shape[1]), None
     if opts.task == "sequence":
         raise InputError(f"{source}: task sequence needs per-step targets; the labels are one per series")
+    shape = np.shape(raw.labels) if isinstance(raw.labels, np.ndarray) else (len(raw.labels),)
+    if len(shape) != 1 or shape[0] != len(raw.series):
+        raise InputError(f"{source}: labels of shape {shape} for {len(raw.series)} series; expected one class per "
+                         f"series ({len(raw.series)},) or per-step targets (series, time, d_out)")
     return "classify", 0, None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,24 +40,57 @@ def available_memory() -> int | None:
     return None
 
 
+MAX_HEADER = 1 << 16  # bytes of an .npy header read at most (numpy writes ~128; its own reader stops at 10,000)
+
+
+def npy_header(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """(shape, dtype, fortran_order) of the ``.npy`` header at ``f``'s position, read with public parts only (the
+    magic, the header's length and a Python literal); ``f`` is left at the start of the data."""
+    import ast
+    import struct
+
+    def bad(why: str) -> InputError:
+        return InputError(f"{where}: not a readable .npy ({why})")
+
+    magic = f.read(8)
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY":
+        raise bad("no .npy magic at its start")
+    major = magic[6]
+    if major not in (1, 2, 3):
+        raise bad(f"format version {major}.{magic[7]}")
+    size_bytes = f.read(2 if major == 1 else 4)
+    if len(size_bytes) < (2 if major == 1 else 4):
+        raise bad("ends inside its header")
+    n = struct.unpack("<H" if major == 1 else "<I", size_bytes)[0]
+    if n > MAX_HEADER:
+        raise bad(f"a header of {n} bytes")
+    raw = f.read(n)
+    if len(raw) < n:
+        raise bad("ends inside its header")
+    try:
+        text = raw.decode("utf-8" if major == 3 else "latin-1")
+        d = ast.literal_eval(text)
+        if not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}:
+            raise ValueError("a header without descr, fortran_order and shape")
+        shape, fortran = d["shape"], d["fortran_order"]
+        if not isinstance(shape, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape):
+            raise ValueError(f"shape {shape!r}")
+        if not isinstance(fortran, bool):
+            raise ValueError(f"fortran_order {fortran!r}")
+        dtype = np.lib.format.descr_to_dtype(d["descr"])
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, UnicodeDecodeError) as exc:
+        raise bad(" ".join(str(exc).split())[:120]) from None
+    return shape, dtype, fortran
+
+
 def npy_claim(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, bytes the data takes) from an ``.npy`` header; ``f`` is left at the start of the data."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, _fortran, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _fortran, dtype = fmt.read_array_header_2_0(f)
-        else:
-            shape, _fortran, dtype = fmt._read_array_header(f, version)
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
-        raise InputError(f"{where}: not a readable .npy ({' '.join(str(exc).split())[:120]})") from None
+    shape, dtype, _fortran = npy_header(f, where)
     if dtype.hasobject:
         raise InputError(f"{where}: holds Python objects (dtype {dtype}); edgeseq reads numbers only, never pickles")
-    if any(int(s) < 0 for s in shape):
+    if any(s < 0 for s in shape):
         raise InputError(f"{where}: its header claims a negative size {shape}")
-    return tuple(int(s) for s in shape), dtype, math.prod(shape) * dtype.itemsize
+    return shape, dtype, math.prod(shape) * dtype.itemsize
 
 
 def _claimed_over(where: str, shape, dtype, need: int, have: int, holder: str) -> InputError:
@@ -106,7 +140,7 @@ def check_npz(path: Path, max_memory: int | None = None) -> dict[str, tuple[tupl
                     raise _claimed_over(where, shape, dtype, need, info.file_size - header, "its zip entry records")
                 found[info.filename[:-4]] = (shape, dtype)
                 total += need
-    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, zlib.error) as exc:
         raise InputError(f"{path}: not a readable .npz ({' '.join(str(exc).split())[:120]})") from None
     check_memory(str(path), total, max_memory)
     return found
@@ -123,13 +157,8 @@ class NpyFrames:
         try:
             with open(path, "rb") as f:
                 shape, dtype, need = npy_claim(f, str(path))
-                fortran = False
                 f.seek(0)
-                version = np.lib.format.read_magic(f)
-                if version == (1, 0):
-                    _, fortran, _ = np.lib.format.read_array_header_1_0(f)
-                elif version == (2, 0):
-                    _, fortran, _ = np.lib.format.read_array_header_2_0(f)
+                _, _, fortran = npy_header(f, str(path))
                 self.offset = f.tell()
             size = path.stat().st_size
         except OSError as exc:
