@@ -352,7 +352,7 @@ def _task(raw: Raw, opts: DataOptions, source: Path) -> tuple[str, int, list | N
     if opts.task == "sequence":
         raise InputError(f"{source}: task sequence needs per-step targets; the labels are one per series")
     shape = np.shape(raw.labels) if isinstance(raw.labels, np.ndarray) else (len(raw.labels),)
-    if len(shape) != 1 or shape[0] != len(raw.series):
+    if shape not in ((len(raw.series),), (len(raw.series), 1)):  # one class per series (a column of them too)
         raise InputError(f"{source}: labels of shape {shape} for {len(raw.series)} series; expected one class per "
                          f"series ({len(raw.series)},) or per-step targets (series, time, d_out)")
     return "classify", 0, None
