@@ -165,19 +165,10 @@ def _against_float64_model(model: nn.Module, step: StepModule, xs: torch.Tensor,
     import copy
 
     try:
-        m64 = copy.deepcopy(model).double()
-        delay, stride = step.state_spec.delay, step.state_spec.output_stride
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ref = torch.cat([model_outputs(m64, step, xs[i:i + 1].double()) for i in range(xs.shape[0])])
-    except Exception:  # a model with dtype-specific parts: no second opinion
+        report, _ = against_model(copy.deepcopy(model).double(), step, xs.double(), ys.double(), what="float64")
+    except Exception:  # a model with dtype-specific parts (or outputs of another shape): no second opinion
         return None
-    got = ys[delay::stride][: ref.shape[1]].double()  # (T, B, d)
-    ref = ref[:, : got.shape[0]].transpose(0, 1)
-    if ref.shape != got.shape or not bool(torch.isfinite(ref).all()):
-        return None
-    scale = ref.abs().reshape(ref.shape[0], -1).max(dim=1).values.clamp_min(1.0)
-    return float(((got - ref).abs().reshape(ref.shape[0], -1).max(dim=1).values / scale).max())
+    return None if report.model_overflow_frame is not None else report.max_scaled_error
 
 
 def _element(step: StepModule, index: int) -> str:

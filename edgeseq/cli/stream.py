@@ -13,22 +13,17 @@ from edgeseq.cli.common import err, handle_errors, progress_bar
 from edgeseq.errors import EdgeseqError, ShapeError
 
 
-def read_stream(path: Path) -> np.ndarray:
-    """(T, d_in) or (T, batch, d_in) from ``.npy`` (no pickle) or ``.csv`` (one step per row), as read."""
+def read_stream(path: Path):
+    """(T, d_in) or (T, batch, d_in) from ``.npy`` (no pickle; read in chunks as it is indexed, see
+    :class:`~edgeseq.data.sizes.NpyFrames`) or ``.csv`` (one step per row, as an array)."""
+    from edgeseq.data.sizes import NpyFrames
+
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            from edgeseq.data.sizes import NpyFrames
-
             # read in chunks as it streams (a recording of any length in flat memory); a header that claims more
             # than the file holds is refused here, in one line, before anything is allocated
             arr = NpyFrames(path)
-            if arr.ndim not in (2, 3) or not np.issubdtype(arr.dtype, np.number):
-                raise ShapeError(f"{path}: expected a numeric array of shape (T, d_in) or (T, batch, d_in), got "
-                                 f"{arr.shape} {arr.dtype}")
-            if len(arr) == 0 or arr.frame_items == 0:
-                raise ShapeError(f"{path}: no frames to stream (shape {arr.shape})")
-            return arr
         elif suffix == ".csv":
             arr = _read_csv(path)
         else:
@@ -41,7 +36,7 @@ def read_stream(path: Path) -> np.ndarray:
         raise ShapeError(f"{path}: expected a numeric array of shape (T, d_in) or (T, batch, d_in), got {arr.shape} {arr.dtype}")
     if arr.shape[0] == 0 or arr.size == 0:
         raise ShapeError(f"{path}: no frames to stream (shape {arr.shape})")
-    return np.ascontiguousarray(arr)
+    return arr if isinstance(arr, NpyFrames) else np.ascontiguousarray(arr)
 
 
 def as_model_input(arr: np.ndarray, vocab_size: int, path: Path) -> np.ndarray:

@@ -85,12 +85,32 @@ def npy_header(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype, bool
 
 def npy_claim(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype, int]:
     """(shape, dtype, bytes the data takes) from an ``.npy`` header; ``f`` is left at the start of the data."""
-    shape, dtype, _fortran = npy_header(f, where)
+    shape, dtype, _fortran, need = _claim(f, where)
+    return shape, dtype, need
+
+
+def _claim(f: BinaryIO, where: str) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    shape, dtype, fortran = npy_header(f, where)
     if dtype.hasobject:
         raise InputError(f"{where}: holds Python objects (dtype {dtype}); edgeseq reads numbers only, never pickles")
     if any(s < 0 for s in shape):
         raise InputError(f"{where}: its header claims a negative size {shape}")
-    return shape, dtype, math.prod(shape) * dtype.itemsize
+    return shape, dtype, fortran, math.prod(shape) * dtype.itemsize
+
+
+def _checked_file(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int, int]:
+    """(shape, dtype, fortran_order, bytes of data, data offset) of an ``.npy`` whose header claims no more than
+    the file holds."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            shape, dtype, fortran, need = _claim(f, str(path))
+            offset = f.tell()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if need > size - offset:
+        raise _claimed_over(str(path), shape, dtype, need, size - offset, "the file holds")
+    return shape, dtype, fortran, need, offset
 
 
 def _claimed_over(where: str, shape, dtype, need: int, have: int, holder: str) -> InputError:
@@ -109,15 +129,7 @@ def check_memory(where: str, need: int, max_memory: int | None = None) -> None:
 
 def check_npy(path: Path, max_memory: int | None = None) -> tuple[tuple[int, ...], np.dtype]:
     """(shape, dtype) of an ``.npy`` file whose header agrees with its size and whose data fits in memory."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            shape, dtype, need = npy_claim(f, str(path))
-            offset = f.tell()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if need > size - offset:
-        raise _claimed_over(str(path), shape, dtype, need, size - offset, "the file holds")
+    shape, dtype, _fortran, need, _offset = _checked_file(path)
     check_memory(str(path), need, max_memory)
     return shape, dtype
 
@@ -154,22 +166,13 @@ class NpyFrames:
     CHUNK_BYTES = 4 << 20
 
     def __init__(self, path: Path):
-        try:
-            with open(path, "rb") as f:
-                shape, dtype, need = npy_claim(f, str(path))
-                f.seek(0)
-                _, _, fortran = npy_header(f, str(path))
-                self.offset = f.tell()
-            size = path.stat().st_size
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-        if need > size - self.offset:
-            raise _claimed_over(str(path), shape, dtype, need, size - self.offset, "the file holds")
+        shape, dtype, fortran, _need, self.offset = _checked_file(path)
         if fortran and len(shape) > 1:
             raise InputError(f"{path}: stored in Fortran order; save it in C order (np.save of np.ascontiguousarray)")
         self.path, self.shape, self.dtype, self.ndim = path, shape, dtype, len(shape)
         self.frame_shape = shape[1:]
         self.frame_items = math.prod(self.frame_shape)
+        self.size = math.prod(shape)
         self.chunk = max(1, self.CHUNK_BYTES // max(1, self.frame_items * dtype.itemsize))
         self._start, self._block = -1, None
 

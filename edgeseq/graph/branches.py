@@ -46,15 +46,7 @@ def exported(model: nn.Module, example: torch.Tensor, axis: int, where: str = ""
     sig = ep.graph_signature
     if len(sig.user_outputs) < 1:
         raise UnsupportedModuleError(f"{type(model).__name__}.forward returns nothing")
-    gm = plain_module(ep.module())
-    out = next(n for n in gm.graph.nodes if n.op == "output")
-    res = out.args[0]
-    while isinstance(res, (tuple, list)) and res:  # (outputs, final state): the outputs stream
-        res = res[0]
-    out.args = (res,)
-    gm.graph.eliminate_dead_code()
-    gm.recompile()
-    gm.meta["edgeseq_traced"] = True
+    gm = plain_module(ep.module(), type(model).__name__)  # (outputs, final state): the outputs stream
     gm.meta["edgeseq_branches"] = f"traced by torch.export for lengths >= {MIN_FRAMES}"
     return gm
 

@@ -21,6 +21,7 @@ The result is a graph the converter runs at other lengths like any traced model;
 
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass
 
@@ -29,10 +30,9 @@ from torch import fx, nn
 
 from edgeseq.errors import UnsupportedModuleError
 from edgeseq.graph.fold import _attr
-from edgeseq.graph.ops import STREAM_OPS, Build, BuildCtx, GraphOp, Timing, _frame, _timed, full, refuse
+from edgeseq.graph.ops import STREAM_OPS, Build, BuildCtx, GraphOp, Timing, _frame, _timed, full, held, refuse
 from edgeseq.graph.trace import where
 from edgeseq.step import StateTensor
-from edgeseq.stream.base import fresh_mask
 
 LOOP_FRAMES = 7  # the length a loop is unrolled at (prime: not mistaken for a feature axis of the same size)
 MIN_ITERATIONS = 4  # fewer copies than this cannot show what repeats (the last one is not compared)
@@ -71,21 +71,11 @@ def unrolled(model: nn.Module, x: torch.Tensor) -> tuple[fx.GraphModule, torch.T
             ep = torch.export.export(model, (x,), strict=False)
         except Exception:  # control flow on tensor values (if x.sum() > 0): the symbolic trace's error says it
             raise NoLoop("torch.export cannot trace it either") from None
-    gm = ep.module()
-    graph = gm.graph
-    for node in list(graph.nodes):
-        if node.op == "call_module" and str(node.target).startswith("_guards_fn") and not node.users:
-            graph.erase_node(node)
-    out = next(n for n in graph.nodes if n.op == "output")
-    res = out.args[0]
-    while isinstance(res, (tuple, list)) and len(res) >= 1:
-        # (outputs, final state), as nn.RNN-style layers and the liquid / CfC libraries return: the outputs stream
-        res = res[0]
-    out.args = (res,)
-    graph._codegen = fx.graph.CodeGen()  # forward(self, x) -> tensor, no pytree (un)flattening
-    graph.eliminate_dead_code()
-    plain = fx.GraphModule(gm, graph, type(model).__name__)  # a plain module (an exported one refuses .eval())
     from edgeseq.graph.fold import fold_constants
+    from edgeseq.graph.pt2 import plain_module
+
+    # a plain module returning the outputs alone (of the liquid / CfC libraries' (outputs, final state))
+    plain = plain_module(ep.module(), type(model).__name__)
 
     fold_constants(plain)  # weights computed in every iteration (softplus(w), a mask): computed once
     return plain, x
@@ -302,7 +292,7 @@ def _rewrite(gm, model, x, bodies, picks, pick_of, collector, carried, init, n) 
         if m in pick_of:
             env[m] = frame_ph[sources.index(pick_of[m][0])]
             continue
-        slot = iter(range(10 ** 6))
+        slot = itertools.count()  # the slots of _flat_args, in the order _map_slots visits them
 
         def arg(a, j=j, slot=slot):
             s = next(slot)
@@ -347,12 +337,12 @@ def _rewrite(gm, model, x, bodies, picks, pick_of, collector, carried, init, n) 
             raise LoopRefusal(f"the loop's initial state depends on the input ({where(u)}): the step starts every "
                               "stream from one state")
         inits.append(a[:1].detach().clone())
-    frames0 = [rec[pick_of_inverse] for pick_of_inverse in (picks[k][0] for k in sources)]
+    frames0 = [rec[picks[k][0]] for k in sources]  # iteration 0's frames
     body_gm, inits = _fewer_carried(body_gm, inits, frames0, [rec[o] for o in outside], x.shape[0])
     names = [f"carry{c}" for c in range(len(inits))]
     kind, dim = _COLLECT[collector.target], collector.args[1] if len(collector.args) > 1 else collector.kwargs.get("dim", 0)
     dim = dim % rec[collector].dim()
-    module = Recurrence(body_gm, [k[1] for k in sources], inits, names, kind, dim, _where_loop(proto))
+    module = Recurrence(body_gm, [k[1] for k in sources], inits, names, kind, dim)
     path = _module_path(proto, model)
     name = _unique_attr(gm, path)
     gm.add_submodule(name, module)
@@ -574,10 +564,6 @@ def _module_path(proto: list[fx.Node], model: nn.Module | None = None) -> str:
     return max(counts, key=counts.get) if counts else "loop"
 
 
-def _where_loop(proto: list[fx.Node]) -> str:
-    return where(proto[0]) if proto else "the loop"
-
-
 def _unique_attr(gm: nn.Module, base: str) -> str:
     base = (base or "loop").replace(".", "_") + "_loop"
     name, k = base, 1
@@ -593,9 +579,9 @@ class Recurrence(nn.Module):
     sources' time axis from the initial values and gathers ``y`` (``torch.stack`` / ``torch.cat`` along ``dim``)."""
 
     def __init__(self, body: fx.GraphModule, picks: list[Pick], inits: list[torch.Tensor], names: list[str],
-                 kind: str, dim: int, source: str):
+                 kind: str, dim: int):
         super().__init__()
-        self.body, self.picks, self.names, self.kind, self.dim, self.source = body, picks, names, kind, dim, source
+        self.body, self.picks, self.names, self.kind, self.dim = body, picks, names, kind, dim
         for k, v in enumerate(inits):
             self.register_buffer(f"init{k}", v)
 
@@ -646,11 +632,7 @@ class RecurrenceOp(GraphOp):
         carried = [s if f is not None else s + v for s, f, v in zip(state, self.fills, rec.inits)]
         y, *new = rec.body(*frames, *carried, *args[n:])
         new = [c if f is not None else c - v for c, f, v in zip(new, self.fills, rec.inits)]
-        if self.first and t is not None:
-            fresh = fresh_mask(t, self.first, 1)
-            new = [c * fresh.reshape(-1, *(1,) * (c.dim() - 1)) + o * (1.0 - fresh.reshape(-1, *(1,) * (o.dim() - 1)))
-                   for c, o in zip(new, state)]
-        return (_timed(y, rec.dim) if rec.kind == "stack" else y), tuple(new)
+        return (_timed(y, rec.dim) if rec.kind == "stack" else y), held(new, state, t, self.first)
 
 
 def _build(ctx: BuildCtx) -> Build:

@@ -80,7 +80,7 @@ class Program:
     name: str
 
 
-def plain_module(gm: fx.GraphModule) -> fx.GraphModule:
+def plain_module(gm: fx.GraphModule, name: str = "ExportedProgram") -> fx.GraphModule:
     """The program's graph as a plain ``GraphModule``: ``forward(x)`` returning one tensor, without the
     input-shape guards torch.export adds (the step runs the graph on one frame, a length the program was not
     exported for; the converter checks at two lengths that its operations take other lengths), marked as traced
@@ -89,11 +89,14 @@ def plain_module(gm: fx.GraphModule) -> fx.GraphModule:
     for node in list(graph.nodes):
         if node.op == "call_module" and str(node.target).startswith("_guards_fn") and not node.users:
             graph.erase_node(node)
-        elif node.op == "output" and isinstance(node.args[0], (tuple, list)) and len(node.args[0]) == 1:
-            node.args = (node.args[0][0],)
+        elif node.op == "output":
+            res = node.args[0]
+            while isinstance(res, (tuple, list)) and res:  # (outputs, final state), as RNN-style modules return
+                res = res[0]
+            node.args = (res,)
     graph._codegen = fx.graph.CodeGen()  # forward(self, x) -> tensor, no pytree (un)flattening
     graph.eliminate_dead_code()
-    plain = fx.GraphModule(gm, graph, "ExportedProgram")
+    plain = fx.GraphModule(gm, graph, name)
     plain.meta["edgeseq_traced"] = True
     return plain
 

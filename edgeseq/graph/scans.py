@@ -18,10 +18,9 @@ from dataclasses import replace
 import torch
 from torch import fx
 
-from edgeseq.graph.ops import STREAM_OPS, Build, BuildCtx, GraphOp, _logaddexp, no_pending_pad
+from edgeseq.graph.ops import STREAM_OPS, Build, BuildCtx, GraphOp, _logaddexp, held, no_pending_pad
 from edgeseq.step import StateTensor
 from edgeseq.stream import LOWEST
-from edgeseq.stream.base import fresh_mask
 
 aten = torch.ops.aten
 _CUMSUM = {torch.cumsum, "cumsum", aten.cumsum.default}
@@ -93,9 +92,7 @@ class LogLinearScanOp(GraphOp):
     def step(self, args, kwargs, state, t):
         log_a, log_b = args[0], args[1]
         log_h = _logaddexp(log_a + state[0], log_b)
-        if self.first and t is not None:
-            fresh = fresh_mask(t, self.first, 1).reshape(-1, *(1,) * (log_h.dim() - 1))
-            log_h = log_h * fresh + state[0] * (1.0 - fresh)
+        (log_h,) = held((log_h,), state, t, self.first)
         return log_h, (log_h,)
 
 

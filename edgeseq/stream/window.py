@@ -165,8 +165,8 @@ class ConvStep(Window):
         (see :meth:`use_linear` for why); run eagerly (the proof at conversion, the eager session) a dense or
         depthwise kernel is a product with its taps instead: torch's conv1d on a one-frame window cost 210 us a
         call here, the product a few, and the proof of a 20-layer model rolls out 256 frames."""
-        if torch.compiler.is_compiling() or self.groups not in (1, self.weight.shape[0]) or (
-                self.groups > 1 and self.weight.shape[0] != window.shape[1]):
+        depthwise = self.groups == self.weight.shape[0] == window.shape[1]
+        if torch.compiler.is_compiling() or not (self.groups == 1 or depthwise):
             return nn.functional.conv1d(window, self.weight, self.bias, dilation=self.dilation, groups=self.groups)
         taps = window[:, :, :: self.dilation[0]]  # (B, C_in, K): a strided slice is one op here, not exported
         if self.groups == 1:

@@ -16,7 +16,7 @@ of these (:mod:`edgeseq.graph.aten`).
 
 from edgeseq.graph.ops.base import (  # noqa: F401
     STREAM_OPS, Build, BuildCtx, Flat, GraphOp, Identity, Pair, StreamRefusal, Timing, _frame, _timed, align,
-    find_builder, full, no_pending_pad, refuse, register_stream_op,
+    find_builder, full, held, no_pending_pad, refuse, register_stream_op,
 )
 from edgeseq.graph.ops.conv import ConvOp, ConvSpec, _conv, _conv_function, _conv_module  # noqa: F401
 from edgeseq.graph.ops.leaf import LeafStepOp, _leaf, leaf_module  # noqa: F401

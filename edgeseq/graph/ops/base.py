@@ -22,6 +22,7 @@ from edgeseq.errors import UnsupportedModuleError
 from edgeseq.graph.trace import describe, where
 from edgeseq.registry import Registry
 from edgeseq.step import StateTensor
+from edgeseq.stream.base import fresh_mask
 
 
 class StreamRefusal(UnsupportedModuleError):
@@ -89,6 +90,16 @@ class Flat:
         if self._value is None:
             self._value = self.t.reshape(self.t.shape[0], *self.full)
         return self._value
+
+
+def held(new, old, t, first: int) -> tuple:
+    """The new state tensors, or the old ones before the input's first real frame arrives (step ``first``, frame
+    counter ``t``): arithmetic with the 0/1 :func:`~edgeseq.stream.fresh_mask`, which XNNPACK delegates."""
+    if not first or t is None:
+        return tuple(new)
+    fresh = fresh_mask(t, first, 1)
+    return tuple(n * fresh.reshape(-1, *(1,) * (n.dim() - 1)) + o * (1.0 - fresh.reshape(-1, *(1,) * (o.dim() - 1)))
+                 for n, o in zip(new, old))
 
 
 def full(v):

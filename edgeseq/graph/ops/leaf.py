@@ -6,9 +6,8 @@ from __future__ import annotations
 from torch import fx, nn
 
 from edgeseq.graph.ops.base import (
-    Build, BuildCtx, Flat, GraphOp, Pair, Timing, _frame, _timed, full, no_pending_pad, refuse,
+    Build, BuildCtx, Flat, GraphOp, Pair, Timing, _frame, _timed, full, held, no_pending_pad, refuse,
 )
-from edgeseq.stream import fresh_mask
 
 
 class LeafStepOp(GraphOp):
@@ -26,10 +25,7 @@ class LeafStepOp(GraphOp):
         x = args[0]
         x = x.t if isinstance(x, Flat) and self.in_axis >= 1 else _frame(full(x), self.in_axis)  # (B, d_in)
         y, new = self.sub.step(x, tuple(state))
-        if self.first and t is not None:
-            fresh = fresh_mask(t, self.first, 1)
-            new = tuple(n * fresh.reshape(-1, *(1,) * (n.dim() - 1)) + o * (1.0 - fresh.reshape(-1, *(1,) * (o.dim() - 1)))
-                        for n, o in zip(new, state))
+        new = held(new, state, t, self.first)
         if self.out_axis >= 1:  # (B, H) is the output without its time axis: no reshape unless a consumer needs it
             rest = tuple(y.shape[1:])
             y = Flat(y, (*rest[:self.out_axis - 1], 1, *rest[self.out_axis - 1:]))

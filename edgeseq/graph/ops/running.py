@@ -8,9 +8,11 @@ from dataclasses import replace
 import torch
 from torch import fx
 
-from edgeseq.graph.ops.base import Build, BuildCtx, GraphOp, Pair, Timing, no_pending_pad, refuse, register_stream_op
+from edgeseq.graph.ops.base import (
+    Build, BuildCtx, GraphOp, Pair, Timing, held, no_pending_pad, refuse, register_stream_op,
+)
 from edgeseq.step import StateTensor
-from edgeseq.stream import LOWEST, fresh_mask
+from edgeseq.stream import LOWEST
 
 
 def _logaddexp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -42,9 +44,7 @@ class RunningOp(GraphOp):
 
     def step(self, args, kwargs, state, t):
         total = RUNNING[self.kind][0](state[0], args[0])
-        if self.first and t is not None:
-            fresh = fresh_mask(t, self.first, 1).reshape(-1, *(1,) * (total.dim() - 1))
-            total = total * fresh + state[0] * (1.0 - fresh)
+        (total,) = held((total,), state, t, self.first)
         return (Pair(total, None) if self.kind in ("cummax", "cummin") else total), (total,)
 
 
