@@ -98,6 +98,12 @@ class StreamPool:
         self._check_slot(slot)
         return int(self._steps[slot])
 
+    def ready(self, slot: int) -> bool:
+        """Whether ``slot``'s last output is valid (as :attr:`StreamSession.ready`): not among the first ``delay``
+        of its stream, nor, for a model with temporal strides, between its outputs (``spec.output_stride``)."""
+        n = self.steps(slot)
+        return n > 0 and self.spec.is_output(n - 1)
+
     def _check_slot(self, slot: int) -> None:
         if not (0 <= slot < self.slots) or not self._active[slot]:
             raise ShapeError(f"slot {slot} has no stream (active: {self.active})")

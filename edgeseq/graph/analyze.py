@@ -5,7 +5,9 @@ Two passes over the graph (``torch.fx`` interpreters), written as small function
 
 - :func:`time_axes` runs the graph on the example (batch 1) and on the same input one frame longer: the one axis of
   a value whose size grows by one is its time axis (``meta["time"]``, with its length in ``meta["length"]``); a
-  value whose sizes do not change has none (weights, constants, a reduction over time).
+  value whose sizes do not change has none (weights, constants, a reduction over time). A graph with strides
+  (convolutions, pools, ``x[:, ::k]``) is run P frames longer instead, P the product of its strides
+  (:func:`stride_product`): a value behind strides k1, k2 grows by P / (k1 k2) frames, its ``meta["rate"]``.
 - :func:`frame_local` asks of every operation on time-carrying values whether it reads other frames: it runs the
   operation again with every input frame but one replaced by noise and compares that one output frame
   (``meta["local"]``). Elementwise math, ``Linear``, norms over features, transposes, reshapes that fold time into
@@ -40,40 +42,96 @@ def run_recording(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, object]:
     return dict(interp.env)
 
 
-def longer(x: torch.Tensor, axis: int) -> torch.Tensor:
-    """``x`` one frame longer along ``axis`` (its last frame repeated)."""
-    return torch.cat([x, x.narrow(axis, x.shape[axis] - 1, 1)], dim=axis)
+def longer(x: torch.Tensor, axis: int, frames: int = 1) -> torch.Tensor:
+    """``x`` ``frames`` frames longer along ``axis`` (its last frame repeated)."""
+    last = x.narrow(axis, x.shape[axis] - 1, 1)
+    return torch.cat([x, last.expand(*[frames if i == axis else -1 for i in range(x.dim())])], dim=axis)
 
 
-def _tensor_time(a, b) -> tuple[int | None, int | None, bool]:
-    """(time axis, length, consistent) of one value from the runs at lengths T and T + 1."""
+MAX_STRIDE_PRODUCT = 4096
+
+
+def _ints(v) -> list[int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return [v]
+    if isinstance(v, (tuple, list)) and all(isinstance(i, int) for i in v):
+        return list(v)
+    return []
+
+
+def _strides(gm: fx.GraphModule, node: fx.Node) -> list[int]:
+    """The strides ``node`` may take along some axis: a module's ``stride``, a call's ``stride`` argument (the
+    functional convolutions and pools, ATen's), a slice's step."""
+    if node.op == "call_module":
+        return _ints(getattr(gm.get_submodule(node.target), "stride", None))
+    if node.op not in ("call_function", "call_method"):
+        return []
+    const = lambda v: v if not isinstance(v, fx.Node) else None  # noqa: E731
+    name = getattr(node.target, "__name__", str(node.target))
+    found = _ints(const(node.kwargs.get("stride")))
+    if "conv" in name and len(node.args) > 3:
+        found += _ints(const(node.args[3]))
+    if "pool" in name:
+        stride = node.args[2] if len(node.args) > 2 else node.kwargs.get("stride")
+        found += _ints(const(stride if stride not in (None, []) else (node.args[1] if len(node.args) > 1 else node.kwargs.get("kernel_size"))))
+    if name == "slice" and len(node.args) > 4:  # aten.slice.Tensor(x, dim, start, end, step)
+        found += _ints(const(node.args[4]))
+    if name == "getitem" and len(node.args) > 1:
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        found += [e.step for e in index if isinstance(e, slice) and isinstance(e.step, int)]
+    return found
+
+
+def stride_product(gm: fx.GraphModule) -> int:
+    """How many frames longer the second run of :func:`time_axes` is: the product of every stride in the graph
+    (1 when it has none), so that a value behind any of them grows by a whole number of frames."""
+    p = 1
+    for node in gm.graph.nodes:
+        for s in _strides(gm, node):
+            if s > 1:
+                p *= s
+    if p > MAX_STRIDE_PRODUCT:
+        from edgeseq.graph.ops.base import StreamRefusal
+
+        raise StreamRefusal(f"the model's strides multiply to {p}: the graph converter follows frame rates down to "
+                            f"1 in {MAX_STRIDE_PRODUCT} input frames")
+    return p
+
+
+def _tensor_time(a, b, grow: int = 1) -> tuple[int | None, int | None, bool, int]:
+    """(time axis, length, consistent, rate) of one value from the runs at lengths T and T + grow: a value that is
+    ``grow / rate`` frames longer at the second has one frame per ``rate`` input frames."""
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-        return None, None, True
+        return None, None, True, 1
     if a.dim() != b.dim():
-        return None, None, False
+        return None, None, False, 1
     diff = [i for i, (p, q) in enumerate(zip(a.shape, b.shape)) if p != q]
     if not diff:
-        return None, None, True
-    if len(diff) == 1 and b.shape[diff[0]] == a.shape[diff[0]] + 1:
-        return diff[0], a.shape[diff[0]], True
-    return None, None, False
+        return None, None, True, 1
+    g = b.shape[diff[0]] - a.shape[diff[0]]
+    if len(diff) == 1 and g >= 1 and grow % g == 0:
+        return diff[0], a.shape[diff[0]], True, grow // g
+    return None, None, False, 1
 
 
 def time_axes(gm: fx.GraphModule, x: torch.Tensor, axis: int) -> dict[fx.Node, object]:
-    """Annotate ``meta["time"]``, ``meta["length"]`` (None: no time axis) and ``meta["time_consistent"]`` (False
-    where sizes change other than one axis by one frame: time folded in a way the converter cannot follow);
-    ``meta["int_of_length"]`` marks Python ints that change with the length (sizes read from a time axis).
-    Returns the values of the run at the example's length."""
+    """Annotate ``meta["time"]``, ``meta["length"]`` (None: no time axis), ``meta["rate"]`` (input frames per
+    frame) and ``meta["time_consistent"]`` (False where sizes change other than one axis by a whole fraction of
+    the frames added: time folded, or upsampled, in a way the converter cannot follow); ``meta["int_of_length"]``
+    marks Python ints that change with the length (sizes read from a time axis). Returns the values of the run at
+    the example's length."""
+    grow = stride_product(gm)
     env_a = run_recording(gm, x)
-    env_b = run_recording(gm, longer(x, axis))
+    env_b = run_recording(gm, longer(x, axis, grow))
     for node in gm.graph.nodes:
         a, b = env_a.get(node), env_b.get(node)
-        t, n, ok = _tensor_time(a, b)
-        node.meta["time"], node.meta["length"], node.meta["time_consistent"] = t, n, ok
+        t, n, ok, rate = _tensor_time(a, b, grow)
+        node.meta["time"], node.meta["length"], node.meta["time_consistent"], node.meta["rate"] = t, n, ok, rate
+        node.meta["growth"] = grow // rate  # frames it gains in the longer run
         node.meta["int_of_length"] = isinstance(a, int) and isinstance(b, int) and a != b
-        node.meta["value_longer"] = b if not isinstance(b, torch.Tensor) else None  # slices' bounds at T + 1
+        node.meta["value_longer"] = b if not isinstance(b, torch.Tensor) else None  # slices' bounds, longer run
         if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b):  # x.max(dim=-1)
-            node.meta["elements"] = [_tensor_time(p, q) for p, q in zip(a, b)]
+            node.meta["elements"] = [_tensor_time(p, q, grow)[:3] for p, q in zip(a, b)]
     return env_a
 
 

@@ -143,6 +143,36 @@ def _slices(node: fx.Node, env: dict) -> GraphOp | None:
     return Slices(dim, bounds)
 
 
+class AsReshape(GraphOp):
+    """``unsqueeze`` / ``squeeze`` / ``flatten`` of a frame as the reshape it is (to the frame's shape in the
+    step, batch first): XNNPACK delegates a reshape (``view_copy``), and left ``unsqueeze_copy`` and
+    ``squeeze_copy`` outside its partition."""
+
+    def __init__(self, frame: tuple[int, ...]):
+        super().__init__()
+        self.frame = frame
+
+    def step(self, args, kwargs, state, t):
+        return args[0].reshape(args[0].shape[0], *self.frame), ()
+
+
+RESHAPES = {"unsqueeze", "squeeze", "flatten", torch.unsqueeze, torch.squeeze, torch.flatten,
+            torch.ops.aten.unsqueeze.default, torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims}
+
+
+def _reshape(node: fx.Node, env: dict) -> GraphOp | None:
+    x, y, axis = env.get(node.args[0]) if node.args else None, env.get(node), node.meta.get("time")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or axis is None or axis == 0:
+        return None
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0] or node.args[0].meta.get("time") in (None, 0):
+        return None  # the batch axis itself moved or merged: as written
+    dims = [d for d in list(node.args[1:]) + list(node.kwargs.values()) if isinstance(d, int)]
+    flat = node.target in ("flatten", torch.flatten)
+    if (flat and not dims) or any(d % (y.dim() if "unsqueeze" in str(node.target) else x.dim()) == 0 for d in dims[:1 if flat else None]):
+        return None  # (un)squeezing or flattening from the batch axis (the example's batch is 1): as written
+    return AsReshape(tuple(1 if i == axis else n for i, n in enumerate(y.shape))[1:])
+
+
 def frame_rewrite(gm: fx.GraphModule, node: fx.Node, env: dict) -> GraphOp | None:
     """A delegate-friendly op for the per-frame ``node``, or None to run it as written."""
     if node.op == "call_module":
@@ -159,4 +189,6 @@ def frame_rewrite(gm: fx.GraphModule, node: fx.Node, env: dict) -> GraphOp | Non
     if node.target in ("chunk", "split", torch.chunk, torch.split, torch.ops.aten.chunk.default,
                        torch.ops.aten.split.Tensor):
         return _slices(node, env)
+    if node.op in ("call_method", "call_function") and node.target in RESHAPES:
+        return _reshape(node, env)
     return None

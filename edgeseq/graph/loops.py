@@ -652,7 +652,7 @@ def _build(ctx: BuildCtx) -> Build:
     if len({(t.delay, t.first) for t in ts}) != 1 or any(t.pad is not None for t in ts):
         raise refuse(node, "is a loop over sequences of different delays (or a padded one)")
     t = ts[0]
-    return Build(RecurrenceOp(rec, t.first), Timing(t.delay, t.first, None))
+    return Build(RecurrenceOp(rec, t.first), Timing(t.delay, t.first, None, rate=t.rate))
 
 
 STREAM_OPS.register(Recurrence, _build)

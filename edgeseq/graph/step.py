@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from edgeseq.errors import ShapeError
 from edgeseq.graph import analyze, attention
 from edgeseq.graph.ops import (
-    BuildCtx, DelayOp, Flat, GraphOp, LeafStepOp, StreamRefusal, Timing, align, find_builder, full, refuse,
+    BuildCtx, DelayOp, Flat, GraphOp, LeafStepOp, StreamRefusal, Timing, align, find_builder, full, held, refuse,
 )
 from edgeseq.graph.aten import SHAPE_OPS as ATEN_SHAPE_OPS
 from edgeseq.graph.frame import FrameModule, frame_rewrite
@@ -102,8 +102,13 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
             continue
         tin = [a for a in node.all_input_nodes if a in timings and (a.meta.get("time") is not None or a in pairs)]
         if not node.meta.get("time_consistent", True):
-            raise refuse(node, "changes the sizes of several axes with the sequence length (time folded with "
-                               "something other than the batch): the converter cannot follow its time axis")
+            raise refuse(node, "changes the sizes of several axes with the sequence length, or its length by a "
+                               "factor that is no whole fraction (time folded with something other than the "
+                               "batch, or upsampled): the converter cannot follow its time axis")
+        rates = sorted({timings[a].rate for a in tin})
+        if len(rates) > 1:
+            raise refuse(node, f"meets values at different frame rates (one frame every {rates} input frames): "
+                               "subsample the faster one the same way first")
         builder = find_builder(gm, node)
         timed = tin or node.meta.get("time") is not None  # an arange over the length has no timed input
         built = builder(BuildCtx(gm, node, env, timings)) if builder is not None and timed else None
@@ -113,6 +118,8 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
                 ops[name] = built.op
                 entry.op = name
                 entry.mode = "leaf" if isinstance(built.op, LeafStepOp) else None
+                _hold(built.op, [timings[a] for a in tin])
+            _check_rate(node, built.timing)
             timings[node] = built.timing
             if isinstance(env[node], tuple):
                 pairs[node] = built.element
@@ -149,9 +156,13 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
                                "over time); register a stream form with edgeseq.graph.register_stream_op")
         ts = [timings[a] for a in tin]
         out = align(ts)
+        _check_rate(node, out)
         for a, t in zip(tin, ts):
             k = out.delay - t.delay
-            if t.pad is not None and (k < t.pad[0] or t.first):
+            if k % t.rate:
+                raise refuse(node, f"meets values whose frames come at different phases (one frame every {t.rate} "
+                                   f"input frames, {k % t.rate} apart): their strided layers must start on the same frame")
+            if t.pad is not None and k // t.rate < t.pad[0]:
                 raise refuse(node, "reads a sequence padded along time that no convolution or later frame consumes: "
                                    "padding along time must feed a convolution over time, or meet the unpadded "
                                    "sequence (the previous frame: F.pad(x, ...)[:, :-1] next to x)")
@@ -162,18 +173,37 @@ def plan(gm: fx.GraphModule, env: dict, out_axis_expected: int) -> tuple[list[En
                 if (a, k) not in lines:  # one delay line per value and delay, however many nodes read it
                     name = _unique(ops, f"{_state_prefix(a)}.delay")
                     frame = tuple(s if i != a.meta["time"] else 1 for i, s in enumerate(env[a].shape))[1:]
-                    ops[name] = DelayOp(frame, k, t.pad[1] if t.pad else 0.0)
+                    ops[name] = DelayOp(frame, k // t.rate, t.pad[1] if t.pad else 0.0)
+                    _hold(ops[name], [t], padded=t.pad is not None)
                     lines[(a, k)] = name
                 entry.delays[a] = lines[(a, k)]
         rewrite = frame_rewrite(gm, node, env)  # the same operation in a form the delegates run
         if rewrite is not None:
             entry.op = _unique(ops, _state_prefix(node))
             ops[entry.op] = rewrite
+            _hold(rewrite, ts)
         entry.frame, entry.mode = _flat_mode(gm, node, env, rewrite, frames, entry.delays)
         if entry.mode == "retime":
             entry.rest = tuple(sz for i, sz in enumerate(env[node].shape) if i not in (0, node.meta["time"]))
         timings[node] = out
     return entries, ops, out_timing
+
+
+def _hold(op: GraphOp, inputs: list[Timing], padded: bool = False) -> None:
+    """Mark an op whose input comes every ``rate``-th step: the step holds its state in between (GraphOp.hold);
+    a delay line starting full of a left padding (``padded``) holds it until the input's first real frame too."""
+    if inputs and (inputs[0].rate > 1 or (padded and inputs[0].first)) and op.states():
+        op.hold = (max(t.first for t in inputs), inputs[0].rate)
+
+
+def _check_rate(node: fx.Node, timing: Timing) -> None:
+    """The rate the plan followed must be the one the two runs of the model show (a stride the converter did not
+    see as one, or frames stacked into features with a reshape, would give the step the wrong frames)."""
+    seen = node.meta.get("rate", 1)
+    if node.meta.get("time") is not None and timing.rate != seen:
+        raise refuse(node, f"gives one frame every {seen} input frames, where the converter expected one every "
+                           f"{timing.rate}: it changes the frame rate in a way the converter does not know (frames "
+                           "stacked into features, or a stride of an operation without a stream form)")
 
 
 ELEMENTWISE = {  # per-frame operations that act on each feature alone: they take a Flat value as it is
@@ -254,7 +284,8 @@ def _unique(ops: dict, name: str) -> str:
 class GraphStep(StepModule):
     """A user's model as a step: the traced graph run on one frame (time axis of length 1), its stream
     operations' states threaded through. State names: ``<module path>.<tensor>`` (``front.conv.buf``,
-    ``gru.h0``), plus ``frames`` (a saturating step counter) when a buffer must wait for its first real frame."""
+    ``gru.h0``), plus ``frames`` (a step counter, saturating or wrapping within the period of its frame rates) when a buffer
+    must wait for its first real frame or an op takes a frame every k-th step."""
 
     def __init__(self, gm: fx.GraphModule, entries: list[Entry], ops: dict[str, GraphOp], frame: tuple[int, ...],
                  time_axis: int, out_timing: Timing, out_frame: tuple[int, ...], info: StepInfo):
@@ -271,18 +302,24 @@ class GraphStep(StepModule):
             own = ops[name].states()
             self.slots[name] = (len(tensors), len(tensors) + len(own))
             tensors += [StateTensor(f"{name}.{t.name}", t.shape, t.dtype, t.fill) for t in own]
-        waits = [getattr(getattr(op, "conv", op), "upstream", 0) or getattr(op, "first", 0) for op in ops.values()]
-        self.cap = max(waits, default=0)
-        if self.cap:
+        waits = [getattr(getattr(op, "conv", getattr(op, "pool", op)), "upstream", 0) or getattr(op, "first", 0)
+                 for op in ops.values()]
+        holds = [op.hold for op in ops.values() if op.hold is not None]
+        self.cap = max(waits + [h[0] for h in holds], default=0)
+        # the frame counter counts up to cap, then wraps within one period of the rates (their lcm), so that
+        # (t - first) mod rate stays right for every op: a saturating counter where every rate is 1
+        self.period = math.lcm(1, *(h[1] for h in holds))
+        self.counted = bool(self.cap) or self.period > 1
+        if self.counted:
             tensors.append(StateTensor("frames", (1,)))
         span = out_timing.span
         self.state_spec = StateSpec(tuple(tensors), delay=out_timing.delay,
-                                    receptive_field=None if span is None else span + 1)
+                                    receptive_field=None if span is None else span + 1, output_stride=out_timing.rate)
         self.info = info
         self._mods: dict[str, nn.Module] = {}  # call_module targets, resolved on first use
 
     def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        t = state[-1] if self.cap else None
+        t = state[-1] if self.counted else None
         env: dict[fx.Node, object] = {}
         delayed: dict[str, object] = {}  # a delay line's output this step (read by several nodes, stepped once)
         new: list[torch.Tensor] = []
@@ -306,13 +343,13 @@ class GraphStep(StepModule):
                 for a, name in e.delays.items():
                     if name not in delayed:
                         lo, hi = self.slots[name]
-                        delayed[name], s = self.graph_ops[_key(name)].step((full(env[a]),), {}, tuple(state[lo:hi]), t)
+                        delayed[name], s = _stepped(self.graph_ops[_key(name)], (full(env[a]),), {}, tuple(state[lo:hi]), t)
                         new += s
                     local[a] = delayed[name]
             env[n], s = self._run(e, local, state, t)
             new += s
-        if self.cap:
-            new.append(t + 1.0 - torch.clamp(t + 1.0 - float(self.cap), 0.0, 1.0))  # counts up to cap, then stays
+        if self.counted:  # t + 1 until it reaches cap + period, then back by one period (cap itself where period is 1)
+            new.append(t + 1.0 - float(self.period) * torch.clamp(t + 2.0 - float(self.cap + self.period), 0.0, 1.0))
         if isinstance(out, Flat) and out.t.dim() == 2:
             return out.t, tuple(new)
         out = full(out)
@@ -332,7 +369,7 @@ class GraphStep(StepModule):
         s: tuple = ()
         if e.op is not None:
             lo, hi = self.slots[e.op]
-            y, s = self.graph_ops[_key(e.op)].step(args, kwargs, tuple(state[lo:hi]), t)
+            y, s = _stepped(self.graph_ops[_key(e.op)], args, kwargs, tuple(state[lo:hi]), t)
         elif n.op == "call_function":
             y = n.target(*args, **kwargs)
         elif n.op == "call_method":
@@ -365,6 +402,14 @@ class GraphStep(StepModule):
             y = y[0]
         a = self.time_axis
         return y.movedim(a, 1).reshape(y.shape[0], y.shape[a], -1)
+
+
+def _stepped(op: GraphOp, args, kwargs, state: tuple, t) -> tuple[object, tuple]:
+    """One stream op's step, its state held where its input is not fresh (``op.hold``)."""
+    y, new = op.step(args, kwargs, state, t)
+    if op.hold is not None:
+        new = held(new, state, t, *op.hold)
+    return y, new
 
 
 def _key(name: str) -> str:

@@ -147,7 +147,11 @@ def fresh_mask(t: torch.Tensor, first: int, rate: int) -> torch.Tensor:
     partition: clamp(t - first + 1, 0, 1) is exactly 0 or 1."""
     ready = torch.clamp(t - float(first - 1), 0.0, 1.0)
     if rate > 1:
-        ready = ready * torch.clamp(1.0 - torch.remainder(t - float(first), float(rate)), 0.0, 1.0)
+        # (t - first) mod rate as u - rate * floor(u / rate): XNNPACK delegates floor and div, not remainder (which
+        # split a strided step's ExecuTorch program in two). Exact: u is a whole number below 2**24, and a quotient
+        # that is whole is exactly so in float32, one that is not lies at least 1/rate from the next whole one
+        u = t - float(first)
+        ready = ready * torch.clamp(1.0 - (u - float(rate) * torch.floor(u / float(rate))), 0.0, 1.0)
     return ready
 
 

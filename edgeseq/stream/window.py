@@ -241,6 +241,10 @@ class PoolStep(Window):
         if self.kind == "avg":  # a 2D matmul with a mean column: delegate-friendly
             rows = window.movedim(2, -1).reshape(-1, k)
             y = torch.mm(rows, self.mean_col).reshape(B, C, *spatial)
-        else:
-            y = nn.functional.max_pool1d(dilated_frames(window, self.dil), self.k).reshape(B, C)
+        else:  # elementwise maxima over the k taps (XNNPACK delegates them; max_pool1d left 3 ops outside)
+            taps = dilated_frames(window, self.dil)
+            y = taps[:, :, :1]  # slices, not selects (XNNPACK leaves select_copy outside)
+            for i in range(1, self.k):
+                y = torch.maximum(y, taps[:, :, i:i + 1])
+            y = y.reshape(B, C, *spatial)
         return y

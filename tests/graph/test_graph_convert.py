@@ -179,8 +179,12 @@ def _flip(self, x):
     return torch.flip(x, dims=[1])
 
 
-def _strided(self, x):
-    return self.conv(x.transpose(1, 2)).transpose(1, 2)
+def _upsampled(self, x):
+    return x.repeat_interleave(2, dim=1)
+
+
+def _out_of_phase(self, x):  # the convolution's frame j is ready at input frame 2j + 1, x[:, 2::2]'s at 2j + 2
+    return self.conv(x.transpose(1, 2)).transpose(1, 2)[:, :-1] + x[:, 2::2]
 
 
 def _final_state(self, x):
@@ -210,10 +214,6 @@ def _max_over_time(self, x):
     return x - x.max(dim=1, keepdim=True)[0]
 
 
-def _strided_2d(self, x):
-    return self.conv(x.transpose(1, 2).unsqueeze(1)).flatten(1, 2).transpose(1, 2)
-
-
 def _count_from_the_end(self, x):
     return x * torch.arange(x.size(1), 0, -1).reshape(1, -1, 1)
 
@@ -222,14 +222,14 @@ REFUSALS = [
     (_bidir, dict(gru=nn.GRU(4, 4, batch_first=True, bidirectional=True)), r"self\.gru \(GRU\) at .*is bidirectional"),
     (_mean_over_time, {}, r"\.mean\(\) at test_graph_convert\.py:\d+ .*reduces over the time axis|mixes frames"),
     (_flip, {}, r"torch\.flip at test_graph_convert\.py:\d+ .*mixes frames"),
-    (_strided, dict(conv=nn.Conv1d(4, 4, 3, stride=2)), r"self\.conv \(Conv1d\) .*stride 2 along time changes the frame rate"),
+    (_upsampled, {}, r"\.repeat_interleave\(\) at .*its length by a factor that is no whole fraction"),
+    (_out_of_phase, dict(conv=nn.Conv1d(4, 4, 2, stride=2)), r"\+ at .*frames come at different phases"),
     (_final_state, dict(gru=nn.GRU(4, 4, batch_first=True)), r"final state \(h_n\) is used"),
     (_two_outputs, {}, r"returns tuple, not one tensor"),
     (_data_dependent, {}, r"cannot trace _Net\.forward.*control flow"),
     (_last_frame, {}, r"selects single frames"),
     (_cummax_indices, {}, r"\.cummax\(\) at test_graph_convert\.py:\d+ .*its indices are used"),
     (_max_over_time, {}, r"\.max\(\) at .*reduces over the time axis"),
-    (_strided_2d, dict(conv=nn.Conv2d(1, 2, 3, stride=(1, 2))), r"self\.conv \(Conv2d\) .*stride 2 along time"),
     (_count_from_the_end, {}, r"torch\.arange at .*counts from a start that depends on the sequence length"),
 ]
 

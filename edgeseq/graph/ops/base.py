@@ -1,8 +1,10 @@
 """What every kind of stream operation shares (the kinds: :mod:`edgeseq.graph.ops`).
 
 Every value that carries time has a :class:`Timing` in the stream: at step n it holds the model's frame
-``n - delay``; its first real frame arrives at step ``first``; a pending left ``pad`` (frames of a constant that
-precede the real ones) waits for the convolution that reads it, whose ring buffer starts filled with it. The
+``(n - delay) / rate`` when that is a whole number (a value behind a stride-k convolution, pool or ``x[:, ::k]`` is
+fresh only every ``rate``-th step, and holds what it held in between); its first real frame arrives at step
+``first``; a pending left ``pad`` (frames of a constant that precede the real ones) waits for the convolution that
+reads it, whose ring buffer starts filled with it. The
 builders are looked up by module type (``call_module``), by function (``call_function``) or by method name
 (``call_method``) in :data:`STREAM_OPS`; :func:`register_stream_op` adds one. The buffers are the stream
 vocabulary of :mod:`edgeseq.stream` (:class:`~edgeseq.stream.ConvStep`, :class:`~edgeseq.stream.DelayLine`),
@@ -39,13 +41,31 @@ class Timing:
     first: int = 0  # the step at which its first real frame arrives
     span: int | None = 0  # input frames of history one frame depends on (None: unbounded)
     pad: tuple[int, float] | None = None  # pending left padding (frames, value) for the next convolution
+    rate: int = 1  # input frames per frame of this value (the product of the strides before it)
 
 
 def align(timings: list[Timing]) -> Timing:
-    """The timing of a per-frame op's output from its inputs' (aligned to the latest delay)."""
+    """The timing of a per-frame op's output from its inputs' (aligned to the latest delay; one rate, checked by
+    the plan)."""
     delay = max(t.delay for t in timings)
     spans = [None if t.span is None else t.span + delay - t.delay for t in timings]  # a delayed input reaches back
-    return Timing(delay, max(t.first for t in timings), None if any(s is None for s in spans) else max(spans))
+    return Timing(delay, max(t.first for t in timings), None if any(s is None for s in spans) else max(spans),
+                  rate=timings[0].rate)
+
+
+def on_phase(first: int, delay: int, rate: int) -> int:
+    """The first step at or after ``first`` at which a value of this delay and rate is fresh."""
+    return first if rate == 1 or first <= delay else delay + -(-(first - delay) // rate) * rate
+
+
+def windowed(t: Timing, span: int, own: int, stride: int) -> Timing:
+    """The timing after a window over time (a convolution or a pool) on an input of timing ``t``: ``span`` frames
+    of history, ``own`` of them its own left padding, one output every ``stride`` of its input frames (which come
+    every ``t.rate`` steps)."""
+    r = t.rate
+    delay = t.delay + (span - own) * r
+    return Timing(delay, on_phase(max(delay, t.first), delay, r * stride),
+                  None if t.span is None else t.span + span * r, rate=r * stride)
 
 
 # what a stream op with a pair of outputs gives in the step: the per-frame value first (an RNN's sequence output,
@@ -54,7 +74,11 @@ Pair = namedtuple("Pair", "values indices")
 
 
 class GraphOp(nn.Module):
-    """A stream operation: ``step(args, kwargs, state, t) -> (value, new state)``; ``states()`` its tensors."""
+    """A stream operation: ``step(args, kwargs, state, t) -> (value, new state)``; ``states()`` its tensors.
+    ``hold``: (first, rate) of its input where that comes every ``rate``-th step (set by the plan): the step keeps
+    the op's state where the input is not fresh (:func:`held`), so that no op needs to know about rates."""
+
+    hold: tuple[int, int] | None = None
 
     def states(self) -> tuple[StateTensor, ...]:
         return ()
@@ -92,12 +116,13 @@ class Flat:
         return self._value
 
 
-def held(new, old, t, first: int) -> tuple:
-    """The new state tensors, or the old ones before the input's first real frame arrives (step ``first``, frame
-    counter ``t``): arithmetic with the 0/1 :func:`~edgeseq.stream.fresh_mask`, which XNNPACK delegates."""
-    if not first or t is None:
+def held(new, old, t, first: int, rate: int = 1) -> tuple:
+    """The new state tensors, or the old ones where the input is not fresh: before its first real frame arrives
+    (step ``first``, frame counter ``t``), and between its frames when it comes every ``rate``-th step. Arithmetic
+    with the 0/1 :func:`~edgeseq.stream.fresh_mask`, which XNNPACK delegates."""
+    if (not first and rate == 1) or t is None:
         return tuple(new)
-    fresh = fresh_mask(t, first, 1)
+    fresh = fresh_mask(t, first, rate)
     return tuple(n * fresh.reshape(-1, *(1,) * (n.dim() - 1)) + o * (1.0 - fresh.reshape(-1, *(1,) * (o.dim() - 1)))
                  for n, o in zip(new, old))
 

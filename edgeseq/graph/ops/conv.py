@@ -10,7 +10,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from edgeseq.errors import ConfigError
-from edgeseq.graph.ops.base import Build, BuildCtx, GraphOp, StreamRefusal, Timing, refuse, register_stream_op
+from edgeseq.graph.ops.base import Build, BuildCtx, GraphOp, StreamRefusal, refuse, register_stream_op, windowed
 from edgeseq.graph.trace import describe, where
 from edgeseq.stream import ConvStep, Ctx
 
@@ -85,9 +85,8 @@ def _conv(ctx: BuildCtx, spec: ConvSpec) -> Build | None:
         raise refuse(node, f"convolves an input of shape {tuple(x.shape)} whose time is on the channel axis (1): "
                            "transpose time to a spatial axis first (the convolution would mix frames as channels)")
     k = axis - 2  # which spatial axis carries time
-    if spec.stride[k] != 1:
-        raise refuse(node, f"stride {spec.stride[k]} along time changes the frame rate (one output every "
-                           f"{spec.stride[k]} frames), which the graph converter does not stream yet")
+    stride = spec.stride[k]  # one output every `stride` frames of its input: the buffer computes it when it is due
+    spec = replace(spec, stride=tuple(1 if i == k else s for i, s in enumerate(spec.stride)))
     if spec.padding_mode != "zeros":
         raise refuse(node, f"padding_mode={spec.padding_mode!r} reads frames from the end of the sequence or mirrors "
                            "future ones; a stream cannot (use zero padding on the left)")
@@ -117,8 +116,7 @@ def _conv(ctx: BuildCtx, spec: ConvSpec) -> Build | None:
         step.upstream = t.first  # the padding frames wait in the buffer until the real ones come
     out = ctx.env[node]
     out_frame = tuple(1 if i == axis else s for i, s in enumerate(out.shape))[1:]
-    delay = t.delay - own + span
-    return Build(ConvOp(step, canon, out_frame), Timing(delay, max(delay, t.first), None if t.span is None else t.span + span))
+    return Build(ConvOp(step, canon, out_frame), windowed(t, span, own, stride))
 
 
 def _conv_module(ctx: BuildCtx) -> Build | None:

@@ -77,9 +77,13 @@ def leaf_module(ctx: BuildCtx, module: nn.Module, src) -> Build:
     out_axis = expect  # the output keeps the input's layout: (B, T, H), or (T, B, H) for batch_first=False
     t = ctx.timing(src)
     d = sub.state_spec.delay
-    span = None if (t.span is None or sub.state_spec.receptive_field is None) else t.span + sub.state_spec.receptive_field - 1
+    r = t.rate  # a sub-step behind strides takes a frame every r steps (its state is held in between)
+    span = None if (t.span is None or sub.state_spec.receptive_field is None) else t.span + (sub.state_spec.receptive_field - 1) * r
+    if sub.state_spec.output_stride != 1:
+        raise refuse(node, "has temporal strides of its own inside a converted sub-model; the graph converter "
+                           "streams strides of the model's own layers")
     return Build(LeafStepOp(sub, in_axis, out_axis, t.first, isinstance(out, tuple)),
-                 Timing(t.delay + d, t.first + d, span),
+                 Timing(t.delay + d * r, t.first + d * r, span, rate=r),
                  ({0}, "its final state (h_n) is used: it is the state after the whole sequence, which a stream never "
                        "has; use the per-frame output (the first element)"))
 

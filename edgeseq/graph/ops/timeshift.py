@@ -10,7 +10,7 @@ import operator
 import torch
 from torch import fx, nn
 
-from edgeseq.graph.ops.base import Build, BuildCtx, GraphOp, Identity, refuse, register_stream_op
+from edgeseq.graph.ops.base import Build, BuildCtx, GraphOp, Identity, on_phase, refuse, register_stream_op
 from edgeseq.stream import DelayLine
 
 
@@ -54,7 +54,7 @@ def _pad_timing(ctx: BuildCtx, left: int, right: int, value: float, mode: str = 
     if t.pad is not None and left and t.pad[1] != value:
         raise refuse(node, f"pads with {value} a sequence already padded with {t.pad[1]}: one value per convolution")
     pending = (t.pad[0] if t.pad else 0) + left
-    timing = replace(t, delay=t.delay - left, pad=(pending, float(value)) if pending else None)
+    timing = replace(t, delay=t.delay - left * t.rate, pad=(pending, float(value)) if pending else None)
     return Build(Identity(lambda args, kwargs: args[0]), timing)
 
 
@@ -124,32 +124,36 @@ def _getitem(ctx: BuildCtx) -> Build | None:
 
 
 def _time_slice(ctx: BuildCtx, src: fx.Node, e_a, e_b, pick) -> Build:
-    """A slice along time, ``e_a`` at the example's length and ``e_b`` one frame longer: a shift of the timing
-    (``x[:, 1:]``, the chomp ``x[..., :-k]``), or refused where it is not one."""
+    """A slice along time, ``e_a`` at the example's length and ``e_b`` in the longer run: a shift of the timing
+    (``x[:, 1:]``, the chomp ``x[..., :-k]``), every k-th frame (``x[:, ::k]``: a k times slower rate), or refused
+    where it is none of these."""
     node = ctx.node
-    n = src.meta["length"]
+    n, grow = src.meta["length"], src.meta.get("growth", 1)
     if not isinstance(e_a, slice):
         raise refuse(node, "selects single frames of the sequence (x[:, -1], an index along time): a stream gives "
                            "an output per frame; return the whole sequence and read the frame you need from the stream")
     start_a, stop_a, step_a = e_a.indices(n)
-    start_b, stop_b, _ = e_b.indices(n + 1)
-    if step_a != 1:
-        raise refuse(node, f"takes every {step_a}th frame: it changes the frame rate along time, which a step that "
-                           "emits one output per input frame cannot do")
+    start_b, stop_b, _ = e_b.indices(n + grow)
+    if step_a < 1:
+        raise refuse(node, "reverses time (a negative step): a stream cannot read its frames backwards")
     if start_a != start_b:
         raise refuse(node, "slices from a start that depends on the sequence length (x[:, -k:] keeps the last frames "
                            "of the whole sequence, which a stream has not seen yet)")
-    if n - stop_a != n + 1 - stop_b:
+    if n - stop_a != n + grow - stop_b:
         raise refuse(node, f"keeps only frames {start_a}..{stop_a - 1} (a stop that does not move with the sequence "
                            "length): a stream never ends")
     t = ctx.timing(src)
+    if step_a > 1 and t.pad is not None:
+        raise refuse(node, "takes every k-th frame of a sequence padded along time; pad after the subsampling")
+    r = t.rate
     if t.pad is not None:  # dropping the first frames of a padding leaves less of it pending
         left, value = t.pad
         rest = left - start_a
-        timing = replace(t, delay=t.delay + start_a, first=t.first + max(0, -rest),
+        timing = replace(t, delay=t.delay + start_a * r, first=t.first + max(0, -rest) * r,
                          pad=(rest, value) if rest > 0 else None)
     else:
-        timing = replace(t, delay=t.delay + start_a, first=t.first + start_a)
+        delay = t.delay + start_a * r
+        timing = replace(t, delay=delay, first=on_phase(t.first + start_a * r, delay, r * step_a), rate=r * step_a)
     return Build(Identity(pick), timing)
 
 
