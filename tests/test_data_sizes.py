@@ -137,3 +137,105 @@ def test_stream_reads_a_long_npy_in_chunks_in_flat_memory(tmp_path):
     sess = edgeseq.open(art.path)
     ref = np.stack([sess.push(f) for f in x[:300]])
     np.testing.assert_array_equal(np.load(tmp_path / "big_y.npy")[:300], ref)
+
+
+@pytest.mark.parametrize("text,expected", [("1000", 1000), ("512MiB", 512 << 20), ("2G", 2 << 30), ("1.5GB", 1_500_000_000),
+                                           ("64 kib", 64 << 10)])
+def test_max_memory_sizes_are_read_as_users_write_them(text, expected):
+    assert sizes.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "-1G", "2 parsecs", "0"])
+def test_a_max_memory_that_is_no_size_is_refused(text):
+    with pytest.raises(InputError, match="--max-memory .*expected a size such as 512MiB"):
+        sizes.parse_size(text)
+
+
+def _table(path, rows=400):
+    rng = np.random.default_rng(0)
+    with open(path, "w") as f:
+        f.write("series,a,b,label\n")
+        for i in range(rows):
+            f.write(f"{i // 40},{rng.standard_normal():.6f},{rng.standard_normal():.6f},{(i // 40) % 2}\n")
+    return path
+
+
+def test_a_table_that_would_not_fit_the_limit_is_refused_before_it_is_read(tmp_path):
+    from edgeseq.data.files import DataOptions
+
+    path = _table(tmp_path / "t.csv")
+    size = path.stat().st_size
+    need = size * sizes.TEXT_BYTES_PER_BYTE
+    with pytest.raises(InputError, match=rf"t\.csv \({sizes.human(size)} of text\): reading it takes "
+                                         rf"{sizes.human(need)}, more than the limit given \(1000 bytes\)"):
+        load(str(path), DataOptions(max_memory=1000))
+    assert len(load(str(path), DataOptions(max_memory=need)).train) > 0  # the same file within the limit reads
+
+
+def test_a_folder_is_charged_all_its_files_before_any_is_read(tmp_path):
+    from edgeseq.data.files import DataOptions
+
+    for i in range(3):
+        (tmp_path / "d" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / "d" / f"c{i % 2}" / f"s{i}.npy", np.zeros((100, 4), np.float32))  # 1,600 bytes each
+    with pytest.raises(InputError, match=r"d \(3 files\): reading it takes 4\.7 KiB, more than the limit given"):
+        load(str(tmp_path / "d"), DataOptions(max_memory=4000))
+    ds = load(str(tmp_path / "d"), DataOptions(max_memory=5000))  # within the limit: read, one class per sub-folder
+    assert sorted(ds.classes) == ["c0", "c1"]
+
+
+def test_a_parquet_footer_that_claims_more_than_the_file_holds_is_refused(tmp_path):
+    from extras import need  # tests/extras.py
+
+    need("pyarrow", "parquet")
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"a": rng.standard_normal(20_000), "b": rng.standard_normal(20_000)}).to_parquet(path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.parquet"  # 100 KB taken out of its data: the footer (at the end) still lists them
+    cut.write_bytes(data[:4] + data[4 + 100_000:])
+    with pytest.raises(InputError, match=rf"cut\.parquet: its footer claims 20,000 rows in column chunks of .* but the "
+                                         rf"file holds {sizes.human(len(data) - 100_000)}"):
+        load(str(cut))
+    sizes.check_parquet(path)  # the whole file passes
+    with pytest.raises(InputError, match=r"t\.parquet \(20,000 rows x 2 columns\): reading it takes .* more than the limit"):
+        sizes.check_parquet(path, max_memory=1 << 20)
+
+
+def test_the_cli_refuses_data_past_max_memory_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeseq.cli.main import app
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 50, 3), np.float32), y=np.arange(20) % 2)
+    r = CliRunner().invoke(app, ["train", "--family", "rnn", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "m"),
+                                 "--max-memory", "4KiB"])
+    assert r.exit_code == 1, r.output
+    assert "d.npz: reading it takes 11.9 KiB, more than the limit given (4.0 KiB)" in " ".join(r.output.split())
+    assert not (tmp_path / "m").exists()
+    r = CliRunner().invoke(app, ["train", "--family", "rnn", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "m"),
+                                 "--max-memory", "lots"])
+    assert r.exit_code == 1 and "--max-memory 'lots'" in r.output
+
+
+def test_stream_refuses_a_csv_input_past_max_memory_before_streaming(tmp_path):
+    from extras import need  # tests/extras.py
+
+    need("onnxruntime", "onnx")
+    from typer.testing import CliRunner
+
+    import edgeseq
+    from edgeseq.cli.main import app
+
+    art = edgeseq.export(edgeseq.convert(edgeseq.build("rnn", d_in=2, d_out=1, d_hidden=4)), tmp_path / "m",
+                         target="onnx", steps=20)
+    np.savetxt(tmp_path / "x.csv", np.zeros((100, 2)), delimiter=",")
+    args = ["stream", str(art.path), "--input", str(tmp_path / "x.csv"), "--output", str(tmp_path / "y.npy")]
+    r = CliRunner().invoke(app, [*args, "--max-memory", "1KiB"])
+    assert r.exit_code == 1 and "x.csv" in r.output and "more than the limit given (1.0 KiB)" in " ".join(r.output.split())
+    assert not (tmp_path / "y.npy").exists()
+    r = CliRunner().invoke(app, [*args, "--max-memory", "10MiB"])
+    assert r.exit_code == 0, r.output
+    assert np.load(tmp_path / "y.npy").shape == (100, 1)

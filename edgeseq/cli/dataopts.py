@@ -21,15 +21,21 @@ Features = Annotated[Optional[str], typer.Option(
 Task = Annotated[Optional[str], typer.Option(
     "--task", help="The data's task: classify, sequence or unlabeled (default: from the labels' shape: one per series "
                    "is classify, per-step targets sequence, none unlabeled); a file whose labels do not fit it is refused.")]
+MaxMemory = Annotated[Optional[str], typer.Option(
+    "--max-memory", help="The most memory reading the data may take (512MiB, 2GiB, bytes); a file that would take "
+                         "more is refused before it is read. Default: the memory available.")]
 SplitSeed = Annotated[int, typer.Option(
     "--split-seed", help="Seed of the train/test split made when the data has none (a 'split' column or array).")]
 
 
-def data_options(series_col=None, time_col=None, label_col=None, features=None, split_seed: int = 0, task=None):
+def data_options(series_col=None, time_col=None, label_col=None, features=None, split_seed: int = 0, task=None,
+                 max_memory: str | None = None):
     from edgeseq.data.files import DataOptions
+    from edgeseq.data.sizes import parse_size
 
     cols = tuple(c.strip() for c in features.split(",") if c.strip()) if features else None
-    return DataOptions(series=series_col, time=time_col, label=label_col, features=cols, seed=split_seed, task=task)
+    return DataOptions(series=series_col, time=time_col, label=label_col, features=cols, seed=split_seed, task=task,
+                       max_memory=None if max_memory is None else parse_size(max_memory))
 
 
 def load_data(source: str, options, what: str = "data"):

@@ -10,7 +10,7 @@ import typer
 
 from edgeseq.cli.common import err, handle_errors, out, progress_bar, status
 from edgeseq.cli.dataopts import (
-    SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
+    SOURCE_HELP, Features, LabelCol, MaxMemory, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
 )
 
 
@@ -40,6 +40,7 @@ def prune(
     features: Features = None,
     split_seed: SplitSeed = 0,
     task: Task = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Prune MODEL_DIR with METHOD, fine-tune, and write the pruned model directory to OUT.
 
@@ -69,7 +70,7 @@ def prune(
     c = model.config
     fits = dict(d_out=getattr(c, "d_out", None), task=getattr(c, "task", None))
     if data is not None:  # the user's data: it must fit, or nothing is done
-        ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task))
+        ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task, max_memory))
         check_fits(ds, c.d_in, what="--data", **fits)
     else:  # the bundled default, where it fits this model
         ds = load_dataset("japanese-vowels")

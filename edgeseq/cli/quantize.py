@@ -12,7 +12,7 @@ import typer
 from edgeseq.cli.choices import ActivationGrid, SchemeName, Target, WeightFormat
 from edgeseq.cli.common import handle_errors, out, progress_bar, status
 from edgeseq.cli.dataopts import (
-    SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
+    SOURCE_HELP, Features, LabelCol, MaxMemory, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
 )
 from edgeseq.cli.source import ModelArg, TimeAxisOpt
 from edgeseq.errors import ConfigError
@@ -52,6 +52,7 @@ def quantize(
     features: Features = None,
     split_seed: SplitSeed = 0,
     task: Task = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Quantize MODEL's step with SCHEME, export it to TARGET and check it.
 
@@ -92,7 +93,7 @@ def quantize(
     with status(f"converting {model_dir}"):
         _model, step = open_model(model_dir, time_axis)
     float_step = copy.deepcopy(step)  # the fp32 reference of the drift rollout
-    opts = data_options(series_col, time_col, label_col, features, split_seed, task)
+    opts = data_options(series_col, time_col, label_col, features, split_seed, task, max_memory)
     cal = load_data(calib, opts, "calibration data") if calib else None
     if cal is not None:
         check_fits(cal, step.d_in, what="--calib")

@@ -10,10 +10,11 @@ import typer
 
 from edgeseq.cli.choices import RuntimeName
 from edgeseq.cli.common import err, handle_errors, progress_bar
+from edgeseq.cli.dataopts import MaxMemory
 from edgeseq.errors import EdgeseqError, ShapeError
 
 
-def read_stream(path: Path):
+def read_stream(path: Path, max_memory: int | None = None):
     """(T, d_in) or (T, batch, d_in) from ``.npy`` (no pickle; read in chunks as it is indexed, see
     :class:`~edgeseq.data.sizes.NpyFrames`) or ``.csv`` (one step per row, as an array)."""
     from edgeseq.data.sizes import NpyFrames
@@ -25,6 +26,9 @@ def read_stream(path: Path):
             # than the file holds is refused here, in one line, before anything is allocated
             arr = NpyFrames(path)
         elif suffix == ".csv":
+            from edgeseq.data.sizes import check_table
+
+            check_table(path, max_memory)  # read whole: what that takes against the memory, before reading
             arr = _read_csv(path)
         else:
             raise ShapeError(f"{path}: expected a .npy or .csv file, got {suffix or 'no suffix'}")
@@ -84,6 +88,7 @@ def stream(
     runtime: Annotated[Optional[RuntimeName], typer.Option(help="Runtime to use (default: the manifest's).")] = None,
     state_in: Annotated[Optional[Path], typer.Option(help="Resume from a state saved by --state-out (must come from the same model).")] = None,
     state_out: Annotated[Optional[Path], typer.Option(help="Save the final state here (.npz) to resume later.")] = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Stream INPUT through ARTIFACT one step at a time, feeding the state back, and write the outputs.
 
@@ -108,11 +113,16 @@ def stream(
     import edgeseq
     from edgeseq.runtimes import StreamState
 
-    xs = read_stream(input_path)
+    from edgeseq.data.sizes import check_memory, parse_size
+
+    limit = None if max_memory is None else parse_size(max_memory)
+    xs = read_stream(input_path, limit)  # a .npy streams in chunks; its header's claim is checked against the file
     batch = xs.shape[1] if xs.ndim == 3 else 1
     sess = edgeseq.open(artifact, runtime=runtime.value if runtime else None, batch=batch)
     if xs.shape[-1] != sess.d_in:
         raise ShapeError(f"{input_path}: expected {sess.d_in} features per step, got {xs.shape[-1]}")
+    # the outputs are kept until they are written: what they take against the memory, before the first step
+    check_memory(f"{input_path} (the outputs of its {len(xs):,} steps)", len(xs) * batch * sess.d_out * 4, limit)
     if state_in is not None:
         sess.state = StreamState.load(state_in)
     start = sess.steps

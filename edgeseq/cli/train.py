@@ -10,7 +10,7 @@ import typer
 from edgeseq.cli.choices import Family
 from edgeseq.cli.common import err, handle_errors, out, progress_bar
 from edgeseq.cli.dataopts import (
-    SOURCE_HELP, Features, LabelCol, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
+    SOURCE_HELP, Features, LabelCol, MaxMemory, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
 )
 
 
@@ -34,6 +34,7 @@ def train(
     features: Features = None,
     split_seed: SplitSeed = 0,
     task: Task = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Train a model of FAMILY on DATA and save it as a model directory.
 
@@ -51,7 +52,7 @@ def train(
     from edgeseq.fsutil import write_json_atomic
     from edgeseq.train import TrainConfig, fit
 
-    ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task))
+    ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task, max_memory))
     if ds.task == "unlabeled":
         raise InputError(f"--data {ds.source or ds.name}: no labels to train on (a label column, y, labels.csv or "
                          "sub-folders); unlabeled data serves calibration, streaming and profiling")

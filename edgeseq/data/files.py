@@ -38,6 +38,7 @@ class DataOptions:
     task: str | None = None  # classify | sequence | unlabeled (default: from the labels' shape)
     test_fraction: float = 0.2  # of the series, when the file has no split
     seed: int = 0  # of that split
+    max_memory: int | None = None  # bytes a read may take at most (besides the memory available): --max-memory
 
 
 @dataclass
@@ -60,7 +61,7 @@ def _names(path: Path, n: int, what: str = "series") -> list[str]:
 def _npz(path: Path, opts: DataOptions) -> Raw:
     from edgeseq.data.sizes import check_npz
 
-    check_npz(path)  # every member's header against its recorded size, and the whole against memory, first
+    check_npz(path, opts.max_memory)  # every member's header against its recorded size, the whole against memory
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -128,7 +129,7 @@ def _npz_arrays(path: Path, arrays: dict, keys: list[str]) -> Raw:
 def _npy(path: Path, opts: DataOptions) -> Raw:
     from edgeseq.data.sizes import check_npy
 
-    check_npy(path)  # the header's claim against the file's size and the memory available, before allocating
+    check_npy(path, opts.max_memory)  # the header's claim against the file's size and the memory, before allocating
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -152,7 +153,10 @@ def _split_marks(values, n: int, where: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ tables
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+def _read_rows(path: Path, max_memory: int | None = None) -> tuple[list[str], list[list[str]]]:
+    from edgeseq.data.sizes import check_table
+
+    check_table(path, max_memory)  # what reading it takes against the memory, before reading
     delim = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         with open(path, newline="") as f:
@@ -171,9 +175,12 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def _parquet_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+def _parquet_rows(path: Path, max_memory: int | None = None) -> tuple[list[str], list[list[str]]]:
     pd = require("pandas", "parquet")
     require("pyarrow", "parquet")
+    from edgeseq.data.sizes import check_parquet
+
+    check_parquet(path, max_memory)  # the footer against the file, and the table it claims against the memory
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises its own types for corrupt files
@@ -201,7 +208,7 @@ def _float(v: str, path: Path, row: int, col: str) -> float:
 
 
 def _table(path: Path, opts: DataOptions, rows=None) -> Raw:
-    header, body = rows or _read_rows(path)
+    header, body = rows or _read_rows(path, opts.max_memory)
     sid = _column(header, opts.series, "series", path, "series-id")
     tcol = _column(header, opts.time, "time", path, "time")
     lcol = _column(header, opts.label, "label", path, "label")
@@ -266,7 +273,7 @@ READERS.register(".npz", _npz)
 READERS.register(".npy", _npy)
 READERS.register(".csv", _table)
 READERS.register(".tsv", _table)
-READERS.register(".parquet", lambda path, opts: _table(path, opts, _parquet_rows(path)))
+READERS.register(".parquet", lambda path, opts: _table(path, opts, _parquet_rows(path, opts.max_memory)))
 
 
 # ------------------------------------------------------------------------------------------------ folders
@@ -276,6 +283,10 @@ def _folder(path: Path, opts: DataOptions) -> Raw:
                    and p.name != "labels.csv")
     if not files:
         raise InputError(f"{path}: no .npy or .csv series in the folder")
+    from edgeseq.data.sizes import check_memory, claim
+
+    # all of its files together against the memory, from their headers and sizes, before reading any
+    check_memory(f"{path} ({len(files)} files)", sum(claim(f) for f in files), opts.max_memory)
     series, names = [], []
     for f in files:
         raw = READERS.get(f.suffix.lower())(f, opts)
