@@ -30,8 +30,9 @@ def exported(model: nn.Module, example: torch.Tensor, axis: int, where: str = ""
     from edgeseq.graph.pt2 import plain_module
 
     x = example[:1].detach().float()
+    shortest = _shortest(model, x, axis)
     x = torch.cat([x, x])  # batch 2: a batch of 1 would be specialised
-    dims = {0: torch.export.Dim("batch", min=1, max=1 << 16), axis: torch.export.Dim("T", min=MIN_FRAMES, max=1 << 24)}
+    dims = {0: torch.export.Dim("batch", min=1, max=1 << 16), axis: torch.export.Dim("T", min=shortest, max=1 << 24)}
     try:
         ep = torch.export.export(model, (x,), dynamic_shapes=(dims,), strict=False)
     except Exception as exc:
@@ -41,14 +42,36 @@ def exported(model: nn.Module, example: torch.Tensor, axis: int, where: str = ""
             cond = f" (only for {_named(guard.group(1))})" if guard else ""
             raise BranchRefusal(f"a branch on the sequence length{' at ' + where if where else ''} goes one way at "
                                 f"some lengths and another at others{cond}: a stream needs one way for every "
-                                f"length from {MIN_FRAMES} frames on") from None
+                                f"length from {shortest} frames on") from None
         raise
     sig = ep.graph_signature
     if len(sig.user_outputs) < 1:
         raise UnsupportedModuleError(f"{type(model).__name__}.forward returns nothing")
     gm = plain_module(ep.module(), type(model).__name__)  # (outputs, final state): the outputs stream
-    gm.meta["edgeseq_branches"] = f"traced by torch.export for lengths >= {MIN_FRAMES}"
+    from edgeseq.graph.fold import fold_constants
+
+    fold_constants(gm)  # filters computed in forward from the model's weights alone (a sinc filterbank): once
+    gm.meta["edgeseq_branches"] = f"traced by torch.export for lengths >= {shortest}"
     return gm
+
+
+def _shortest(model: nn.Module, x: torch.Tensor, axis: int, limit: int = 4096) -> int:
+    """The shortest input (from :data:`MIN_FRAMES`) whose output has two frames or more: a model that subsamples
+    time (a stride-8 filterbank) gives one frame or none below it, and torch.export's guards for those lengths
+    (a size of 1 broadcasts) are no branch of the model's."""
+    n = MIN_FRAMES
+    while n < min(limit, x.shape[axis]):
+        try:
+            with torch.no_grad():
+                y = model(x.narrow(axis, 0, n) if n <= x.shape[axis] else x)
+            while isinstance(y, (tuple, list)) and y:
+                y = y[0]
+            if isinstance(y, torch.Tensor) and y.dim() > axis and y.shape[axis] >= 2:
+                return n
+        except Exception:  # too short for the model (a kernel longer than the input): longer
+            pass
+        n *= 2
+    return MIN_FRAMES if n <= MIN_FRAMES else min(n, x.shape[axis])
 
 
 def _named(guard: str) -> str:

@@ -146,3 +146,50 @@ def test_batchnorm_1d_2d_3d_export_equal_to_the_model(cls, shape, axis, target, 
     assert _streamed(art, model, torch.randn(*long), axis) <= 1e-5
     if target == "executorch":
         assert "_native_batch_norm_legit_no_training" not in art.manifest["graph"]["non_delegated"]
+
+
+@pytest.mark.parametrize("kind", ["free", "stft", "analytic_free", "param_sinc"])
+def test_asteroid_filterbank_encoders_stream_at_their_stride(kind):
+    """asteroid-filterbanks (the learnable / STFT / sinc front-ends of Conv-TasNet-style separation models): its
+    Encoder branches on the waveform's rank (which torch.fx cannot follow; torch.export takes it from the lengths
+    that give two output frames on) and computes its filters in forward from its weights (folded once); a stride-8
+    convolution over the waveform: one output every 8 samples, equal to the library over 2,000 output frames."""
+    af = need("asteroid_filterbanks", "libraries")
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # param_sinc says it makes its kernel odd
+        enc, _ = af.make_enc_dec(kind, n_filters=32, kernel_size=16, stride=8,
+                                 **({"sample_rate": 8000} if kind == "param_sinc" else {}))
+    enc = enc.eval()
+    step = edgeseq.convert(enc, example=torch.randn(1, 1, 800), time_axis=-1)
+    assert step.state_spec.output_stride == 8
+    x = torch.randn(1, 1, 16_000 + step.state_spec.delay)
+    report = edgeseq.check_parity(enc, step, x)
+    assert report.steps >= 2_000 and report.max_scaled_error <= 1e-5, report.summary()
+
+
+def test_an_asteroid_encoder_exports_and_streams_through_both_runtimes(tmp_path):
+    af = need("asteroid_filterbanks", "libraries")
+    need("onnxruntime", "onnx")
+    need("executorch", "executorch")
+    torch.manual_seed(0)
+    enc = af.make_enc_dec("free", n_filters=32, kernel_size=16, stride=8)[0].eval()
+    step = edgeseq.convert(enc, example=torch.randn(1, 1, 800), time_axis=-1)
+    x = torch.randn(1, 1, 4_000)
+    with torch.no_grad():
+        ref = enc(x)[0].T.numpy()  # (frames, filters)
+    for target in ("onnx", "executorch"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            art = edgeseq.export(step, tmp_path / target, target=target, steps=800, model=enc)
+        if target == "executorch":
+            assert art.manifest["graph"]["partitions"] == 1, art.manifest["graph"]
+        sess = edgeseq.open(art.path)
+        got = []
+        for s in x[0, 0].numpy():
+            y = sess.push(np.array([[s]], np.float32))
+            if sess.ready:
+                got.append(y[0])
+        got = np.stack(got)
+        assert len(got) == len(ref) == 499
+        assert _scaled(ref, got) <= 1e-5
