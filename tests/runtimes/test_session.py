@@ -92,3 +92,27 @@ def test_open_refuses_missing_or_broken_manifest(artifacts, tmp_path):
     f.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="does not match its manifest"):
         edgeseq.open(f)
+
+
+@pytest.mark.parametrize("which", ["onnx", "executorch"])
+def test_the_fast_push_keeps_every_refusal_and_the_state_before_it(artifacts, which):
+    """push's fast path (a C-contiguous float32 numpy frame) checks finiteness with one fused sum of squares: an
+    infinite input is refused as the slow path refuses it, with the state kept; a frame whose squares overflow
+    float32 but whose values are finite is not refused; a strided frame takes the slow path to the same outputs."""
+    fast, slow = _open(artifacts, which), _open(artifacts, which)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        f = rng.standard_normal((1, 5)).astype(np.float32)
+        np.testing.assert_array_equal(fast.push(f), slow.push(torch.from_numpy(f)).numpy())  # torch: the slow path
+    before = fast.state.tensors
+    x = np.zeros((1, 5), np.float32)
+    x[0, 4] = -np.inf
+    with pytest.raises(InputError, match=r"input at step 3 has NaN/Inf values \(streams \[0\]\)"):
+        fast.push(x)
+    assert fast.steps == 3 and all(np.array_equal(a, b) for a, b in zip(before, fast.state.tensors))
+    big = np.full((1, 5), 1e30, np.float32)  # finite, its squares are not
+    y = fast.push(big)
+    assert np.isfinite(y).all() and fast.steps == 4
+    slow.push(big)
+    wide = np.zeros((1, 10), np.float32)[:, ::2]  # not C-contiguous: the slow path
+    np.testing.assert_array_equal(fast.push(wide), slow.push(np.zeros((1, 5), np.float32)))
