@@ -173,6 +173,51 @@ def _reshape(node: fx.Node, env: dict) -> GraphOp | None:
     return AsReshape(tuple(1 if i == axis else n for i, n in enumerate(y.shape))[1:])
 
 
+class AxisSum(nn.Module):
+    """``x.sum(dim)`` as a product with a ones column (the axis moved last first): XNNPACK delegates the product
+    and the transpose, not ``sum`` (a liquid cell's sums over its synapses split the program into 8 partitions)."""
+
+    def __init__(self, dim: int, n: int, keepdim: bool):
+        super().__init__()
+        self.dim, self.keepdim = dim, keepdim
+        self.register_buffer("ones", torch.ones(1, n))
+
+    def forward(self, x):
+        y = nn.functional.linear(x.movedim(self.dim, -1), self.ones)  # (..., 1) with the summed axis gone
+        y = y.reshape(y.shape[:-1])
+        return y.unsqueeze(self.dim) if self.keepdim else y
+
+
+class FirstArg(GraphOp):
+    """A module applied to a node's first argument alone (its other arguments are what the module was made from)."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def step(self, args, kwargs, state, t):
+        return self.module(args[0]), ()
+
+
+def _stack_sum(node: fx.Node, env: dict) -> GraphOp | None:
+    """``torch.stack(xs, dim).sum(dim)`` (skip connections summed, as pytorch-tcn writes it) as a product with a
+    ones column over the stacked axis: its size is the number of values stacked, fixed whatever the batch."""
+    src = node.args[0] if node.args else None
+    if not isinstance(src, fx.Node) or src.op != "call_function" or src.target is not torch.stack or len(src.users) != 1:
+        return None
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    sdim = src.args[1] if len(src.args) > 1 else src.kwargs.get("dim", 0)
+    x = env.get(src)
+    if (not isinstance(dim, int) or not isinstance(sdim, int) or not isinstance(keepdim, bool) or set(node.kwargs) - {"dim", "keepdim"}
+            or not isinstance(x, torch.Tensor) or not x.is_floating_point() or not isinstance(src.args[0], (list, tuple))):
+        return None
+    dim, sdim = dim % x.dim(), sdim % x.dim()
+    if dim != sdim:
+        return None
+    return FirstArg(AxisSum(dim, len(src.args[0]), keepdim))
+
+
 def frame_rewrite(gm: fx.GraphModule, node: fx.Node, env: dict) -> GraphOp | None:
     """A delegate-friendly op for the per-frame ``node``, or None to run it as written."""
     if node.op == "call_module":
@@ -189,6 +234,8 @@ def frame_rewrite(gm: fx.GraphModule, node: fx.Node, env: dict) -> GraphOp | Non
     if node.target in ("chunk", "split", torch.chunk, torch.split, torch.ops.aten.chunk.default,
                        torch.ops.aten.split.Tensor):
         return _slices(node, env)
+    if node.target in ("sum", torch.sum):
+        return _stack_sum(node, env)
     if node.op in ("call_method", "call_function") and node.target in RESHAPES:
         return _reshape(node, env)
     return None

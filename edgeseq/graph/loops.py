@@ -30,6 +30,7 @@ from torch import fx, nn
 
 from edgeseq.errors import UnsupportedModuleError
 from edgeseq.graph.fold import _attr
+from edgeseq.graph.frame import AxisSum
 from edgeseq.graph.ops import STREAM_OPS, Build, BuildCtx, GraphOp, Timing, _frame, _timed, full, held, refuse
 from edgeseq.graph.trace import where
 from edgeseq.step import StateTensor
@@ -489,21 +490,6 @@ def _use_cell_steps(body: fx.GraphModule) -> None:
     graph.eliminate_dead_code()
     body.delete_all_unused_submodules()
     body.recompile()
-
-
-class AxisSum(nn.Module):
-    """``x.sum(dim)`` as a product with a ones column (the axis moved last first): XNNPACK delegates the product
-    and the transpose, not ``sum`` (a liquid cell's sums over its synapses split the program into 8 partitions)."""
-
-    def __init__(self, dim: int, n: int, keepdim: bool):
-        super().__init__()
-        self.dim, self.keepdim = dim, keepdim
-        self.register_buffer("ones", torch.ones(1, n))
-
-    def forward(self, x):
-        y = nn.functional.linear(x.movedim(self.dim, -1), self.ones)  # (..., 1) with the summed axis gone
-        y = y.reshape(y.shape[:-1])
-        return y.unsqueeze(self.dim) if self.keepdim else y
 
 
 def _sums_as_products(body: fx.GraphModule) -> None:

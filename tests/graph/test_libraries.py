@@ -77,6 +77,9 @@ def test_pytorch_tcn_exports_to_onnx_and_executorch_equal_to_the_library(tmp_pat
             art = edgeseq.export(step, tmp_path / target, target=target, steps=600, model=model)
         assert art.manifest["model_parity"]["max_scaled_error"] <= 1e-5
         assert _streamed(art, model, x, -1) <= 1e-5
+        if target == "executorch":  # the skip connections' torch.stack(...).sum(0) as a product: one partition
+            g = art.manifest["graph"]
+            assert g["partitions"] == 1 and g["non_delegated_ops"] == 0, g
 
 
 class ConvBnGRU(nn.Module):
