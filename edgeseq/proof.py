@@ -134,7 +134,7 @@ def prove(model: nn.Module, step: StepModule, example: torch.Tensor | None = Non
                               f"differ ({sens:.3g}); no float32 runtime can match it step for step", stacklevel=3)
                 done[-1]["float64_sensitivity"] = sens
                 continue
-            off64 = _against_float64_model(model, step, xs, ys)
+            off64 = against_float64_model(model, step, xs, ys)
             if off64 is not None and off64 <= tolerance:
                 # the model's own float32 forward is the one that drifts (a log-space scan whose running sums grow
                 # without bound): the step matches the same model run in float64; kept, recorded, and said
@@ -160,7 +160,7 @@ def prove(model: nn.Module, step: StepModule, example: torch.Tensor | None = Non
                        if k in c} for c in done]}
 
 
-def _against_float64_model(model: nn.Module, step: StepModule, xs: torch.Tensor, ys: torch.Tensor) -> float | None:
+def against_float64_model(model: nn.Module, step: StepModule, xs: torch.Tensor, ys: torch.Tensor) -> float | None:
     """The step's scaled error against the model run in float64 (a copy), or None where it cannot run so."""
     import copy
 
