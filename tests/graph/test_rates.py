@@ -260,3 +260,25 @@ class _Strides(nn.Module):
 def test_a_stride_product_past_the_limit_is_refused_in_one_line():
     with pytest.raises(EdgeseqError, match="strides multiply to 16384"):  # 4 ** 7
         edgeseq.convert(_Strides(7), example=torch.randn(1, 2, 64), time_axis=-1)
+
+
+class _Phases(nn.Module):
+    """Even frames plus odd frames: two stride-2 axes that start one frame apart."""
+
+    def forward(self, x):
+        return x[:, ::2] + x[:, 1::2]
+
+
+class _OddFrames(nn.Module):
+    def forward(self, x):
+        return 2 * x[:, 1::2]
+
+
+def test_strided_values_at_different_phases_are_refused_and_a_late_start_is_a_delay():
+    with pytest.raises(EdgeseqError, match=r"test_rates\.py:\d+ .*different phases \(one frame every 2 input frames, "
+                                           r"1 apart\)"):
+        edgeseq.convert(_Phases(), example=torch.randn(1, 32, 3))
+    step = edgeseq.convert(_OddFrames(), example=torch.randn(1, 32, 3))  # a start of 1 is the first output's delay
+    assert (step.state_spec.delay, step.state_spec.output_stride) == (1, 2)
+    x = torch.randn(1, 2001, 3)
+    assert edgeseq.check_parity(_OddFrames(), step, x).max_abs_error == 0.0  # exact: 2 * x, frame for frame
