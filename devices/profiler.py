@@ -47,6 +47,7 @@ class ProfileConfig:
     memory_points: int = 20  # RSS reads along the stream
     parity_steps: int = 2_000  # steps compared with the reference
     data: str | None = None  # data set name or a data file for real inputs; None: seeded N(0, 1)
+    max_memory: int | None = None  # bytes reading ``data`` may take at most (--max-memory)
     seed: int = 0
     arm_parity: bool = False  # also run each .pte on every estimated aarch64 device's arithmetic (qemu, check-device)
     arm_frames: int = 1000
@@ -69,13 +70,53 @@ def make_inputs(manifest: dict, cfg: ProfileConfig, n: int) -> tuple[np.ndarray,
         return rng.integers(0, vocab, size=(n, d_in), dtype=np.int64), {"kind": "synthetic", "what": f"token ids uniform in 0..{vocab - 1}, seed {cfg.seed}"}
     if cfg.data:
         from edgeseq.data import check_fits, load
+        from edgeseq.data.files import DataOptions
         from edgeseq.pipeline import real_stream
 
-        ds = load(cfg.data)
+        got = _npy_stream(cfg.data, d_in, n)
+        if got is not None:
+            frames, total = got
+            what = (f"its first {n:,} frames of {total:,}" if total >= n else f"its {total:,} frames, repeated to {n:,}")
+            return frames, {"kind": "data file", "what": f"{cfg.data}: {what} (read in chunks)"}
+        ds = load(cfg.data, DataOptions(max_memory=cfg.max_memory), d_in=d_in)
         check_fits(ds, d_in, what="input data")
         return real_stream(ds.test, n), {"kind": "data set", "what": f"{ds.name} test split, series concatenated"}
     x = rng.standard_normal((n, d_in)).astype(np.float32)
     return x, {"kind": "synthetic", "what": f"N(0, 1) frames, seed {cfg.seed}"}
+
+
+def _npy_stream(source: str, d_in: int, n: int) -> tuple[np.ndarray, int] | None:
+    """(the first ``n`` frames (n, d_in), T) of a one-series ``.npy`` (T, d_in), read in chunks, never whole (a
+    long recording profiles in the memory of ``n`` frames), repeated to ``n`` when shorter, as for any data set;
+    None for anything else (read by :func:`edgeseq.data.load`)."""
+    from pathlib import Path
+
+    from edgeseq.data import DATASETS
+    from edgeseq.data.sizes import NpyFrames
+    from edgeseq.errors import InputError
+
+    path = Path(source).expanduser()
+    if path.suffix.lower() != ".npy" or not path.is_file() or (source in DATASETS):
+        return None
+    frames = NpyFrames(path)
+    if frames.ndim != 2:
+        return None  # a batch of series (series, time, features): the data set reader's
+    if frames.frame_shape[0] != d_in:
+        raise InputError(f"{path}: {frames.frame_shape[0]} features per frame (from its header, {frames.shape}); the "
+                         f"model takes {d_in}; nothing was read")
+    if frames.dtype.kind not in "fiu":
+        raise InputError(f"{path}: its header gives values of type {frames.dtype}; expected real numbers")
+    if len(frames) == 0:
+        raise InputError(f"{path}: empty series (0 frames)")
+    k = min(n, len(frames))
+    x = np.empty((k, d_in), dtype=np.float32)
+    for i in range(k):
+        x[i] = frames[i]
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        t, c = bad[0]
+        raise InputError(f"{path}: {'NaN' if np.isnan(x[t, c]) else 'Inf'} at step {t}, feature {c}")
+    return np.ascontiguousarray(np.tile(x, (-(-n // k), 1))[:n]), len(frames)
 
 
 def _stats(us: np.ndarray) -> dict[str, float]:

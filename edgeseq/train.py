@@ -59,8 +59,8 @@ def fit(
     ``after_step()`` runs after every optimiser step (pruning uses it to keep pruned weights at zero)."""
     from edgeseq.data import check_fits, load
 
-    data = load(data)
     c = getattr(model, "config", None)
+    data = load(data, d_in=getattr(c, "d_in", None), labels_for="training")
     if c is not None and hasattr(c, "d_in"):
         check_fits(data, c.d_in, d_out=getattr(c, "d_out", None), task=getattr(c, "task", None), what="training data")
     torch.manual_seed(config.seed)

@@ -51,7 +51,7 @@ def calibration_data(step: StepModule, calib: Any, max_frames: int = DEFAULT_MAX
     if isinstance(calib, (str, Path, SequenceDataset)):
         from edgeseq.data import check_fits, load
 
-        ds = load(calib)
+        ds = load(calib, d_in=d_in)
         check_fits(ds, d_in, what="calibration data")
         series, total = [], 0
         for i in range(len(ds.train)):

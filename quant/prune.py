@@ -87,8 +87,8 @@ def prune_(model: nn.Module, config: PruneConfig, *, data=None, finetune_epochs:
     if finetune_epochs:  # the data is checked against the model before anything is pruned
         from edgeseq.data import check_fits, load
 
-        ds = load(data)
         c = getattr(model, "config", None)
+        ds = load(data, d_in=getattr(c, "d_in", None), labels_for="fine-tuning")
         check_fits(ds, c.d_in, d_out=getattr(c, "d_out", None), task=getattr(c, "task", None), what="fine-tuning data")
     masks = method.apply(model, config)
     record: dict[str, Any] = {"config": config.to_dict(), "summary": method.summary,

@@ -40,12 +40,12 @@ def w(tmp_path_factory):
     x = rng.standard_normal((20, 5))
     x[1, 0] = np.nan
     np.save(d / "nan.npy", x)
-    (d / "inf.csv").write_text("a,b,c,d,e\n1,2,3,4,5\n1,2,inf,4,5\n")
-    (d / "ragged.csv").write_text("a,b\n1,2\n3\n")
+    (d / "inf.csv").write_text("a,b,c,d,e,label\n1,2,3,4,5,x\n1,2,inf,4,5,x\n")
+    (d / "ragged.csv").write_text("a,label\n1,2\n3\n")
     (d / "back.csv").write_text("time,a,b,c,d,e,label\n0,1,1,1,1,1,x\n1,1,1,1,1,1,x\n0.5,1,1,1,1,1,x\n")
     (d / "empty.csv").write_text("")
-    (d / "header.csv").write_text("a,b,c\n")
-    (d / "text.csv").write_text("a,b\n1,hello\n")
+    (d / "header.csv").write_text("a,b,label\n")
+    (d / "text.csv").write_text("a,b,label\n1,hello,x\n")
     (d / "mixed.csv").write_text("series,a,b,c,d,e,label\ns,1,1,1,1,1,x\ns,1,1,1,1,1,y\n")
     (d / "cls.csv").write_text("series,f0,f1,f2,f3,f4,label\n" + "".join(
         f"s{i},{i},1,2,3,4,{i % 2}\n" for i in range(6)))
@@ -73,7 +73,7 @@ def w(tmp_path_factory):
 
 CASES = [
     # data files (train, the command that reads the most of them)
-    (["train", "--data", "nan.npy"], 1, r"nan\.npy: NaN at step 1, feature 0"),
+    (["quantize", "m", "--calib", "nan.npy", "--target", "onnx", "--out", "q"], 1, r"nan\.npy: NaN at step 1, feature 0"),
     (["train", "--data", "bomb.npy"], 1, r"bomb\.npy: its header claims \(100000, 100000, 12\) float32 \(447\.0 GiB\), "
                                           r"but the file holds 64 bytes of data"),
     (["train", "--data", "bomb.npz"], 1, r"bomb\.npz member x\.npy: its header claims \(1000, 1000, 12000\) float32 "
@@ -87,7 +87,8 @@ CASES = [
     (["train", "--data", "header.csv"], 1, r"header\.csv: a header and no rows"),
     (["train", "--data", "text.csv"], 1, r"column 'b' is not numeric \('hello' at row 2\)"),
     (["train", "--data", "mixed.csv"], 1, r"series 's' has 2 different labels"),
-    (["train", "--data", "f5.npy"], 1, r"no labels to train on"),
+    (["train", "--data", "f5.npy"], 1, r"f5\.npy: no labels \(an \.npy holds one array and no labels\), and training needs "
+                                       r"them .*nothing was read"),
     (["train", "--data", "cls.csv", "--label-col", "cls"], 1, r"no label column 'cls'"),
     (["train", "--data", "cls.csv", "--features", "f0,zz"], 1, r"no feature column 'zz'"),
     (["train", "--data", "nosuch"], 1, r"'nosuch' is neither a bundled data set .* nor a file or folder"),
@@ -95,17 +96,18 @@ CASES = [
     (["train", "--data", "data.json"], 1, r"unknown data format \.json"),
     (["train", "--data", "corrupt.npz"], 1, r"corrupt\.npz: not a readable \.npz"),
     (["train", "--data", "noarrays.npz"], 1, r"expected x \(series, time, features\) or x_0, x_1"),
-    (["train", "--data", "emptyseries.npz"], 1, r"series 1: empty series \(0 frames\)"),
+    (["quantize", "m", "--calib", "emptyseries.npz", "--target", "onnx", "--out", "q"], 1,
+     r"series 1: empty series \(0 frames\)"),
     (["train", "--data", "evil.npy"], 1, r"evil\.npy: not a readable \.npy"),
     # data vs the model
     (["quantize", "m", "--calib", "wide.npy", "--target", "onnx", "--out", "q"], 1,
-     r"--calib .*wide\.npy: 7 features per frame; the model takes 5"),
+     r"wide\.npy: 7 features per frame \(from its header, \(20, 7\)\); the model takes 5; nothing was read"),
     (["quantize", "m", "--eval-data", "badlab.npz", "--eval", "--target", "onnx", "--out", "q"], 1,
      r"label '9' \(class 9\) is outside the model's 4 classes"),
     (["quantize", "m", "--eval", "--target", "onnx", "--out", "q"], 1, r"--eval needs real frames of 5 features"),
-    (["prune", "m", "--data", "wide.npy", "--out", "p"], 1, r"--data .*wide\.npy: 7 features per frame; the model takes 5"),
-    (["prune", "m", "--data", "f5.npy", "--finetune-epochs", "1", "--out", "p"], 1, r"no labels, so the model's classify metric"),
-    (["profile", "art.onnx", "--input", "wide.npy", "--out", "prof"], 1, r"input data .*wide\.npy: 7 features per frame"),
+    (["prune", "m", "--data", "wide.npy", "--out", "p"], 1, r"wide\.npy: 7 features per frame \(from its header"),
+    (["prune", "m", "--data", "f5.npy", "--finetune-epochs", "1", "--out", "p"], 1, r"f5\.npy: no labels .*and the model's classify metric needs them"),
+    (["profile", "art.onnx", "--input", "wide.npy", "--out", "prof"], 1, r"wide\.npy: 7 features per frame \(from its header"),
     # streaming
     (["stream", "art.onnx", "-i", "empty.npy"], 1, r"empty\.npy: no frames to stream \(shape \(0, 5\)\)"),
     (["stream", "art.onnx", "-i", "f5.npy", "-o", "y.txt"], 1, r"--output y\.txt: must end in \.npy or \.csv"),

@@ -239,3 +239,119 @@ def test_stream_refuses_a_csv_input_past_max_memory_before_streaming(tmp_path):
     r = CliRunner().invoke(app, [*args, "--max-memory", "10MiB"])
     assert r.exit_code == 0, r.output
     assert np.load(tmp_path / "y.npy").shape == (100, 1)
+
+
+# ------------------------------------------------------------------------------ what only the header is needed for
+def _never_read(monkeypatch):
+    """Make every whole read of a data file fail: a refusal that comes first came from the header alone."""
+    import csv
+
+    import pandas as pd
+
+    import edgeseq.data.files as files
+
+    def boom(*_a, **_k):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(files.np, "load", boom)
+    reader = csv.reader  # the header row alone is parsed from a list of one line; a file given whole is a read
+    monkeypatch.setattr(files.csv, "reader", lambda f, *a, **k: boom() if not isinstance(f, list) else reader(f, *a, **k))
+    monkeypatch.setattr(pd, "read_parquet", boom)
+
+
+def test_an_npz_of_honest_zeros_without_labels_is_refused_for_training_before_it_is_read(tmp_path, monkeypatch):
+    """The issue's case: a small .npz that honestly decompresses to a large x and has no y, given to train."""
+    path = tmp_path / "zeros.npz"
+    np.savez_compressed(path, x=np.zeros((200, 1000, 25), np.float32))  # 20 MiB of zeros in ~20 KiB
+    assert path.stat().st_size < 1 << 20
+    _never_read(monkeypatch)
+    with pytest.raises(InputError, match=r"zeros\.npz: no labels \(no y array among its members \(x\)\), and training "
+                                         r"needs them .*nothing was read"):
+        load(path, labels_for="training")
+    with pytest.raises(InputError, match=r"zeros\.npz: 25 features per frame \(from its header, \(200, 1000, 25\)\); "
+                                         r"the model takes 12; nothing was read"):
+        load(path, d_in=12)
+
+
+def test_an_npy_and_a_folder_without_labels_and_a_wrong_width_are_refused_from_their_headers(tmp_path, monkeypatch):
+    np.save(tmp_path / "one.npy", np.zeros((50, 7), np.float32))
+    (tmp_path / "series").mkdir()
+    for i in range(3):
+        np.save(tmp_path / "series" / f"s{i}.npy", np.zeros((10, 7), np.float32))
+    np.save(tmp_path / "text.npy", np.array([["a"] * 7] * 5))
+    _never_read(monkeypatch)
+    with pytest.raises(InputError, match=r"one\.npy: no labels \(an \.npy holds one array and no labels\)"):
+        load(tmp_path / "one.npy", labels_for="training")
+    with pytest.raises(InputError, match=r"one\.npy: 7 features per frame \(from its header, \(50, 7\)\); the model takes 5"):
+        load(tmp_path / "one.npy", d_in=5)
+    with pytest.raises(InputError, match=r"series: no labels \(no labels\.csv, and not every series in a sub-folder"):
+        load(tmp_path / "series", labels_for="the model's classify metric")
+    with pytest.raises(InputError, match=r"s0\.npy: 7 features per frame"):
+        load(tmp_path / "series", d_in=5)
+    with pytest.raises(InputError, match=r"text\.npy: its header gives values of type <U1; expected real numbers"):
+        load(tmp_path / "text.npy")
+
+
+def test_a_table_without_its_label_column_or_of_another_width_is_refused_from_its_header_row(tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow", reason="the parquet extra")  # installed by .[all]: present wherever CI runs
+    import pandas as pd
+
+    rows = "series,time,a,b,c\n" + "".join(f"s{i % 4},{i},1,2,3\n" for i in range(400))
+    (tmp_path / "t.csv").write_text(rows)
+    df = pd.DataFrame({"series": [f"s{i % 4}" for i in range(400)], "time": range(400), "a": 1.0, "b": 2.0, "c": 3.0})
+    df.to_parquet(tmp_path / "t.parquet")
+    _never_read(monkeypatch)
+    for name in ("t.csv", "t.parquet"):
+        with pytest.raises(InputError, match=rf"{name}: no labels \(no 'label' column among series, time, a, b, c\), "
+                                             r"and training needs them \(--label-col names it\); nothing was read"):
+            load(tmp_path / name, labels_for="training")
+        with pytest.raises(InputError, match=rf"{name}: 3 feature columns \(every column but the series, time, label "
+                                             r"and split ones, from its header\); the model takes 12"):
+            load(tmp_path / name, d_in=12)
+    monkeypatch.undo()
+    ds = load(tmp_path / "t.csv", d_in=3)  # the header agrees: read as before
+    assert (ds.d_in, ds.task, len(ds.train) + len(ds.test)) == (3, "unlabeled", 4)
+
+
+def test_train_refuses_unlabeled_data_in_one_line_before_reading_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeseq.cli.main import app
+
+    np.savez_compressed(tmp_path / "zeros.npz", x=np.zeros((100, 500, 12), np.float32))
+    r = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "zeros.npz"), "--out", str(tmp_path / "m")])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "zeros.npz: no labels (no y array among its members (x)), and training needs them" in " ".join(r.output.split())
+    assert not (tmp_path / "m").exists()
+
+
+_PROFILE_RSS = r"""
+import sys, warnings
+warnings.simplefilter("ignore")
+from edgeseq.devices.profiler import ProfileConfig, make_inputs
+x, what = make_inputs({"inputs": [{"shape": [1, int(sys.argv[2])]}]}, ProfileConfig(data=sys.argv[1]), int(sys.argv[3]))
+print("FIRST", float(x[0, 0]), float(x[-1, -1]), x.shape[0], what["what"])
+print("peak", [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+"""
+
+
+def test_profile_input_reads_the_frames_it_needs_of_a_long_npy_in_flat_memory(tmp_path):
+    """`profile --input long.npy`: 1,000 frames of a 128 MiB recording peak within 24 MiB of a 1 MiB one, and are
+    its first 1,000 frames (a recording shorter than the steps is repeated, as any data set is)."""
+    import subprocess
+    import sys
+
+    d_in = 4096
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for name, frames in (("small", 64), ("big", 8192)):
+        x = rng.standard_normal((frames, d_in)).astype(np.float32)
+        np.save(tmp_path / f"{name}.npy", x)
+        r = subprocess.run([sys.executable, "-c", _PROFILE_RSS, str(tmp_path / f"{name}.npy"), str(d_in), "1000"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        first = r.stdout.split("FIRST")[-1].split()
+        last_frame = x[min(999, frames - 1) if frames >= 1000 else 999 % frames]
+        assert (float(first[0]), float(first[1]), int(first[2])) == (float(x[0, 0]), float(last_frame[-1]), 1000)
+        peaks[name] = int(r.stdout.split("peak")[-1])
+    assert peaks["big"] - peaks["small"] < 24 << 20, peaks

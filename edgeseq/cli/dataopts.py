@@ -38,12 +38,13 @@ def data_options(series_col=None, time_col=None, label_col=None, features=None, 
                        max_memory=None if max_memory is None else parse_size(max_memory))
 
 
-def load_data(source: str, options, what: str = "data"):
-    """Load ``source`` (see :func:`edgeseq.data.load`); for a user's file, say how it was read and split."""
+def load_data(source: str, options, what: str = "data", *, d_in: int | None = None, labels_for: str | None = None):
+    """Load ``source`` (see :func:`edgeseq.data.load`: ``d_in`` and ``labels_for`` are checked against a file's
+    header before its data is read); for a user's file, say how it was read and split."""
     from edgeseq.cli.common import err
     from edgeseq.data import load
 
-    ds = load(source, options)
+    ds = load(source, options, d_in=d_in, labels_for=labels_for)
     if ds.note:
         classes = f", classes {', '.join(ds.classes[:8])}{' ...' if len(ds.classes) > 8 else ''}" if ds.classes else ""
         err.print(f"{what} {ds.name}: {len(ds.train) + (len(ds.test) if ds.test is not ds.train else 0)} series of "

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgeseq.cli.common import handle_errors, out, progress_bar
-from edgeseq.cli.dataopts import SOURCE_HELP
+from edgeseq.cli.dataopts import SOURCE_HELP, MaxMemory
 
 _CATALOG_HELP = "Extra folder of device TOML files (repeatable; also EDGESEQ_DEVICES). A file named like a bundled device replaces it."
 
@@ -27,6 +27,7 @@ def profile(
     reference: Annotated[Optional[Path], typer.Option(help="Model directory to check parity against (same inputs through its eager step).")] = None,
     parity_steps: Annotated[int, typer.Option(min=1, help="Steps compared with --reference.")] = 2_000,
     catalog: Annotated[Optional[list[Path]], typer.Option(help=_CATALOG_HELP)] = None,
+    max_memory: MaxMemory = None,
     arm_parity: Annotated[bool, typer.Option("--arm-parity", help="Also stream each .pte on every estimated aarch64 device's arithmetic (the native runner under qemu, as edgeseq check-device; recorded in its manifest) and report it beside the estimate.")] = False,
 ) -> None:
     """Profile ARTIFACTS on this machine and estimate them on catalog devices; write report.json/.md/.html.
@@ -46,8 +47,11 @@ def profile(
     from edgeseq.devices.profiler import ProfileConfig
     from edgeseq.devices.report import run, write
 
+    from edgeseq.data.sizes import parse_size
+
     cfg = ProfileConfig(steps=steps, warmup=warmup, streams=streams, op_steps=op_steps, parity_steps=parity_steps,
-                        data=data, arm_parity=arm_parity)
+                        data=data, arm_parity=arm_parity,
+                        max_memory=None if max_memory is None else parse_size(max_memory))
     with progress_bar() as p:
         task = p.add_task("starting", total=None)
 

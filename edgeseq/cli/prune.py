@@ -70,7 +70,8 @@ def prune(
     c = model.config
     fits = dict(d_out=getattr(c, "d_out", None), task=getattr(c, "task", None))
     if data is not None:  # the user's data: it must fit, or nothing is done
-        ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task, max_memory))
+        ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task, max_memory),
+                       d_in=c.d_in, labels_for=f"the model's {fits['task']} metric" if fits["task"] else None)
         check_fits(ds, c.d_in, what="--data", **fits)
     else:  # the bundled default, where it fits this model
         ds = load_dataset("japanese-vowels")

@@ -94,11 +94,11 @@ def quantize(
         _model, step = open_model(model_dir, time_axis)
     float_step = copy.deepcopy(step)  # the fp32 reference of the drift rollout
     opts = data_options(series_col, time_col, label_col, features, split_seed, task, max_memory)
-    cal = load_data(calib, opts, "calibration data") if calib else None
+    cal = load_data(calib, opts, "calibration data", d_in=step.d_in) if calib else None
     if cal is not None:
         check_fits(cal, step.d_in, what="--calib")
     if data is not None:
-        ds = load_data(data, opts, "evaluation data")
+        ds = load_data(data, opts, "evaluation data", d_in=step.d_in)
         check_fits(ds, step.d_in, what="--eval-data")
     else:  # the bundled default where the model takes its frames, else the calibration data
         default = load_dataset("japanese-vowels")

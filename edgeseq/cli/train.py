@@ -52,7 +52,8 @@ def train(
     from edgeseq.fsutil import write_json_atomic
     from edgeseq.train import TrainConfig, fit
 
-    ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task, max_memory))
+    ds = load_data(data, data_options(series_col, time_col, label_col, features, split_seed, task, max_memory),
+                   labels_for="training")
     if ds.task == "unlabeled":
         raise InputError(f"--data {ds.source or ds.name}: no labels to train on (a label column, y, labels.csv or "
                          "sub-folders); unlabeled data serves calibration, streaming and profiling")

@@ -60,11 +60,19 @@ def load_dataset(name: str) -> SequenceDataset:
     return DATASETS.get(name)()
 
 
-def load(source, options=None) -> SequenceDataset:
-    """A bundled data set by name, or a user's file or folder (``options``: :class:`edgeseq.data.files.DataOptions`)."""
+def load(source, options=None, *, d_in: int | None = None, labels_for: str | None = None) -> SequenceDataset:
+    """A bundled data set by name, or a user's file or folder (``options``: :class:`edgeseq.data.files.DataOptions`).
+
+    ``d_in`` (the model's features per frame) and ``labels_for`` (why labels are needed, e.g. ``"training"``) are
+    checked against a file's header before its data is read: an ``.npy`` header, an ``.npz``'s members, a table's
+    header row or parquet schema, a folder's listing. :func:`check_fits` still checks the data set as read."""
+    from dataclasses import replace
     from pathlib import Path
 
-    from edgeseq.data.files import load_file
+    from edgeseq.data.files import DataOptions, load_file
+
+    if d_in is not None or labels_for is not None:
+        options = replace(options or DataOptions(), d_in=d_in, labels_for=labels_for)
 
     if isinstance(source, SequenceDataset):
         return source

@@ -39,6 +39,10 @@ class DataOptions:
     test_fraction: float = 0.2  # of the series, when the file has no split
     seed: int = 0  # of that split
     max_memory: int | None = None  # bytes a read may take at most (besides the memory available): --max-memory
+    # what the command needs of the data, checked from the file's header (an .npy header, an .npz's members, a
+    # table's header row or parquet schema, a folder's listing) before any data is read: see :func:`expect`
+    d_in: int | None = None  # the model's features per frame
+    labels_for: str | None = None  # why labels are needed ("training", "the model's classify metric"); None: not
 
 
 @dataclass
@@ -61,7 +65,8 @@ def _names(path: Path, n: int, what: str = "series") -> list[str]:
 def _npz(path: Path, opts: DataOptions) -> Raw:
     from edgeseq.data.sizes import check_npz
 
-    check_npz(path, opts.max_memory)  # every member's header against its recorded size, the whole against memory
+    members = check_npz(path, opts.max_memory)  # every member's header against its size, the whole against memory
+    _expect_arrays(path, members, opts)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -129,7 +134,8 @@ def _npz_arrays(path: Path, arrays: dict, keys: list[str]) -> Raw:
 def _npy(path: Path, opts: DataOptions) -> Raw:
     from edgeseq.data.sizes import check_npy
 
-    check_npy(path, opts.max_memory)  # the header's claim against the file's size and the memory, before allocating
+    shape, dtype = check_npy(path, opts.max_memory)  # the header's claim against the file and the memory
+    _expect_arrays(path, {"x": (shape, dtype)}, opts, labels="an .npy holds one array and no labels")
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -140,6 +146,23 @@ def _npy(path: Path, opts: DataOptions) -> Raw:
         return Raw(list(a), None, None, _names(path, len(a)))
     raise InputError(f"{path}: an array of shape {a.shape}; expected one series (time, features) or a batch "
                      "(series, time, features)")
+
+
+def _expect_arrays(path: Path, members: dict, opts: DataOptions, labels: str | None = None) -> None:
+    """What ``opts`` expects (features per frame, labels) against an array file's headers, before reading it."""
+    x = next((members[k] for k in ("x", "x_train", "x_0") if k in members), None)
+    if x is None:
+        return  # no series where they belong: the read says what it expected
+    shape, dtype = x
+    if dtype.kind not in "fiub":
+        raise InputError(f"{path}: its header gives values of type {dtype}; expected real numbers")
+    if opts.d_in is not None and len(shape) >= 2 and shape[-1] != opts.d_in:
+        raise InputError(f"{path}: {shape[-1]} features per frame (from its header, {shape}); the model takes "
+                         f"{opts.d_in}; nothing was read")
+    if opts.labels_for and not any(k == "y" or k.startswith("y_") for k in members):
+        why = labels or f"no y array among its members ({', '.join(sorted(members)) or 'none'})"
+        raise InputError(f"{path}: no labels ({why}), and {opts.labels_for} needs them (y, a label column, "
+                         "labels.csv or sub-folders); nothing was read")
 
 
 def _split_marks(values, n: int, where: str) -> np.ndarray:
@@ -153,9 +176,50 @@ def _split_marks(values, n: int, where: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ tables
-def _read_rows(path: Path, max_memory: int | None = None) -> tuple[list[str], list[list[str]]]:
+def _header_row(path: Path) -> list[str] | None:
+    """A CSV / TSV file's first non-empty row, read alone (at most 1 MiB of it); None where it cannot be read so
+    (the whole read then says why)."""
+    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with open(path, newline="") as f:
+            for _ in range(1000):
+                line = f.readline(1 << 20)
+                if not line:
+                    return None
+                row = next(csv.reader([line], delimiter=delim), [])
+                if row and any(c.strip() for c in row):
+                    return [c.strip() for c in row] if line.endswith(("\n", "\r")) else None
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
+
+
+def _expect_columns(path: Path, header: list[str] | None, opts: DataOptions) -> None:
+    """What ``opts`` expects (features per frame, labels) against a table's header, before its rows are read."""
+    if header is None or not (opts.d_in is not None or opts.labels_for):
+        return
+    try:
+        cols = {k: _column(header, getattr(opts, k), k, path, what)
+                for k, what in (("series", "series-id"), ("time", "time"), ("label", "label"), ("split", "split"))}
+    except InputError:
+        return  # a column asked for and absent: the read says so, as it always has
+    if opts.labels_for and cols["label"] is None:
+        raise InputError(f"{path}: no labels (no {opts.label or 'label'!r} column among {', '.join(header[:12])}"
+                         f"{' ...' if len(header) > 12 else ''}), and {opts.labels_for} needs them (--label-col names "
+                         "it); nothing was read")
+    n = len(opts.features) if opts.features is not None else len(header) - len({c for c in cols.values() if c is not None})
+    if opts.d_in is not None and n != opts.d_in:
+        what = "--features" if opts.features is not None else "every column but the series, time, label and split ones"
+        raise InputError(f"{path}: {n} feature columns ({what}, from its header); the model takes {opts.d_in} "
+                         "features per frame (--features names them); nothing was read")
+
+
+def _read_rows(path: Path, max_memory: int | None = None, opts: DataOptions | None = None
+               ) -> tuple[list[str], list[list[str]]]:
     from edgeseq.data.sizes import check_table
 
+    if opts is not None:
+        _expect_columns(path, _header_row(path), opts)  # the header row alone, before the memory check and the read
     check_table(path, max_memory)  # what reading it takes against the memory, before reading
     delim = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
@@ -175,12 +239,15 @@ def _read_rows(path: Path, max_memory: int | None = None) -> tuple[list[str], li
     return header, body
 
 
-def _parquet_rows(path: Path, max_memory: int | None = None) -> tuple[list[str], list[list[str]]]:
+def _parquet_rows(path: Path, max_memory: int | None = None, opts: DataOptions | None = None
+                  ) -> tuple[list[str], list[list[str]]]:
     pd = require("pandas", "parquet")
     require("pyarrow", "parquet")
     from edgeseq.data.sizes import check_parquet
 
-    check_parquet(path, max_memory)  # the footer against the file, and the table it claims against the memory
+    names = check_parquet(path, max_memory)  # the footer against the file, the table it claims against the memory
+    if opts is not None:
+        _expect_columns(path, names, opts)  # the schema's column names, from the footer, before the rows are read
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises its own types for corrupt files
@@ -208,7 +275,7 @@ def _float(v: str, path: Path, row: int, col: str) -> float:
 
 
 def _table(path: Path, opts: DataOptions, rows=None) -> Raw:
-    header, body = rows or _read_rows(path, opts.max_memory)
+    header, body = rows or _read_rows(path, opts.max_memory, opts)
     sid = _column(header, opts.series, "series", path, "series-id")
     tcol = _column(header, opts.time, "time", path, "time")
     lcol = _column(header, opts.label, "label", path, "label")
@@ -273,7 +340,7 @@ READERS.register(".npz", _npz)
 READERS.register(".npy", _npy)
 READERS.register(".csv", _table)
 READERS.register(".tsv", _table)
-READERS.register(".parquet", lambda path, opts: _table(path, opts, _parquet_rows(path, opts.max_memory)))
+READERS.register(".parquet", lambda path, opts: _table(path, opts, _parquet_rows(path, opts.max_memory, opts)))
 
 
 # ------------------------------------------------------------------------------------------------ folders
@@ -283,19 +350,25 @@ def _folder(path: Path, opts: DataOptions) -> Raw:
                    and p.name != "labels.csv")
     if not files:
         raise InputError(f"{path}: no .npy or .csv series in the folder")
+    from dataclasses import replace
+
     from edgeseq.data.sizes import check_memory, claim
 
+    table = path / "labels.csv"
+    if opts.labels_for and not table.exists() and not all(len(f.relative_to(path).parts) > 1 for f in files):
+        raise InputError(f"{path}: no labels (no labels.csv, and not every series in a sub-folder named by its class), "
+                         f"and {opts.labels_for} needs them; nothing was read")
     # all of its files together against the memory, from their headers and sizes, before reading any
     check_memory(f"{path} ({len(files)} files)", sum(claim(f) for f in files), opts.max_memory)
     series, names = [], []
+    member = replace(opts, labels_for=None)  # a series file holds no labels of its own; its features are checked
     for f in files:
-        raw = READERS.get(f.suffix.lower())(f, opts)
+        raw = READERS.get(f.suffix.lower())(f, member)
         if len(raw.series) != 1:
             raise InputError(f"{f}: holds {len(raw.series)} series; a folder holds one series per file")
         series.append(raw.series[0])
         names.append(str(f.relative_to(path)))
     labels = None
-    table = path / "labels.csv"
     if table.exists():
         header, body = _read_rows(table)
         if len(header) < 2:

@@ -161,14 +161,17 @@ def check_table(path: Path, max_memory: int | None = None) -> None:
     check_memory(f"{path} ({human(size)} of text)", size * TEXT_BYTES_PER_BYTE, max_memory)
 
 
-def check_parquet(path: Path, max_memory: int | None = None) -> None:
+def check_parquet(path: Path, max_memory: int | None = None) -> list[str]:
     """A parquet file's footer against the file: every column chunk it lists must lie within the file, and the
-    table it claims (rows x columns) must fit in memory when read; only the footer is read."""
+    table it claims (rows x columns) must fit in memory when read; only the footer is read. Returns the table's
+    column names (from the footer's schema, a pandas index left out)."""
     import pyarrow.parquet as pq
 
     try:
         size = path.stat().st_size
-        md = pq.ParquetFile(path).metadata
+        pf = pq.ParquetFile(path)
+        md = pf.metadata
+        names = [str(n) for n in pf.schema_arrow.names if not str(n).startswith("__index_level_")]
         ends = []
         for i in range(md.num_row_groups):
             for j in range(md.num_columns):
@@ -186,6 +189,7 @@ def check_parquet(path: Path, max_memory: int | None = None) -> None:
                          f"the file holds {human(size)}: the file is truncated or its footer is wrong")
     check_memory(f"{path} ({md.num_rows:,} rows x {md.num_columns} columns)",
                  md.num_rows * md.num_columns * PARQUET_BYTES_PER_CELL, max_memory)
+    return names
 
 
 def claim(path: Path) -> int:
