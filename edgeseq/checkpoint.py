@@ -97,6 +97,9 @@ def read_config(directory: Path) -> dict:
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
         raise ArtifactError(f"{directory}: missing {CONFIG_NAME}")
+    from edgeseq.data.sizes import check_whole
+
+    check_whole(cfg_path, ConfigError, cap=16 << 20, what="config.json", factor=16)  # a config is a few hundred bytes
     try:
         raw = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -111,7 +114,10 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     if not path.is_file():
         raise WeightsError(f"{path}: missing weights file")
-    try:
+    from edgeseq.data.sizes import check_whole
+
+    check_whole(path, WeightsError, what="weights file")  # its tensors are read whole (safetensors checks its header
+    try:                                                  # against the file itself)
         return load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types for corrupt headers and truncation
         raise WeightsError(f"{path}: cannot read safetensors ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None

@@ -58,8 +58,15 @@ def resolve_artifact(path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
     return path, man, read(man)
 
 
+MAX_BYTES = 16 << 20  # a manifest is a few KiB (its largest tables: per-op breakdowns); nothing larger is parsed
+
+
 def read(path: Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_file():
+        from edgeseq.data.sizes import check_whole
+
+        check_whole(path, ArtifactError, cap=MAX_BYTES, what="manifest", factor=16)  # JSON parsed: ~10x its text
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

@@ -77,6 +77,8 @@ class StreamState:
     def from_bytes(cls, data: bytes, where: str = "state") -> "StreamState":
         import struct
 
+        from edgeseq.data.sizes import human
+
         dtypes = {v: k for k, v in cls._CODES.items()}
         try:
             if data[:4] != b"ESST" or struct.unpack_from("<I", data, 4)[0] != 1:
@@ -92,12 +94,17 @@ class StreamState:
                 name = data[at + 4:at + 4 + nlen].decode()
                 at += 4 + nlen
                 code, rank = struct.unpack_from("<II", data, at)
+                if rank > 32:
+                    raise ValueError(f"tensor {name!r} claims rank {rank}")
                 dims = struct.unpack_from(f"<{rank}q", data, at + 8)
                 at += 8 + 8 * rank
                 dt = np.dtype(dtypes[code])
-                n = int(np.prod(dims)) * dt.itemsize
+                if any(d < 0 for d in dims):
+                    raise ValueError(f"tensor {name!r} claims shape {dims}")
+                n = math.prod(dims) * dt.itemsize  # Python ints: a claim past int64 stays a claim, never wraps
                 if at + n > len(data):
-                    raise ValueError("truncated")
+                    raise ValueError(f"tensor {name!r} claims {dims} {dt} ({human(n)}), but the file holds "
+                                     f"{human(max(0, len(data) - at))} after its header: truncated")
                 tensors.append(np.frombuffer(data[at:at + n], dtype=dt).reshape(dims).copy())
                 names.append(name)
                 at += n
@@ -115,6 +122,9 @@ class StreamState:
         except OSError as exc:
             raise StateMismatchError(f"{path}: cannot read it ({exc.strerror})") from None
         if head == b"ESST":
+            from edgeseq.data.sizes import check_whole
+
+            check_whole(Path(path), StateMismatchError, what="state file", factor=2)  # the bytes, then the tensors
             return cls.from_bytes(Path(path).read_bytes(), str(path))
         from edgeseq.data.sizes import check_npz
         from edgeseq.errors import InputError

@@ -355,3 +355,73 @@ def test_profile_input_reads_the_frames_it_needs_of_a_long_npy_in_flat_memory(tm
         assert (float(first[0]), float(first[1]), int(first[2])) == (float(x[0, 0]), float(last_frame[-1]), 1000)
         peaks[name] = int(r.stdout.split("peak")[-1])
     assert peaks["big"] - peaks["small"] < 24 << 20, peaks
+
+
+# ------------------------------------------------------------------------ a saved state, a manifest, an archive
+def _esst(dims, data: bytes) -> bytes:
+    import struct
+
+    fp = b"f" * 8
+    return (b"ESST" + struct.pack("<II", 1, len(fp)) + fp + struct.pack("<qI", 0, 1) + struct.pack("<I", 1) + b"h"
+            + struct.pack("<II", 0, len(dims)) + struct.pack(f"<{len(dims)}q", *dims) + data)
+
+
+@pytest.mark.parametrize("dims,match", [
+    ((1000, 1000, 1000), r"tensor 'h' claims \(1000, 1000, 1000\) float32 \(3\.7 GiB\), but the file holds 64 bytes "
+                         r"after its header: truncated"),
+    ((2 ** 40, 2 ** 40), r"tensor 'h' claims \(1099511627776, 1099511627776\) float32 \(.* TiB\)"),  # past int64: no wrap to < 0
+    ((-4, 4), r"tensor 'h' claims shape \(-4, 4\)"),
+], ids=["3.7-GiB-over-64-bytes", "past-int64", "negative"])
+def test_a_state_file_whose_header_claims_more_than_it_holds_is_refused_naming_both(tmp_path, dims, match):
+    from edgeseq.runtimes.session import StreamState
+
+    path = tmp_path / "s.esstate"
+    path.write_bytes(_esst(dims, b"\0" * 64))
+    with pytest.raises(StateMismatchError, match=r"s\.esstate: not an edgeseq state file \(" + match):
+        StreamState.load(path)
+    StreamState.from_bytes(_esst((4, 4), b"\0" * 64))  # the same layout, honest: read
+
+
+def test_a_manifest_or_config_past_what_such_a_file_holds_is_refused_before_parsing(tmp_path):
+    from edgeseq import manifest
+    from edgeseq.checkpoint import read_config
+    from edgeseq.errors import ArtifactError, ConfigError
+
+    big = tmp_path / "a.onnx.edgeseq.json"
+    with open(big, "w") as f:  # valid JSON, 17 MiB
+        f.write('{"pad": "' + "x" * (17 << 20) + '"}')
+    with pytest.raises(ArtifactError, match=r"a\.onnx\.edgeseq\.json: 17\.0 MiB, but a manifest is at most 16\.0 MiB"):
+        manifest.read(big)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_bytes(big.read_bytes())
+    with pytest.raises(ConfigError, match=r"config\.json: 17\.0 MiB, but a config\.json is at most 16\.0 MiB"):
+        read_config(tmp_path / "m")
+
+
+def test_an_archive_whose_directory_claims_more_than_it_holds_is_refused_before_loading(tmp_path):
+    import torch
+
+    from edgeseq.errors import ConfigError
+    from edgeseq.graph.pt2 import check_archive
+
+    class Lin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.f(x)
+
+    path = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(Lin(), (torch.randn(1, 4, 3),)), path)
+    check_archive(path)  # the archive as saved passes
+    data = bytearray(path.read_bytes())
+    end = data.rfind(b"PK\x05\x06")  # the end record gives where the directory starts (members hold zips of their own)
+    at = int.from_bytes(data[end + 16:end + 20], "little")  # the first member's entry: its compressed size at +20
+    assert data[at:at + 4] == b"PK\x01\x02"
+    data[at + 20:at + 24] = (0x7FFFFFF0).to_bytes(4, "little")
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=r"bad\.pt2: member .* claims 2\.0 GiB at offset \d+, but the archive holds "
+                                          r".*: it is truncated or its directory is wrong"):
+        check_archive(bad)

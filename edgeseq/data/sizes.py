@@ -129,6 +129,23 @@ def check_memory(where: str, need: int, max_memory: int | None = None) -> None:
         raise InputError(f"{where}: reading it takes {human(need)}, more than {what} ({human(limit)})")
 
 
+def check_whole(path: Path, error=InputError, *, cap: int | None = None, what: str = "file", factor: int = 1) -> int:
+    """The size of a file that is read whole (a manifest, a config, a saved state, a weights file), refused with
+    ``error`` before it is read when it is past ``cap`` (what such a file never exceeds) or when ``factor`` times it
+    (what reading it takes) is more than the memory available. Returns the size."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if cap is not None and size > cap:
+        raise error(f"{path}: {human(size)}, but a {what} is at most {human(cap)}: not an edgeseq {what}")
+    try:
+        check_memory(f"{path} ({what})", size * factor)
+    except InputError as exc:
+        raise error(str(exc)) from None
+    return size
+
+
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 1000 ** 2, "mib": 1 << 20,
           "g": 1 << 30, "gb": 1000 ** 3, "gib": 1 << 30, "t": 1 << 40, "tb": 1000 ** 4, "tib": 1 << 40}
 

@@ -43,6 +43,7 @@ def check_archive(path: Path) -> None:
         tops = {n.split("/", 1)[0] for n in names}
         if len(tops) != 1 or any("/" not in n for n in names):
             raise ConfigError(f"{path}: not a torch.export archive (expected one top folder, found {sorted(tops)[:3]})")
+        _check_member_sizes(path, zf)
         rel = {n: n.split("/", 1)[1] for n in names}
         for name, r in rel.items():
             if not _ALLOWED.match(r):
@@ -68,6 +69,28 @@ def check_archive(path: Path) -> None:
                 except Exception:
                     raise ConfigError(f"{path}: refused: its sample inputs ({r}) hold more than tensors; loading them "
                                       "could run code") from None
+
+
+def _check_member_sizes(path: Path, zf: zipfile.ZipFile) -> None:
+    """Every member's recorded data within the archive (its offset plus its compressed size), a stored member's
+    sizes equal, and all members together (what loading reads: torch.export.load holds the weights in memory) within
+    the memory available; from the zip's directory alone."""
+    from edgeseq.data.sizes import check_memory, human
+    from edgeseq.errors import InputError
+
+    size = path.stat().st_size
+    for info in zf.infolist():
+        if info.header_offset + info.compress_size > size:
+            raise ConfigError(f"{path}: member {info.filename} claims {human(info.compress_size)} at offset "
+                              f"{info.header_offset:,}, but the archive holds {human(size)}: it is truncated or its "
+                              "directory is wrong")
+        if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+            raise ConfigError(f"{path}: member {info.filename} is stored uncompressed but records {human(info.file_size)}"
+                              f" for {human(info.compress_size)} of data: its directory is wrong")
+    try:
+        check_memory(f"{path} ({len(zf.infolist())} members)", sum(i.file_size for i in zf.infolist()))
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass

@@ -110,7 +110,8 @@ def test_the_fast_push_keeps_every_refusal_and_the_state_before_it(artifacts, wh
     with pytest.raises(InputError, match=r"input at step 3 has NaN/Inf values \(streams \[0\]\)"):
         fast.push(x)
     assert fast.steps == 3 and all(np.array_equal(a, b) for a, b in zip(before, fast.state.tensors))
-    big = np.full((1, 5), 1e30, np.float32)  # finite, its squares are not
+    big = np.full((1, 5), 1e25, np.float32)  # finite, its squares are not (at 1e30 XNNPACK's LSTM gives NaN on
+    # some x86_64 CPUs, AVX-512 ones here: refused then as it should be, but no longer this test's case)
     y = fast.push(big)
     assert np.isfinite(y).all() and fast.steps == 4
     slow.push(big)
