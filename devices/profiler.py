@@ -203,7 +203,8 @@ def _profile(artifact, cfg: ProfileConfig, reference, progress) -> dict[str, Any
     man.check_file(model_file, m)
     runtime = m["runtime"]["name"]
     total = cfg.warmup + cfg.steps
-    xs, inputs = make_inputs(m, cfg, max(total, cfg.parity_steps))
+    # every pass's frames: the timed stream, the N-stream throughput, the per-operator pass and the parity check
+    xs, inputs = make_inputs(m, cfg, max(total, cfg.parity_steps, cfg.stream_steps, cfg.op_steps))
     peak_reset = mem.reset_peak()
 
     tick("load")

@@ -53,9 +53,10 @@ def make_cases(kind: str, source: Path, out: Path, n: int, seed: int = 0) -> lis
     return cases
 
 
-def outcomes(cases: list[Path], attempt) -> list[str]:
+def outcomes(cases: list[Path], attempt, emit=None) -> list[str]:
     """``attempt(case)`` for each case: ``ok``, or ``error: <the EdgeseqError in one line>``; any other exception
-    escapes (the caller counts the process's end as a crash)."""
+    escapes (the caller counts the process's end as a crash). ``emit(line)``, where given, is called as each case
+    ends (so a process that dies is blamed on the case it died in, not on the first of its chunk)."""
     import warnings
 
     from edgeseq.errors import EdgeseqError
@@ -68,6 +69,8 @@ def outcomes(cases: list[Path], attempt) -> list[str]:
             lines.append("ok")
         except EdgeseqError as exc:
             lines.append("error: " + " ".join(str(exc).split()))
+        if emit is not None:
+            emit(lines[-1])
     return lines
 
 

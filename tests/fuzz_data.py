@@ -161,16 +161,100 @@ def make_cases(kind: str, source: Path, out: Path, n: int, seed: int = 0) -> lis
     return cases
 
 
-def run_cases(kind: str, cases: list[Path]) -> list[str]:
+def run_cases(kind: str, cases: list[Path], emit=None) -> list[str]:
     import edgeseq.data
     from fuzz_cases import outcomes  # tests/fuzz_cases.py (this folder is on sys.path, run as a script or not)
 
-    return outcomes(cases, edgeseq.data.load)
+    return outcomes(cases, edgeseq.data.load, emit)
+
+
+# ------------------------------------------------------------------------------ through the commands that take data
+def cli_fixture(out: Path) -> dict[str, Path]:
+    """What the commands need besides the data: a tiny rnn classifier of the sources' 12 features and 9 classes (a
+    model directory) and its ONNX artifact."""
+    import torch
+
+    import edgeseq
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = edgeseq.build("rnn", d_in=12, d_out=9, task="classify", d_hidden=4)
+    edgeseq.save(model, out / "model")
+    art = edgeseq.export(edgeseq.convert(model), out / "art", target="onnx", steps=20)
+    return {"model": out / "model", "art": art.path}
+
+
+# each command that takes data, in its cheapest form, and the data kinds it takes ("out": where it writes)
+COMMANDS = {
+    "train": (KINDS, lambda case, fx, o: ["train", "--data", case, "--epochs", "1", "--set", "d_hidden=4", "--out", o]),
+    "quantize": (KINDS, lambda case, fx, o: ["quantize", fx["model"], "--scheme", "int8-dynamic", "--target", "onnx",
+                                             "--calib", case, "--steps", "20", "--out", o]),
+    "prune": (KINDS, lambda case, fx, o: ["prune", fx["model"], "--data", case, "--finetune-epochs", "1", "--out", o]),
+    "stream": (("npy", "csv"), lambda case, fx, o: ["stream", fx["art"], "--input", case, "--output", f"{o}.npy"]),
+    "profile": (KINDS, lambda case, fx, o: ["profile", fx["art"], "--input", case, "--steps", "20", "--warmup", "0",
+                                            "--streams", "1", "--op-steps", "0", "--parity-steps", "20", "--out", o]),
+}
+
+
+def commands_for(kind: str) -> list[str]:
+    return [name for name, (kinds, _) in COMMANDS.items() if kind in kinds]
+
+
+def run_cli_cases(kind: str, cases: list[Path], fixture: dict[str, Path], work: Path, emit=None) -> list[str]:
+    """Each case through one of the commands that take its kind (in turn), in this process (typer's runner):
+    ``ok`` (exit 0), or ``error: <its one error line>`` (exit 1, one line, nothing written where the command
+    writes). Anything else raises: a traceback, another exit code, several lines, a half-written output."""
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from edgeseq.cli.main import app
+
+    warnings.simplefilter("ignore")
+    runner = CliRunner()
+    names = commands_for(kind)
+    lines = []
+    for i, case in enumerate(cases):
+        name = names[i % len(names)]
+        out = work / f"{name}{i}"
+        args = [str(a) for a in COMMANDS[name][1](case, fixture, out)]
+        before = set(work.iterdir())
+        r = runner.invoke(app, args)
+        if r.exit_code not in (0, 1) or (r.exception is not None and not isinstance(r.exception, SystemExit)):
+            raise RuntimeError(f"{name} on {case}: exit {r.exit_code}, {type(r.exception).__name__}: {r.output[-500:]}")
+        if r.exit_code == 0:
+            lines.append(f"ok {name}")
+            if emit is not None:
+                emit(lines[-1])
+            for p in set(work.iterdir()) - before:  # what it wrote: not kept (a thousand cases of it)
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            continue
+        errors = [line for line in r.output.splitlines() if line.startswith("error:")]
+        if len(errors) != 1 or "Traceback" in r.output:
+            raise RuntimeError(f"{name} on {case}: exit 1 without one error line: {r.output[-500:]}")
+        written = sorted(set(work.iterdir()) - before)
+        if written:
+            raise RuntimeError(f"{name} on {case}: refused, yet wrote {[p.name for p in written]}")
+        lines.append(f"error: {name}: " + " ".join(" ".join(errors[0].split()[1:]).split()))
+        if emit is not None:
+            emit(lines[-1])
+    return lines
 
 
 MARK = "CASE "
 
-if __name__ == "__main__":  # python tests/fuzz_data.py KIND CASE...: one line per case on stdout, after MARK
-    for line in run_cases(sys.argv[1], [Path(p) for p in sys.argv[2:]]):
+if __name__ == "__main__":  # python tests/fuzz_data.py [--cli FIXTURE_DIR] KIND CASE...: a line per case after MARK
+    def emit(line):  # as each case ends: a process that dies is blamed on its case
         print(MARK + line, flush=True)
+
+    args = sys.argv[1:]
+    if args[0] == "--cli":
+        import tempfile
+
+        fixture_dir = Path(args[1])
+        fixture = {"model": fixture_dir / "model", "art": fixture_dir / "art.onnx"}
+        with tempfile.TemporaryDirectory() as work:
+            run_cli_cases(args[2], [Path(p) for p in args[3:]], fixture, Path(work), emit)
+    else:
+        run_cases(args[0], [Path(p) for p in args[1:]], emit)
     print("PEAK", [int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")][0], flush=True)

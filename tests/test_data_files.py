@@ -221,3 +221,21 @@ def test_quantize_prune_and_profile_on_a_users_file_equal_the_arrays_in_python(a
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "prof" / "report.json").read_text())
     assert report["profiles"][0]["inputs"]["what"] == f"{src.name} test split, series concatenated"
+
+
+def test_profile_of_a_short_input_with_few_steps_feeds_every_pass(tmp_path):
+    # found by the data fuzz through the CLI: --steps 20 --parity-steps 20 took 20 frames of the input, and the
+    # N-stream pass (--stream-steps, 500 by default) and the per-operator pass indexed past them (IndexError)
+    from extras import need  # tests/extras.py
+
+    need("onnxruntime", "onnx")
+    torch.manual_seed(0)
+    model = edgeseq.build("rnn", d_in=3, d_out=2, task="sequence", d_hidden=4)
+    art = edgeseq.export(edgeseq.convert(model), tmp_path / "a", target="onnx", steps=20).path
+    xs = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    np.save(tmp_path / "short.npy", xs)
+    r = run("profile", art, "--input", tmp_path / "short.npy", "--steps", 20, "--warmup", 0, "--streams", 2,
+            "--parity-steps", 20, "--out", tmp_path / "prof")
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "prof" / "report.json").read_text())
+    assert "short.npy" in report["profiles"][0]["inputs"]["what"], report["profiles"][0]["inputs"]

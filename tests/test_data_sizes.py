@@ -96,26 +96,12 @@ def test_the_stream_reader_and_a_saved_state_refuse_lying_files(tmp_path):
         StreamState.load(lying_npz(tmp_path / "bomb.npz"))
 
 
-_RSS = r"""
-import sys, warnings
-warnings.simplefilter("ignore")
-from edgeseq.cli.main import main
-sys.argv = ["edgeseq", "stream", *sys.argv[1:]]
-try:
-    main()
-except SystemExit as exc:
-    assert not exc.code, exc.code
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (pytest) process that forked this one
-print("peak", [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
-"""
 
 
 def test_stream_reads_a_long_npy_in_chunks_in_flat_memory(tmp_path):
     """`edgeseq stream --input`: 64 MiB of frames peak within 24 MiB of 1 MiB of them (read whole and converted, the
     input alone would add 128 MiB); the outputs equal a session fed the same frames."""
-    import subprocess
-    import sys
-
+    from cli_rss import stream_peak  # tests/cli_rss.py
     from extras import need  # tests/extras.py
 
     need("onnxruntime", "onnx")
@@ -128,10 +114,7 @@ def test_stream_reads_a_long_npy_in_chunks_in_flat_memory(tmp_path):
     peaks = {}
     for name, frames in (("small", 64), ("big", 4096)):  # 1 MiB and 64 MiB of float32
         np.save(tmp_path / f"{name}.npy", rng.standard_normal((frames, d_in)).astype(np.float32))
-        r = subprocess.run([sys.executable, "-c", _RSS, str(art.path), "--input", str(tmp_path / f"{name}.npy"),
-                            "--output", str(tmp_path / f"{name}_y.npy")], capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr[-2000:]
-        peaks[name] = int(r.stdout.split("peak")[-1])
+        peaks[name] = stream_peak(art.path, tmp_path / f"{name}.npy", tmp_path / f"{name}_y.npy", timeout=600)
     assert peaks["big"] - peaks["small"] < 24 << 20, peaks
     x = np.load(tmp_path / "big.npy")
     sess = edgeseq.open(art.path)

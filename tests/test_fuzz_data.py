@@ -45,3 +45,26 @@ def test_the_sources_themselves_load():
         for kind, path in fuzz_data.sources(Path(d)).items():
             ds = edgeseq.data.load(path)
             assert ds.d_in == 12, kind
+
+
+@pytest.fixture(scope="module")
+def cli_fixture(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fuzz-cli")
+    fuzz_data.cli_fixture(out)
+    return out
+
+
+@pytest.mark.parametrize("kind", fuzz_data.KINDS)
+def test_mutated_data_files_through_the_commands_end_in_ok_or_one_error_line(sources, cli_fixture, kind, tmp_path):
+    # the commands that take this kind, in turn (train, quantize --calib, prune, stream --input, profile --input):
+    # the child process raises (exit non-zero) on a traceback, another exit code, several lines or a half-written output
+    cases = fuzz_data.make_cases(kind, sources[kind], tmp_path / kind, 2 * len(fuzz_data.commands_for(kind)), seed=3)
+    r = subprocess.run([sys.executable, str(Path(__file__).with_name("fuzz_data.py")), "--cli", str(cli_fixture), kind,
+                        *map(str, cases)], capture_output=True, text=True, env=dict(os.environ))
+    assert r.returncode == 0, f"the process ended with {r.returncode}: {r.stderr[-1500:]}"
+    lines = [line[len(fuzz_data.MARK):] for line in r.stdout.splitlines() if line.startswith(fuzz_data.MARK)]
+    assert len(lines) == len(cases), r.stdout + r.stderr[-500:]
+    assert all(line.startswith(("ok ", "error: ")) for line in lines), lines
+    names = {line.split()[1].rstrip(":") for line in lines}
+    assert names == set(fuzz_data.commands_for(kind)), names  # every command was driven
+    assert all(len(line) < 600 for line in lines)

@@ -186,8 +186,18 @@ def check_parquet(path: Path, max_memory: int | None = None) -> list[str]:
 
     try:
         size = path.stat().st_size
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
         md = pf.metadata
+        # one row of every column first: pyarrow's reader checks each column chunk's metadata (and its range
+        # against the file) and raises, where the Python accessors below abort the process on some corrupt
+        # chunks (pyarrow 26: "Definition level histogram size mismatch" thrown through a Cython call);
+        # unbuffered, it reads a page per column, not the row group. A chunk past the end of the file is
+        # reported below with both sizes (its metadata was read whole to get there)
+        try:
+            next(pf.iter_batches(batch_size=1), None)
+        except OSError as exc:
+            if "Invalid column metadata" not in str(exc):
+                raise
         names = [str(n) for n in pf.schema_arrow.names if not str(n).startswith("__index_level_")]
         ends = []
         for i in range(md.num_row_groups):
