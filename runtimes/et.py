@@ -232,6 +232,49 @@ class ExecuTorchBackend:
         # clone_outputs=False: the bindings would otherwise clone every output before ProgramIO copies it again
         return self.io.outputs(self._call(self.io.inputs(x, state), clone_outputs=False))
 
+    def bind(self, arena):
+        """The step as two calls bound to ``arena`` (runtimes/arena.py), as ``OrtBackend.bind``: the program reads
+        the frame and the state in place from the arena (tensors on it made once) and its outputs are copied into
+        the other side. Where the bindings put the outputs does not move between calls: a memory-planned output lives
+        in the method's planned buffers and any other in a buffer the bindings allocate once per method
+        (``PyMethod::allocate_output_storages`` in ExecuTorch's pybindings.cpp), so numpy views of them are made
+        once too. None where the program's I/O is not plain (a state taken channels-last or passed through, which
+        ProgramIO handles)."""
+        io = self.io
+        if io.channels_last or io.passed:
+            return None
+        call = self._call
+        arrays = [[torch.from_numpy(a) for a in (arena.x[1 - c], *arena.state[c])] for c in (0, 1)]
+        try:
+            first = call(arrays[0], clone_outputs=False)
+            again = call(arrays[0], clone_outputs=False)
+        except Exception:  # a program that cannot run: the per-call path says why, in its own words
+            return None
+        if len(first) != 1 + io.n_state or [t.data_ptr() for t in first] != [t.data_ptr() for t in again]:
+            return None
+        outs = [t.numpy() for t in first]
+        shapes = [(arena.y[0].shape, *(s.shape for s in arena.state[0]))]
+        if [o.shape for o in outs] != list(shapes[0]) or any(o.dtype != np.float32 for o in outs):
+            return None
+        steps = []
+        for c in (0, 1):
+            n = 1 - c
+            pairs = tuple(zip((arena.y[n], *arena.state[n]), outs))
+            steps.append(self._bound_call(call, arrays[c], pairs, outs))
+        return tuple(steps)
+
+    @staticmethod
+    def _bound_call(call, inputs, pairs, keep):
+        copyto = np.copyto
+
+        def step():
+            call(inputs, clone_outputs=False)
+            for dst, src in pairs:
+                copyto(dst, src)
+
+        step.keep = (inputs, keep)  # the tensors on the arena and the views of the outputs, alive with the step
+        return step
+
 
 @contextlib.contextmanager
 def native_stderr_quiet():

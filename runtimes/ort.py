@@ -53,6 +53,39 @@ class OrtBackend:
             raise ArtifactError(f"{self.path}: onnxruntime failed running a step ({line})") from None
         return out[0], list(out[1:])
 
+    def bind(self, arena):
+        """The step as two calls bound to ``arena`` (runtimes/arena.py): ``steps[c]()`` reads the state on side ``c``
+        and the frame on the other side, and writes the output and the next state there, through onnxruntime's I/O
+        binding (the addresses are bound once, at open; a call is the C++ run alone). None where the bindings lack
+        it (an onnxruntime before I/O binding had its Python methods)."""
+        inner = getattr(self.sess, "_sess", None)
+        run = getattr(inner, "run_with_iobinding", None)
+        if run is None or not callable(getattr(self.sess, "io_binding", None)):
+            return None
+        steps = []
+        for c in (0, 1):
+            n = 1 - c
+            io = self.sess.io_binding()
+            for name, a in zip(self.in_names, (arena.x[n], *arena.state[c])):
+                io.bind_input(name, "cpu", 0, np.float32, a.shape, a.ctypes.data)
+            for name, a in zip(self.out_names, (arena.y[n], *arena.state[n])):
+                io.bind_output(name, "cpu", 0, np.float32, a.shape, a.ctypes.data)
+            steps.append(self._bound_call(run, io))
+        return tuple(steps)
+
+    def _bound_call(self, run, io):
+        binding, path = io._iobinding, self.path
+
+        def step():
+            try:
+                run(binding, None)
+            except Exception as exc:  # as in run: a graph that loads but cannot run
+                line = " ".join(str(exc).split())[:240]
+                raise ArtifactError(f"{path}: onnxruntime failed running a step ({line})") from None
+
+        step.binding = io  # kept alive with the step
+        return step
+
 
 @register_runtime
 class OnnxRuntime(Runtime):

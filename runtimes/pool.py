@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseq.errors import ConcurrentUseError, InputError, ShapeError, StateMismatchError
-from edgeseq.runtimes.session import StreamState, _first_nonfinite
+from edgeseq.runtimes.session import StreamState, _first_nonfinite, _isfinite
 
 
 def pool_rows(path, slots: int) -> int:
@@ -56,12 +56,16 @@ class StreamPool:
         if s.vocab_size:
             raise ShapeError("a pool of language models (token-id inputs) is not supported yet; use one session per stream")
         self._init = [np.asarray(t) for t in s.state.tensors]  # the initial state of every row
-        self._state = [t.copy() for t in self._init]
         self._active = np.zeros(self.rows, dtype=bool)
         self._active[slots:] = True  # rows past the slots: never free, never given a frame
-        self._steps = np.zeros(self.rows, dtype=np.int64)
+        self._steps = [0] * self.rows  # a Python list: one += per frame is cheaper than a numpy index
         self._x = np.zeros((self.rows, self.d_in), np.float32)
         self._busy = threading.Lock()
+
+    @property
+    def _state(self) -> list[np.ndarray]:
+        """The batched state: the session's (its arena's current side where it is bound)."""
+        return self._sess._state
 
     # ------------------------------------------------------------------------------------------ membership
     def join(self, state: StreamState | None = None) -> int:
@@ -120,17 +124,69 @@ class StreamPool:
             self._busy.release()
 
     def _step(self, frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """On a session bound to its arena (see StreamSession.push): the frames are written into the arena's free
+        side (zeros in the rows without one), the runtime runs in place, one sum over that side checks the frames,
+        the outputs and the next state at once, and the rows without a frame get their state back from the current
+        side. Only a sum that is not finite looks further (:meth:`_refuse_nonfinite`), with every state kept."""
         if not frames:
             return {}
+        sess = self._sess
+        if sess._arena is None:
+            return self._step_arrays(frames)
+        call, xn, yn, _, total, ones, n = sess._bound[sess._cur]
+        partial = len(frames) != self.rows
+        if partial:
+            xn[...] = 0.0
+        active, d_in, slots = self._active, self.d_in, self.slots
+        for slot, f in frames.items():
+            if not (type(slot) is int and 0 <= slot < slots and active[slot]):
+                self._check_slot(slot)
+            if type(f) is not np.ndarray or f.size != d_in:
+                f = self._frame(slot, f)
+            xn[slot] = f.reshape(d_in)
+        call()
+        if not _isfinite(total(ones)):
+            self._refuse_nonfinite(frames, xn, yn, sess._sides[n])
+        if partial:
+            keep = np.ones(self.rows, dtype=bool)
+            keep[list(frames)] = False
+            for old, nxt in zip(sess._state, sess._sides[n]):
+                nxt[keep] = old[keep]
+        sess._cur, sess._state = n, sess._sides[n]
+        steps = self._steps
+        out = {}
+        for slot in frames:
+            steps[slot] += 1
+            out[slot] = yn[slot].copy()
+        return out
+
+    def _frame(self, slot: int, f) -> np.ndarray:
+        f = np.asarray(f, dtype=np.float32).reshape(-1)
+        if f.shape != (self.d_in,):
+            raise ShapeError(f"step: slot {slot}'s frame has {f.size} values; the model takes {self.d_in}")
+        return f
+
+    def _refuse_nonfinite(self, frames, x, y, new) -> None:
+        """Raise for a frame with NaN/Inf (naming its slot) or a NaN/Inf the step made in a slot given a frame; return
+        when the slots given frames are finite after all (a waiting row's throwaway step, a sum that overflowed)."""
+        for slot in frames:
+            if not np.isfinite(x[slot]).all():
+                raise InputError(f"step: slot {slot}'s frame at its step {self._steps[slot]} has NaN/Inf values")
+        given = np.zeros(self.rows, dtype=bool)
+        given[list(frames)] = True
+        bad = _first_nonfinite(y[given], [np.asarray(t)[given] for t in new], self.spec.names)
+        if bad is not None:
+            raise InputError(f"step: {bad} became NaN/Inf in one of slots {sorted(frames)}; their states are kept")
+
+    def _step_arrays(self, frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """The same step on a session that is not bound to an arena: the backend's per-call run."""
         x = self._x
         x[:] = 0.0
         for slot, f in frames.items():
             self._check_slot(slot)
-            f = np.asarray(f, dtype=np.float32).reshape(-1)
-            if f.shape != (self.d_in,):
-                raise ShapeError(f"step: slot {slot}'s frame has {f.size} values; the model takes {self.d_in}")
+            f = self._frame(slot, f)
             if not np.isfinite(f).all():
-                raise InputError(f"step: slot {slot}'s frame at its step {int(self._steps[slot])} has NaN/Inf values")
+                raise InputError(f"step: slot {slot}'s frame at its step {self._steps[slot]} has NaN/Inf values")
             x[slot] = f
         y, new = self._sess.backend.run(x, self._state)
         given = np.zeros(self.rows, dtype=bool)
@@ -145,6 +201,7 @@ class StreamPool:
             if keep.any():
                 nxt[keep] = old[keep]
             out.append(nxt)
-        self._state = out
-        self._steps[given] += 1
+        self._sess._accept(out)
+        for slot in frames:
+            self._steps[slot] += 1
         return {slot: y[slot].copy() for slot in frames}

@@ -274,3 +274,35 @@ def test_kill_9_during_state_writes_leaves_the_previous_state_readable(artifacts
         whole = edgeseq.open(artifacts["onnx"])
         whole.run(xs[:n])
         np.testing.assert_array_equal(resumed.run(xs[n:n + 200]), whole.run(xs[n:n + 200]))
+
+
+@pytest.mark.parametrize("target", ["onnx"])
+def test_a_pool_refuses_a_bad_frame_naming_its_slot_and_keeps_every_state(artifacts, target):
+    """A pool step bound to its session's arena: a NaN frame is refused naming its slot, a frame of the wrong size
+    naming the sizes, and neither changes any stream (the next steps equal the streams run alone, without the
+    refused steps)."""
+    from edgeseq.errors import InputError, ShapeError
+
+    pool = edgeseq.StreamPool(artifacts[target], slots=2)
+    assert pool._sess.bound
+    a, b = pool.join(), pool.join()
+    rng = np.random.default_rng(0)
+    d = pool.d_in
+    xs = rng.standard_normal((20, 2, d)).astype(np.float32)
+    outs = {a: [], b: []}
+    for t in range(20):
+        if t == 5:
+            bad = xs[t, 1].copy()
+            bad[3] = np.nan
+            with pytest.raises(InputError, match=rf"slot {b}'s frame at its step {pool.steps(b)} has NaN/Inf"):
+                pool.step({a: xs[t, 0], b: bad})
+            with pytest.raises(ShapeError, match=rf"slot {a}'s frame has {d - 1} values; the model takes {d}"):
+                pool.step({a: xs[t, 0, 1:]})
+        got = pool.step({a: xs[t, 0], b: xs[t, 1]} if t % 3 else {a: xs[t, 0]})
+        for s in got:
+            outs[s].append(got[s])
+    alone_a = edgeseq.open(artifacts[target]).run(xs[:, 0])
+    alone_b = edgeseq.open(artifacts[target]).run(np.stack([xs[t, 1] for t in range(20) if t % 3]))
+    np.testing.assert_allclose(np.stack(outs[a]), alone_a, atol=1e-6)
+    np.testing.assert_allclose(np.stack(outs[b]), alone_b, atol=1e-6)
+    assert pool.steps(a) == 20 and pool.steps(b) == len(alone_b)

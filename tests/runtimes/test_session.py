@@ -117,3 +117,92 @@ def test_the_fast_push_keeps_every_refusal_and_the_state_before_it(artifacts, wh
     slow.push(big)
     wide = np.zeros((1, 10), np.float32)[:, ::2]  # not C-contiguous: the slow path
     np.testing.assert_array_equal(fast.push(wide), slow.push(np.zeros((1, 5), np.float32)))
+
+
+@pytest.mark.parametrize("which", ["onnx", "executorch"])
+def test_the_bound_push_equals_the_runtime_call_and_the_eager_step(artifacts, which):
+    """push runs bound to the session's arena (the runtime reads and writes it in place); over 2,000 frames its
+    outputs are bit for bit those of the backend's own per-call run with the state fed back, and within 1e-5 of
+    the eager step."""
+    sess = _open(artifacts, which)
+    assert sess.bound
+    xs = np.random.default_rng(3).standard_normal((2000, 1, 5)).astype(np.float32)
+    ys = sess.run(xs)
+    be, state = sess.backend, [t.numpy() for t in sess.spec.init(1)]
+    ref = []
+    for x in xs:
+        y, state = be.run(x, state)
+        ref.append(y.copy())
+    np.testing.assert_array_equal(ys, np.stack(ref))
+    step, st = artifacts["step"], artifacts["step"].init_state(1)
+    eager = []
+    with torch.no_grad():
+        for x in xs:
+            y, st = step(torch.from_numpy(x), st)
+            eager.append(y.numpy())
+    assert np.abs(ys - np.stack(eager)).max() <= 1e-5
+    for a, b in zip(sess.state.tensors, state):  # the state read back is the runtime's last state
+        np.testing.assert_array_equal(a, b)
+    y = sess.push(xs[0])
+    y_again = sess.push(xs[1])
+    assert not np.shares_memory(y, y_again)  # each output is the caller's own array
+
+
+@pytest.fixture(scope="module")
+def doubling(tmp_path_factory):
+    """A ReLU RNN whose state doubles each step (W_hh = 2 I, no input weights), exported to both targets."""
+    import warnings
+
+    model = edgeseq.build("rnn", d_in=2, d_out=2, d_hidden=4, cell="rnn_relu")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.eye(4) * 2.0 if "weight_hh" in name else torch.zeros_like(p))
+    out = tmp_path_factory.mktemp("doubling")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step = edgeseq.convert(model)
+        return {t: edgeseq.export(step, out / "double", target=t, steps=50).path for t in ("onnx", "executorch")}
+
+
+@pytest.mark.parametrize("which", ["onnx", "executorch"])
+def test_a_state_that_overflows_in_the_bound_push_is_named_and_the_state_before_kept(doubling, which):
+    """A state of 3e38 doubles past float32's limit at the next step: the bound path names the state tensor, counts
+    no step, and the state read back is the one set; after reset the session streams on."""
+    from edgeseq.errors import NumericalError
+
+    sess = edgeseq.open(doubling[which])
+    assert sess.bound
+    big = StreamState(sess.spec.names, (np.full((1, 4), 3e38, np.float32),), sess.fingerprint, 7)
+    sess.state = big
+    with pytest.raises(NumericalError, match=r"step 7 made state tensor 'h0' NaN/Inf"):
+        sess.push(np.ones((1, 2), np.float32))
+    assert sess.steps == 7
+    np.testing.assert_array_equal(sess.state.tensors[0], big.tensors[0])
+    sess.state = StreamState(sess.spec.names, (np.full((1, 4), 1e38, np.float32),), sess.fingerprint, 7)
+    sess.push(np.ones((1, 2), np.float32))  # 2e38: still finite
+    np.testing.assert_array_equal(sess.state.tensors[0], np.full((1, 4), 2e38, np.float32))
+    assert sess.steps == 8
+
+
+def test_a_backend_without_bind_takes_the_per_call_path(artifacts):
+    """Assigning a wrapper backend (as the reliability tests do) unbinds push, keeping the state: the wrapper's run
+    is what every push calls."""
+    sess = _open(artifacts, "onnx")
+    x = np.ones((1, 5), np.float32)
+    sess.push(x)
+    calls = []
+
+    class Wrapped:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, x, state):
+            calls.append(1)
+            return self.inner.run(x, state)
+
+    sess.backend = Wrapped(sess.backend)
+    assert not sess.bound
+    ref = _open(artifacts, "onnx")
+    ref.push(x)
+    np.testing.assert_array_equal(sess.push(x), ref.push(x))
+    assert len(calls) == 1
