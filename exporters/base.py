@@ -28,6 +28,7 @@ from edgeseq.parity import compare
 from edgeseq.registry import Registry
 from edgeseq.step import StepModule, check_token_ids
 
+RNN_OPS = ("timed", "fused", "gates")  # how the onnx target writes recurrent cells (export's rnn_ops)
 DEFAULT_TOLERANCE = 1e-4  # scaled error: abs error / max(1, |reference|), see edgeseq.parity
 
 
@@ -70,8 +71,9 @@ class Exporter:
     dynamic_batch: bool = False
     extra: str = ""  # the pip extra that provides the toolchain
 
-    def write(self, step: StepModule, path: Path, batch: int) -> dict[str, Any]:
-        """Write the artifact to ``path``; return manifest fields: ``runtime`` and ``graph``."""
+    def write(self, step: StepModule, path: Path, batch: int, **options: Any) -> dict[str, Any]:
+        """Write the artifact to ``path``; return manifest fields: ``runtime`` and ``graph``. ``options``: the
+        target's own export options (the onnx target's ``rnn_ops``); a target ignores those it does not have."""
         raise NotImplementedError
 
 
@@ -116,6 +118,7 @@ def export(
     progress: Callable[[str], None] | None = None,
     more_batches: Sequence[int] = (),
     model: nn.Module | None = None,
+    rnn_ops: str = "timed",
 ) -> Artifact:
     """Export a step module (or a convertible model) to ``target`` and validate it.
 
@@ -136,6 +139,11 @@ def export(
     forward over the validation stream is then the reference of a second check, the artifact against the model
     (``model_parity`` in the manifest; enforced with the same tolerance for a float step, recorded for a quantized
     one). ``conversion_proof`` in the manifest is the step's proof at conversion (:mod:`edgeseq.proof`).
+
+    ``rnn_ops`` (onnx target): how recurrent cells (LSTM, GRU, Elman, in any step) are written: ``"timed"`` writes
+    both ONNX's fused LSTM/GRU/RNN ops and the cells' gates, runs both on onnxruntime and keeps the faster
+    (``runtime.rnn_ops`` in the manifest records both times); ``"fused"`` or ``"gates"`` asks for one. The kept
+    file is validated like any other.
     """
     from edgeseq.convert import convert
 
@@ -157,6 +165,8 @@ def export(
         raise ConfigError(f"batch must be >= 1, got {batch}")
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}")
+    if rnn_ops not in RNN_OPS:
+        raise ConfigError(f"rnn_ops must be {', '.join(RNN_OPS[:-1])} or {RNN_OPS[-1]}, got {rnn_ops!r}")
     more = sorted({int(b) for b in more_batches} - {batch})
     if more and exporter.dynamic_batch:
         raise ConfigError(f"{target} artifacts take any batch: more batch sizes ({', '.join(map(str, more))}) are for "
@@ -168,7 +178,9 @@ def export(
     path = resolve_out(out, exporter.suffix)
     man_path = manifest_path_for(path)
     with staging_dir(path.parent) as tmp:
-        manifest = _write_validated(step, exporter, tmp / path.name, batch, x, tolerance, note, inputs, seed, model)
+        options = {"rnn_ops": rnn_ops}
+        manifest = _write_validated(step, exporter, tmp / path.name, batch, x, tolerance, note, inputs, seed, model,
+                                    options)
         moves = [(tmp / path.name, path)]
         written = [manifest]
         if more:
@@ -176,7 +188,7 @@ def export(
         for b in more:
             name = batch_program_name(path.name, exporter.suffix, b)
             xb = _rollout_inputs(step, None if inputs is None else _tile_rows(x, b), steps, b, seed)
-            m = _write_validated(step, exporter, tmp / name, b, xb, tolerance, note, inputs, seed, model)
+            m = _write_validated(step, exporter, tmp / name, b, xb, tolerance, note, inputs, seed, model, options)
             (tmp / (name + SUFFIX)).write_text(_json(m))
             moves += [(tmp / name, path.with_name(name)), (tmp / (name + SUFFIX), path.with_name(name + SUFFIX))]
             manifest["batch_programs"].append({"batch": b, "file": name, "file_sha256": m["file_sha256"],
@@ -204,7 +216,8 @@ def _tile_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def _write_validated(step: StepModule, exporter: Exporter, tmp_model: Path, batch: int, x: torch.Tensor,
-                     tolerance: float, note, inputs, seed: int, model: nn.Module | None = None) -> dict:
+                     tolerance: float, note, inputs, seed: int, model: nn.Module | None = None,
+                     options: dict | None = None) -> dict:
     """Write one program at ``batch`` to ``tmp_model``, run it beside the eager step over ``x`` (and the artifact's
     outputs against ``model``'s own, when given) and return its manifest with the parity; :class:`ParityError`
     past ``tolerance``."""
@@ -212,7 +225,7 @@ def _write_validated(step: StepModule, exporter: Exporter, tmp_model: Path, batc
 
     target, quant = exporter.target, getattr(step, "quantization", None)
     note(f"exporting to {target}" + (f" (batch {batch})" if not exporter.dynamic_batch and batch > 1 else ""))
-    info = exporter.write(step, tmp_model, batch)
+    info = exporter.write(step, tmp_model, batch, **(options or {}))
     manifest = build_manifest(step, exporter, info, tmp_model.name, tmp_model, batch)
     if quant is not None:
         from edgeseq.quant.verify import enforce

@@ -27,7 +27,7 @@ class ExecuTorchExporter(Exporter):
     dynamic_batch = False
     extra = "executorch"
 
-    def write(self, step: StepModule, path: Path, batch: int) -> dict[str, Any]:
+    def write(self, step: StepModule, path: Path, batch: int, **_options: Any) -> dict[str, Any]:
         et = require("executorch", "executorch")
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower

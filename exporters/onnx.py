@@ -24,14 +24,17 @@ class OnnxExporter(Exporter):
     dynamic_batch = True
     extra = "onnx"
     lowering = "lower_onnx"  # the scheme's ONNX lowering this target uses
+    timed_rnn_ops = True  # recurrent cells: ONNX's LSTM/GRU/RNN ops or their gates, whichever onnxruntime runs faster
 
-    def write(self, step: StepModule, path: Path, batch: int) -> dict[str, Any]:
+    def write(self, step: StepModule, path: Path, batch: int, rnn_ops: str = "timed") -> dict[str, Any]:
         onnx = require("onnx", "onnx")
         require("onnxscript", "onnx")
         quant = getattr(step, "quantization", None)
         info: dict[str, Any] = {}
         if quant is None:
-            _export_graph(step, path)
+            choice = _export_rnn_form(step, path, batch, rnn_ops if self.timed_rnn_ops else "gates")
+            if choice is not None:
+                info["rnn_ops"] = choice
         else:
             # the float graph (int8-rounded weights, dequantized), then onnxruntime.quantization rewrites it
             from edgeseq.quant.config import scheme_of
@@ -50,6 +53,7 @@ class OnnxExporter(Exporter):
         ops = Counter(n.op_type for n in model.graph.node)
         return {
             "runtime": {"name": "onnxruntime", "version": _ort_version(), "opset": OPSET, "onnx": onnx.__version__,
+                        **({"rnn_ops": info.pop("rnn_ops")} if "rnn_ops" in info else {}),
                         **self.runtime_notes(step, model)},
             "graph": {"nodes": sum(ops.values()), "op_types": dict(sorted(ops.items()))},
             **info,
@@ -70,6 +74,7 @@ class TensorRTExporter(OnnxExporter):
 
     target = "tensorrt"
     lowering = "lower_tensorrt"
+    timed_rnn_ops = False  # onnxruntime's CPU timing says nothing of TensorRT's: the gates, as matmuls it fuses
 
     def runtime_notes(self, step: StepModule, model) -> dict[str, Any]:
         notes = {"ort_optimization": "disabled", "tensorrt_qdq": check_tensorrt_qdq(model),
@@ -127,7 +132,84 @@ def check_tensorrt_qdq(model) -> dict[str, Any]:
     return counts
 
 
-def _export_graph(step: StepModule, path: Path) -> None:
+def _export_rnn_form(step: StepModule, path: Path, batch: int, rnn_ops: str) -> dict[str, Any] | None:
+    """Write ``step`` to ``path`` with its recurrent cells as ``rnn_ops`` says: ``gates`` (matmuls and pointwise
+    ops), ``fused`` (ONNX's LSTM/GRU/RNN ops, exporters/onnx_rnn.py) or ``timed``: both written and run on
+    onnxruntime (:func:`time_forms`), the faster kept. Returns what the manifest records of the choice (None for a
+    step without such cells)."""
+    from edgeseq.exporters.onnx_rnn import fused_rnn_cells
+
+    if rnn_ops != "fused":
+        _export_graph(step, path)
+    if rnn_ops == "gates":
+        return None
+    other = path.with_name(path.stem + ".fused.onnx")
+    try:
+        with fused_rnn_cells(step) as cells:
+            if cells:
+                _export_graph(step, path if rnn_ops == "fused" else other, fused=True)
+        if not cells:
+            if rnn_ops == "fused":
+                _export_graph(step, path)
+            return None
+        if rnn_ops == "fused":
+            return {"form": "fused", "cells": cells, "decided_by": "asked for"}
+        times = time_forms({"gates": path, "fused": other}, step, batch)
+        form = "fused" if times["fused"] < times["gates"] else "gates"
+        if form == "fused":
+            other.replace(path)
+    finally:
+        other.unlink(missing_ok=True)
+    return {"form": form, "cells": cells, "decided_by": "timing", "us_per_step": times,
+            "timing": f"onnxruntime {_ort_version()} CPU, 1 thread, batch {batch}, medians of {_ROUNDS} interleaved "
+                      f"rounds, bound I/O"}
+
+
+_ROUNDS = 7
+
+
+def time_forms(paths: dict[str, Path], step: StepModule, batch: int, budget_s: float = 0.4) -> dict[str, float]:
+    """µs per step of each ONNX file of ``step`` on onnxruntime (CPU, one thread, inputs and outputs bound once, as
+    a session runs them), interleaved rounds, medians; about ``budget_s`` seconds in all."""
+    import statistics
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.log_severity_level = 4
+    rng = np.random.default_rng(0)
+    state = [t.numpy() for t in step.init_state(batch)]
+    in_names, out_names = io_names(step.state_spec)
+    calls = {}
+    for form, p in paths.items():
+        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        io = sess.io_binding()
+        keep = [rng.standard_normal((batch, step.d_in)).astype(np.float32), *(t.copy() for t in state)]
+        for name, a in zip(in_names, keep):
+            io.bind_input(name, "cpu", 0, a.dtype, a.shape, a.ctypes.data)
+        for name in out_names:
+            io.bind_output(name, "cpu")
+        calls[form] = (sess, io, keep)
+    for sess, io, _ in calls.values():  # warm up, and one call's time for the round size
+        sess.run_with_iobinding(io)
+    t0 = time.perf_counter()
+    for sess, io, _ in calls.values():
+        sess.run_with_iobinding(io)
+    per_round = max(5, int(budget_s / _ROUNDS / max(time.perf_counter() - t0, 1e-6)))
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(_ROUNDS):
+        for form, (sess, io, _) in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(per_round):
+                sess.run_with_iobinding(io)
+            times[form].append((time.perf_counter() - t0) / per_round * 1e6)
+    return {k: round(statistics.median(v), 2) for k, v in times.items()}
+
+
+def _export_graph(step: StepModule, path: Path, fused: bool = False) -> None:
     import onnx
 
     flat = FlatStep(step).eval()
@@ -141,9 +223,16 @@ def _export_graph(step: StepModule, path: Path) -> None:
         program = torch.onnx.export(
             flat, args, dynamo=True, input_names=in_names, output_names=out_names,
             dynamic_shapes=dynamic_shapes, opset_version=OPSET, external_data=False, verbose=False,
+            **({"custom_translation_table": _translations()} if fused else {}),
         )
     program.save(str(path), external_data=False)
     _check(onnx, path)
+
+
+def _translations() -> dict:
+    from edgeseq.exporters.onnx_rnn import TRANSLATIONS
+
+    return TRANSLATIONS
 
 
 def _check(onnx, path: Path) -> None:

@@ -50,6 +50,12 @@ def test_convert_export_inspect_stream(trained, tmp_path):
     assert r.exit_code == 0, r.output
     art = tmp_path / "m.onnx"
     assert art.exists() and (tmp_path / "m.onnx.edgeseq.json").exists()
+    timed = json.loads((tmp_path / "m.onnx.edgeseq.json").read_text())["runtime"]["rnn_ops"]
+    assert f"{timed['us_per_step']['fused']:.1f} us (fused ops) vs {timed['us_per_step']['gates']:.1f} us" in r.output
+    r = run("export", trained, "--target", "onnx", "--out", tmp_path / "f", "--rnn-ops", "fused")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "f.onnx.edgeseq.json").read_text())["runtime"]["rnn_ops"]["form"] == "fused"
+    assert run("export", trained, "--out", tmp_path / "g", "--rnn-ops", "fast").exit_code == 2  # not a choice
 
     r = run("inspect", art)
     assert r.exit_code == 0 and "64 bytes per stream" in r.output and "state_h0" in r.output, r.output

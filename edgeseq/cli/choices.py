@@ -12,6 +12,9 @@ from edgeseq.runtimes import RUNTIMES
 Family = Enum("Family", {k: k for k in FAMILIES.keys()}, type=str)
 Target = Enum("Target", {k: k for k in EXPORTERS.keys()}, type=str)
 RuntimeName = Enum("RuntimeName", {k: k for k in RUNTIMES.keys()}, type=str)
+from edgeseq.exporters.base import RNN_OPS  # noqa: E402
+
+RnnOps = Enum("RnnOps", {k: k for k in RNN_OPS}, type=str)
 
 from edgeseq.quant import SCHEMES  # noqa: E402
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from edgeseq.cli.choices import Target
+from edgeseq.cli.choices import RnnOps, Target
 from edgeseq.cli.common import handle_errors, out, status
 from edgeseq.cli.source import ModelArg, TimeAxisOpt
 
@@ -25,6 +25,10 @@ def export(
     steps: Annotated[int, typer.Option(min=1, help="Length of the validation rollout (state fed back).")] = 2000,
     tolerance: Annotated[float, typer.Option(help="Max scaled error (abs / max(1, |ref|)) vs eager; past it nothing is written.")] = 1e-4,
     seed: Annotated[int, typer.Option(help="Seed of the validation inputs.")] = 0,
+    rnn_ops: Annotated[RnnOps, typer.Option(
+        help="onnx: how LSTM/GRU/RNN cells are written. timed: both ONNX's fused LSTM/GRU/RNN ops and the cells' "
+             "gates are written and run on onnxruntime, the faster is kept (both times go into the manifest, "
+             "runtime.rnn_ops); fused or gates: that one. The tensorrt target always writes the gates.")] = RnnOps("timed"),
     time_axis: TimeAxisOpt = None,
 ) -> None:
     """Export MODEL's step function to TARGET and validate it on its runtime.
@@ -45,7 +49,8 @@ def export(
         model, step = open_model(model_dir, time_axis)
     with status(f"exporting to {target.value} and validating over {steps} steps"):
         art = edgeseq.export(step, out_path, target=target.value, batch=batch[0], steps=steps,
-                             tolerance=tolerance, seed=seed, more_batches=batch[1:], model=model)
+                             tolerance=tolerance, seed=seed, more_batches=batch[1:], model=model,
+                             rnn_ops=rnn_ops.value)
     p = art.parity
     g = art.manifest.get("graph", {})
     extra = (f"; {g['delegated_ops']}/{g['delegated_ops'] + g['non_delegated_ops']} ops delegated"
@@ -56,6 +61,11 @@ def export(
     if mp is not None:
         out.print(f"artifact vs the model itself over {mp['steps']} steps: max abs error {mp['max_abs_error']:.3g}, "
                   f"max scaled error {mp['max_scaled_error']:.3g}" + ("" if mp["enforced"] else " (quantized: recorded, not enforced)"))
+    r = art.manifest.get("runtime", {}).get("rnn_ops")
+    if r is not None and r.get("decided_by") == "timing":
+        t = r["us_per_step"]
+        out.print(f"recurrent cells as {'ONNX LSTM/GRU/RNN ops' if r['form'] == 'fused' else 'gates'}: "
+                  f"{t['fused']:.1f} us (fused ops) vs {t['gates']:.1f} us (gates) per step on onnxruntime")
     for e in art.manifest.get("batch_programs", []):
         out.print(f"wrote {art.path.with_name(e['file'])} (batch {e['batch']}) and its manifest; "
                   f"parity: max scaled error {e['max_scaled_error']:.3g}")

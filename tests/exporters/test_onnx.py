@@ -42,16 +42,36 @@ def test_onnxruntime_batch_of_streams_matches_parallel_form_over_3000_steps(arti
     assert np.abs(got - ref).max() < 1e-5
 
 
-def test_runtime_that_disagrees_fails_export_and_writes_nothing(tmp_path, tiny_lstm, monkeypatch):
+@pytest.mark.parametrize("path", ["per-call run", "bound step"])
+def test_runtime_that_disagrees_fails_export_and_writes_nothing(tmp_path, tiny_lstm, monkeypatch, path):
+    """A silent mismatch, as a bad lowering would produce, on either path a session steps through: the backend's
+    per-call run (a session not bound to an arena) or the step bound to the arena (what push runs)."""
     from edgeseq.runtimes import ort
 
-    real_run = ort.OrtBackend.run
+    real_run, real_bind = ort.OrtBackend.run, ort.OrtBackend.bind
 
     def drifting(self, x, state):
         y, new = real_run(self, x, state)
-        return y + 1e-3, new  # a silent mismatch, as a bad lowering would produce
+        return y + 1e-3, new
 
-    monkeypatch.setattr(ort.OrtBackend, "run", drifting)
+    def drifting_bind(self, arena):
+        steps = real_bind(self, arena)
+
+        def wrap(c):
+            def step():
+                steps[c]()
+                y = arena.y[1 - c]  # the output the step wrote, off
+                y += 1e-3
+
+            return step
+
+        return wrap(0), wrap(1)
+
+    if path == "per-call run":
+        monkeypatch.setattr(ort.OrtBackend, "run", drifting)
+        monkeypatch.setattr(ort.OrtBackend, "bind", lambda self, arena: None)
+    else:
+        monkeypatch.setattr(ort.OrtBackend, "bind", drifting_bind)
     with pytest.raises(ParityError, match="nothing written"):
         edgeseq.export(edgeseq.convert(tiny_lstm), tmp_path / "bad", target="onnx", steps=1000)
     assert list(tmp_path.iterdir()) == []
