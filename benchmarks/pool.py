@@ -1,9 +1,10 @@
 """StreamPool: N streams in one batched runtime call per step vs N separate sessions (one call each), for an
 LSTM 1x256 (input 64) on onnxruntime (dynamic batch) and ExecuTorch (one artifact exported with --batch 1,8,64: a
-program per batch size, listed in one manifest), single thread. Steps/s counts stream-steps (N per pool step).
-Writes its section of docs/reliability.md.
+program per batch size, listed in one manifest), single thread; and the native runner's C pool (es_pool_step: the
+same programs, no Python) against N streams of es_push on the batch-1 program. Steps/s counts stream-steps (N per
+pool step). Writes its section of docs/reliability.md.
 
-Run: python benchmarks/pool.py [--quick] [--no-write]
+Run: python benchmarks/pool.py [--quick] [--no-write] [--no-native]
 """
 
 from __future__ import annotations
@@ -35,8 +36,36 @@ def rate(fn, stream_steps_per_call: int, calls: int, rounds: int) -> float:
     return statistics.median(out)
 
 
+def native_rows(path: Path, calls: int, rounds: int) -> list[tuple]:
+    """The C pool (``edgeseq-run PROGRAM --bench N --pool``) on each batch program of ``path``, against es_push of
+    one stream on its batch-1 program (``edgeseq-run --bench N``): stream-steps per second."""
+    import json
+    import subprocess
+
+    from edgeseq import manifest as man
+    from edgeseq.runtimes import native
+
+    b = native.build("x86_64")
+    data = json.loads(Path(str(path) + ".edgeseq.json").read_text())  # the batch-1 program's manifest
+
+    def bench(program: Path, *extra) -> dict:
+        runs = [json.loads(subprocess.run([str(b.runner), str(program), "--bench", str(calls * 4), *extra],
+                                          capture_output=True, text=True, env=b.env(), check=True).stdout)
+                for _ in range(rounds)]
+        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+    one = 1e6 / bench(path)["push_us"]
+    rows = []
+    for n in (1, 8, 64):
+        program, _ = man.select_batch(path, data, n)
+        rows.append(("native", n, n * 1e6 / bench(program, "--pool")["pool_step_us"], one))
+    return rows
+
+
 def main() -> None:
-    args = standard_args(__doc__, "fewer calls").parse_args()
+    ap = standard_args(__doc__, "fewer calls")
+    ap.add_argument("--no-native", action="store_true", help="leave the native runner out (no C++ build)")
+    args = ap.parse_args()
     single_thread_quiet()
     calls, rounds = (50, 3) if args.quick else (300, 5)
     torch.manual_seed(0)
@@ -60,11 +89,15 @@ def main() -> None:
                 pooled = rate(lambda: pool.step(frames), n, calls, rounds)
                 sep = rate(separate, n, max(1, calls // n), rounds)
                 rows.append((target, n, pooled, sep))
+            if target == "executorch" and not args.no_native:
+                rows += native_rows(Path(path), calls, rounds)
     lines = ["## Many streams in one call (`benchmarks/pool.py`)", "",
              f"LSTM 1x256 (input 64), 1 thread: stream-steps per second of a `StreamPool` (one batched call per step "
              f"for all N streams) and of N separate sessions (N calls per step), median of {rounds} runs. onnxruntime "
              "takes any batch; the ExecuTorch artifact was exported with `--batch 1,8,64` (three programs, one "
-             "manifest) and each pool runs the program of its size.",
+             "manifest) and each pool runs the program of its size. *native*: the C runner on the same programs, "
+             "`es_pool_step` of N streams against one stream's `es_push` on the batch-1 program (N streams of it "
+             "make N such calls per step), each timed by the runner itself (`edgeseq-run --bench N [--pool]`).",
              "", "| runtime | streams N | pool steps/s | separate sessions steps/s | pool / separate |",
              "|---|---:|---:|---:|---:|"]
     lines += [f"| {t} | {n} | {p:,.0f} | {s:,.0f} | **{p / s:.1f}x** |" for t, n, p, s in rows]

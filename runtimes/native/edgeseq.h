@@ -63,6 +63,35 @@ int es_load_state(es_stream* s, const unsigned char* buf, size_t n);
 /* XNNPACK's thread pool size, process-wide (as the Python session's threads=1 default sets it). */
 int es_set_threads(int n);
 
+/* A pool: many independent streams in the rows of one batched program, one ExecuTorch call per step for all of
+ * them (as Python's StreamPool). The program's batch is fixed at export (edgeseq export --batch 1,8,64 writes one
+ * program per size, each with its manifest); a pool of SLOTS streams (1 <= SLOTS <= its batch; 0: its batch) runs
+ * it with rows past SLOTS on zero frames, never read. Streams join (a free slot, the initial state or a saved
+ * batch-1 state of this model) and leave (the slot freed, its state saved) at any step. A step takes frames for any
+ * subset of the active streams; the others are unchanged by it. Each stream's outputs are those of the same stream
+ * run alone. A pool is used from one thread at a time, as an es_stream. */
+typedef struct es_pool es_pool;
+
+int es_pool_open(const char* pte_path, int slots, es_pool** out);
+void es_pool_close(es_pool* p);
+int es_pool_slots(const es_pool* p);
+int es_pool_d_in(const es_pool* p);
+int es_pool_d_out(const es_pool* p);
+/* A free slot (the lowest) for a new stream into *SLOT: from the initial state (STATE NULL) or from a batch-1 state
+ * of this model (N bytes: es_save_state's of a batch-1 stream, es_pool_leave's, StreamState.save(x.esstate)). */
+int es_pool_join(es_pool* p, const unsigned char* state, size_t n, int* slot);
+/* Free SLOT; its state (batch 1, es_pool_state_bytes long) is written into BUF (CAP bytes) unless BUF is NULL. */
+int es_pool_leave(es_pool* p, int slot, unsigned char* buf, size_t cap, size_t* written);
+int es_pool_state_bytes(const es_pool* p, size_t* bytes);
+int es_pool_active(const es_pool* p, int slot);      /* 1 when SLOT holds a stream */
+int64_t es_pool_steps(const es_pool* p, int slot);   /* frames SLOT's stream has had (-1: no stream there) */
+/* One batched call: N frames (N * d_in floats) for the N distinct active slots SLOTS[0..N); OUT receives N * d_out
+ * floats, READY (may be NULL) N flags as es_push's. A frame with NaN/Inf is refused before anything runs. */
+int es_pool_step(es_pool* p, int n, const int* slots, const float* frames, float* out, int* ready);
+/* Measurement (benchmarks/pool.py): microseconds per es_pool_step of every slot (zero frames), after N warm-up
+ * steps; the pool's streams are left as they were. */
+int es_pool_benchmark(es_pool* p, int n, double* step_us);
+
 /* Measurement (benchmarks/native.py): microseconds per call of N bare Method::execute calls on the current inputs
  * (no state handling) and of N es_push calls of a zero frame, after N warm-up calls of each; the state is reset. */
 int es_benchmark(es_stream* s, int n, double* execute_us, double* push_us);

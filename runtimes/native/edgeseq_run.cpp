@@ -3,6 +3,7 @@
 //   edgeseq-run MODEL.pte --input frames.npy|frames.f32 --output y.npy [--state-in S] [--state-out S] [--all]
 //   edgeseq-run MODEL.pte --stdin            (one frame per line, comma-separated; one output line per frame)
 //   edgeseq-run MODEL.pte --info             (what the manifest gives the runner)
+//   edgeseq-run MODEL.pte --bench N [--pool] (µs per call; --pool: one es_pool_step of all the program's rows)
 //
 // frames.npy: float32/float64 (T, d_in) or (T, batch, d_in); token ids int64 (T, batch) or (T, batch, 1) for a
 // language model. frames.f32: raw float32, T * batch * d_in values. The output keeps only ready steps (the first
@@ -151,11 +152,11 @@ bool writable_beside(const std::string& path) {
 int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::printf("usage: edgeseq-run MODEL.pte (--input FRAMES.npy|.f32 --output Y.npy | --stdin | --info | --bench N)"
-                " [--state-in S.esstate] [--state-out S.esstate] [--all] [--threads N (default 1)]\n");
+                " [--state-in S.esstate] [--state-out S.esstate] [--all] [--threads N (default 1)] [--pool (with --bench)]\n");
     return argc < 2 ? 1 : 0;
   }
   std::string model = argv[1], input, output, state_in, state_out, bench, threads = "1";
-  bool use_stdin = false, all = false, info = false;
+  bool use_stdin = false, all = false, info = false, pool = false;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&](std::string* dst) {
@@ -170,6 +171,7 @@ int main(int argc, char** argv) {
     if (a == "--stdin") { use_stdin = true; continue; }
     if (a == "--all") { all = true; continue; }
     if (a == "--info") { info = true; continue; }
+    if (a == "--pool") { pool = true; continue; }
     if (a == "--bench" && next(&bench)) continue;
     if (a == "--threads" && next(&threads)) continue;
     return die("unknown or incomplete option " + a + " (see edgeseq-run --help)");
@@ -179,8 +181,22 @@ int main(int argc, char** argv) {
   if (!output.empty() && !writable_beside(output)) return die("--output " + output + ": cannot write there");
   if (!state_out.empty() && !writable_beside(state_out)) return die("--state-out " + state_out + ": cannot write there");
 
+  if (pool && bench.empty()) return die("--pool goes with --bench N");
+
   quiet_runtime_log();
   if (es_set_threads(std::atoi(threads.c_str())) != ES_OK) return die(std::string("--threads ") + threads + ": " + es_last_error());
+  if (pool) {  // benchmarks/pool.py: one es_pool_step of every row of the program, in microseconds
+    es_pool* p = nullptr;
+    if (es_pool_open(model.c_str(), 0, &p) != ES_OK) return die(es_last_error());
+    struct PoolCloser { es_pool* p; ~PoolCloser() { es_pool_close(p); } } pool_closer{p};
+    int slot = 0;
+    for (int k = 0; k < es_pool_slots(p); ++k)
+      if (es_pool_join(p, nullptr, 0, &slot) != ES_OK) return die(es_last_error());
+    double us = 0;
+    if (es_pool_benchmark(p, std::atoi(bench.c_str()), &us) != ES_OK) return die(es_last_error());
+    std::printf("{\"pool_step_us\": %.4f, \"streams\": %d}\n", us, es_pool_slots(p));
+    return 0;
+  }
   es_stream* s = nullptr;
   if (es_open(model.c_str(), &s) != ES_OK) return die(es_last_error());
   struct Closer { es_stream* s; ~Closer() { es_close(s); } } closer{s};

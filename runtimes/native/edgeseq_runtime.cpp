@@ -8,6 +8,7 @@
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -424,12 +425,23 @@ void put(std::vector<unsigned char>& b, T v) {
   b.insert(b.end(), raw, raw + sizeof(T));
 }
 
-std::vector<unsigned char> serialize(const es_stream* s) {
+// One tensor's bytes in the state format's logical C order: the whole batch (row < 0) or one row of it
+void logical_bytes(const StateTensor& t, const Buffer& buf, int row, unsigned char* dst) {
+  const size_t rowbytes = buf.size / static_cast<size_t>(t.shape[0]);
+  const unsigned char* src = row < 0 ? buf.data() : buf.data() + rowbytes * static_cast<size_t>(row);
+  std::vector<int64_t> shape = t.shape;
+  if (row >= 0) shape[0] = 1;
+  if (t.channels_last) channels_last_copy(src, dst, shape, t.dtype.size, false);  // (N, H, W, C): N outermost
+  else std::memcpy(dst, src, row < 0 ? buf.size : rowbytes);
+}
+
+// The state of the whole batch (row < 0), or of one row as a batch-1 state (a pool's stream), with STEPS
+std::vector<unsigned char> serialize(const es_stream* s, int row = -1, int64_t steps = -1) {
   std::vector<unsigned char> b = {'E', 'S', 'S', 'T'};
   put<uint32_t>(b, 1);
   put<uint32_t>(b, static_cast<uint32_t>(s->fingerprint.size()));
   b.insert(b.end(), s->fingerprint.begin(), s->fingerprint.end());
-  put<int64_t>(b, s->steps);
+  put<int64_t>(b, steps < 0 ? s->steps : steps);
   put<uint32_t>(b, static_cast<uint32_t>(s->tensors.size()));
   for (size_t i = 0; i < s->tensors.size(); ++i) {
     const auto& t = s->tensors[i];
@@ -437,11 +449,10 @@ std::vector<unsigned char> serialize(const es_stream* s) {
     b.insert(b.end(), t.name.begin(), t.name.end());
     put<uint32_t>(b, t.dtype.code);
     put<uint32_t>(b, static_cast<uint32_t>(t.shape.size()));
-    for (auto d : t.shape) put<int64_t>(b, d);
-    size_t at = b.size(), n = s->state()[i].size;
+    for (size_t k = 0; k < t.shape.size(); ++k) put<int64_t>(b, k == 0 && row >= 0 ? 1 : t.shape[k]);
+    size_t at = b.size(), n = s->state()[i].size / (row < 0 ? 1 : static_cast<size_t>(t.shape[0]));
     b.resize(at + n);
-    if (t.channels_last) channels_last_copy(s->state()[i].data(), b.data() + at, t.shape, t.dtype.size, false);
-    else std::memcpy(b.data() + at, s->state()[i].data(), n);
+    logical_bytes(t, s->state()[i], row, b.data() + at);
   }
   return b;
 }
@@ -456,6 +467,39 @@ struct Reader {
     return true;
   }
 };
+// A state in the format above, of this model with batch BATCH, checked whole: each tensor's values in logical order
+int parse_state(const es_stream* s, const unsigned char* buf, size_t n, int64_t batch,
+                std::vector<std::vector<unsigned char>>* values, int64_t* steps) {
+  Reader r{buf, n};
+  char magic[4];
+  uint32_t version = 0, flen = 0, count = 0;
+  if (!r.take(magic, 4) || std::memcmp(magic, "ESST", 4) != 0 || !r.take(&version, 4) || version != 1)
+    return fail(ES_ERR_STATE, "not an edgeseq state (no ESST header)");
+  if (!r.take(&flen, 4) || flen > 256) return fail(ES_ERR_STATE, "a truncated state");
+  std::string fp(flen, '\0');
+  if (!r.take(&fp[0], flen) || !r.take(steps, 8) || !r.take(&count, 4)) return fail(ES_ERR_STATE, "a truncated state");
+  if (fp != s->fingerprint) return fail(ES_ERR_STATE, "the state comes from another model (fingerprint " + fp.substr(0, 16) + ", this model " + s->fingerprint.substr(0, 16) + ")");
+  if (count != s->tensors.size()) return fail(ES_ERR_STATE, "the state has " + std::to_string(count) + " tensors; the model " + std::to_string(s->tensors.size()));
+  values->assign(count, {});
+  for (uint32_t i = 0; i < count; ++i) {
+    const auto& t = s->tensors[i];
+    std::vector<int64_t> want = t.shape;
+    want[0] = batch;
+    uint32_t len = 0, code = 0, rank = 0;
+    if (!r.take(&len, 4) || len > 4096) return fail(ES_ERR_STATE, "a truncated state");
+    std::string name(len, '\0');
+    if (!r.take(&name[0], len) || !r.take(&code, 4) || !r.take(&rank, 4) || rank > 16) return fail(ES_ERR_STATE, "a truncated state");
+    std::vector<int64_t> dims(rank);
+    for (auto& d : dims)
+      if (!r.take(&d, 8)) return fail(ES_ERR_STATE, "a truncated state");
+    if (name != t.name || code != t.dtype.code || dims != want)
+      return fail(ES_ERR_STATE, "state tensor " + std::to_string(i) + " is " + name + ", not " + t.name + " of this model's shape and dtype" + (batch != t.shape[0] ? " (a batch-1 state expected)" : ""));
+    (*values)[i].resize(s->state()[i].size / static_cast<size_t>(t.shape[0]) * static_cast<size_t>(batch));
+    if (!r.take((*values)[i].data(), (*values)[i].size())) return fail(ES_ERR_STATE, "a truncated state");
+  }
+  if (r.at != n) return fail(ES_ERR_STATE, "trailing bytes after the state");
+  return ES_OK;
+}
 }  // namespace
 
 extern "C" {
@@ -477,34 +521,11 @@ int es_save_state(const es_stream* s, unsigned char* buf, size_t cap, size_t* wr
 
 int es_load_state(es_stream* s, const unsigned char* buf, size_t n) {
   if (!s || !buf) return fail(ES_ERR_ARG, "es_load_state: null argument");
-  Reader r{buf, n};
-  char magic[4];
-  uint32_t version = 0, flen = 0, count = 0;
-  if (!r.take(magic, 4) || std::memcmp(magic, "ESST", 4) != 0 || !r.take(&version, 4) || version != 1)
-    return fail(ES_ERR_STATE, "not an edgeseq state (no ESST header)");
-  if (!r.take(&flen, 4) || flen > 256) return fail(ES_ERR_STATE, "a truncated state");
-  std::string fp(flen, '\0');
+  std::vector<std::vector<unsigned char>> values;
   int64_t steps = 0;
-  if (!r.take(&fp[0], flen) || !r.take(&steps, 8) || !r.take(&count, 4)) return fail(ES_ERR_STATE, "a truncated state");
-  if (fp != s->fingerprint) return fail(ES_ERR_STATE, "the state comes from another model (fingerprint " + fp.substr(0, 16) + ", this model " + s->fingerprint.substr(0, 16) + ")");
-  if (count != s->tensors.size()) return fail(ES_ERR_STATE, "the state has " + std::to_string(count) + " tensors; the model " + std::to_string(s->tensors.size()));
-  std::vector<std::vector<unsigned char>> values(count);
-  for (uint32_t i = 0; i < count; ++i) {
-    const auto& t = s->tensors[i];
-    uint32_t len = 0, code = 0, rank = 0;
-    if (!r.take(&len, 4) || len > 4096) return fail(ES_ERR_STATE, "a truncated state");
-    std::string name(len, '\0');
-    if (!r.take(&name[0], len) || !r.take(&code, 4) || !r.take(&rank, 4)) return fail(ES_ERR_STATE, "a truncated state");
-    std::vector<int64_t> dims(rank);
-    for (auto& d : dims)
-      if (!r.take(&d, 8)) return fail(ES_ERR_STATE, "a truncated state");
-    if (name != t.name || code != t.dtype.code || dims != t.shape)
-      return fail(ES_ERR_STATE, "state tensor " + std::to_string(i) + " is " + name + ", not " + t.name + " of this model's shape and dtype");
-    values[i].resize(s->state()[i].size);
-    if (!r.take(values[i].data(), values[i].size())) return fail(ES_ERR_STATE, "a truncated state");
-  }
-  if (r.at != n) return fail(ES_ERR_STATE, "trailing bytes after the state");
-  for (uint32_t i = 0; i < count; ++i) {  // all checked: now replace
+  int rc = parse_state(s, buf, n, s->batch, &values, &steps);
+  if (rc) return rc;
+  for (size_t i = 0; i < values.size(); ++i) {  // all checked: now replace
     const auto& t = s->tensors[i];
     if (t.channels_last) channels_last_copy(values[i].data(), s->state()[i].data(), t.shape, t.dtype.size, true);
     else std::memcpy(s->state()[i].data(), values[i].data(), values[i].size());
@@ -545,6 +566,179 @@ int es_benchmark(es_stream* s, int n, double* execute_us, double* push_us) {
   initial_state(s);
   *execute_us = ex / (rounds * per);
   *push_us = pu / (rounds * per);
+  return ES_OK;
+}
+
+}  // extern "C"
+
+// ------------------------------------------------------------------------------------------------ pools
+struct es_pool {
+  std::unique_ptr<es_stream> s;  // the batched program and its state; each slot is one row
+  int slots = 0;
+  std::vector<char> active;      // per row; rows past `slots` count as taken (never free, never given a frame)
+  std::vector<int64_t> steps;    // per row
+  std::vector<char> given;       // per row, for the step being made
+  std::vector<float> y;          // the batched output
+  std::vector<std::vector<unsigned char>> held;  // waiting rows' state, kept across a step
+};
+
+namespace {
+size_t row_bytes(const es_stream* s, size_t i) { return s->state()[i].size / static_cast<size_t>(s->batch); }
+
+int check_slot(const es_pool* p, int slot, const char* what) {
+  if (slot < 0 || slot >= p->slots || !p->active[slot])
+    return fail(ES_ERR_ARG, std::string(what) + ": slot " + std::to_string(slot) + " has no stream");
+  return ES_OK;
+}
+}  // namespace
+
+extern "C" {
+
+int es_pool_open(const char* pte_path, int slots, es_pool** out) {
+  if (!pte_path || !out) return fail(ES_ERR_ARG, "es_pool_open: null argument");
+  *out = nullptr;
+  es_stream* raw = nullptr;
+  int rc = es_open(pte_path, &raw);
+  if (rc) return rc;
+  auto p = std::make_unique<es_pool>();
+  p->s.reset(raw);
+  const int rows = raw->batch;
+  if (raw->vocab) return fail(ES_ERR_ARG, std::string(pte_path) + ": a pool of language models (token ids) is not supported; one es_stream per stream");
+  if (slots == 0) slots = rows;
+  if (slots < 1 || slots > rows)
+    return fail(ES_ERR_ARG, std::string(pte_path) + ": a pool of " + std::to_string(slots) + " streams needs a program of batch >= " + std::to_string(slots) + "; this one has batch " + std::to_string(rows) + " (export with --batch 1," + std::to_string(slots) + ")");
+  p->slots = slots;
+  p->active.assign(rows, 0);
+  for (int r = slots; r < rows; ++r) p->active[r] = 1;
+  p->steps.assign(rows, 0);
+  p->given.assign(rows, 0);
+  p->y.resize(static_cast<size_t>(rows) * raw->d_out);
+  p->held.resize(raw->tensors.size());
+  for (size_t i = 0; i < raw->tensors.size(); ++i) p->held[i].resize(raw->state()[i].size);
+  *out = p.release();
+  return ES_OK;
+}
+
+void es_pool_close(es_pool* p) { delete p; }
+int es_pool_slots(const es_pool* p) { return p ? p->slots : 0; }
+int es_pool_d_in(const es_pool* p) { return p ? p->s->d_in : 0; }
+int es_pool_d_out(const es_pool* p) { return p ? p->s->d_out : 0; }
+int es_pool_active(const es_pool* p, int slot) { return p && slot >= 0 && slot < p->slots && p->active[slot]; }
+int64_t es_pool_steps(const es_pool* p, int slot) { return es_pool_active(p, slot) ? p->steps[slot] : -1; }
+
+int es_pool_state_bytes(const es_pool* p, size_t* bytes) {
+  if (!p || !bytes) return fail(ES_ERR_ARG, "es_pool_state_bytes: null argument");
+  *bytes = serialize(p->s.get(), 0, 0).size();
+  return ES_OK;
+}
+
+int es_pool_join(es_pool* p, const unsigned char* state, size_t n, int* slot) {
+  if (!p || !slot) return fail(ES_ERR_ARG, "es_pool_join: null argument");
+  es_stream* s = p->s.get();
+  int free = -1;
+  for (int r = 0; r < p->slots && free < 0; ++r)
+    if (!p->active[r]) free = r;
+  if (free < 0) return fail(ES_ERR_ARG, "es_pool_join: all " + std::to_string(p->slots) + " slots are taken; a stream must leave first");
+  int64_t steps = 0;
+  if (state) {
+    std::vector<std::vector<unsigned char>> values;
+    int rc = parse_state(s, state, n, 1, &values, &steps);
+    if (rc) return rc;
+    for (size_t i = 0; i < values.size(); ++i) {
+      const auto& t = s->tensors[i];
+      unsigned char* dst = s->state()[i].data() + row_bytes(s, i) * free;
+      std::vector<int64_t> one = t.shape;
+      one[0] = 1;
+      if (t.channels_last) channels_last_copy(values[i].data(), dst, one, t.dtype.size, true);
+      else std::memcpy(dst, values[i].data(), values[i].size());
+    }
+  } else {
+    for (size_t i = 0; i < s->tensors.size(); ++i) {
+      const auto& t = s->tensors[i];
+      fill_value(s->state()[i].data() + row_bytes(s, i) * free, t.numel() / static_cast<size_t>(s->batch), t.dtype, t.fill);
+    }
+  }
+  p->active[free] = 1;
+  p->steps[free] = steps;
+  *slot = free;
+  return ES_OK;
+}
+
+int es_pool_leave(es_pool* p, int slot, unsigned char* buf, size_t cap, size_t* written) {
+  if (!p) return fail(ES_ERR_ARG, "es_pool_leave: null argument");
+  int rc = check_slot(p, slot, "es_pool_leave");
+  if (rc) return rc;
+  if (buf) {
+    auto b = serialize(p->s.get(), slot, p->steps[slot]);
+    if (b.size() > cap) return fail(ES_ERR_SHAPE, "es_pool_leave: the buffer holds " + std::to_string(cap) + " bytes; the state needs " + std::to_string(b.size()));
+    std::memcpy(buf, b.data(), b.size());
+    if (written) *written = b.size();
+  }
+  p->active[slot] = 0;
+  return ES_OK;
+}
+
+int es_pool_step(es_pool* p, int n, const int* slots, const float* frames, float* out, int* ready) {
+  if (!p || !slots || !frames || !out) return fail(ES_ERR_ARG, "es_pool_step: null argument");
+  es_stream* s = p->s.get();
+  const int rows = s->batch, d_in = s->d_in, d_out = s->d_out;
+  if (n < 1 || n > p->slots) return fail(ES_ERR_ARG, "es_pool_step: " + std::to_string(n) + " frames for a pool of " + std::to_string(p->slots) + " slots");
+  std::fill(p->given.begin(), p->given.end(), 0);
+  for (int k = 0; k < n; ++k) {
+    int rc = check_slot(p, slots[k], "es_pool_step");
+    if (rc) return rc;
+    if (p->given[slots[k]]) return fail(ES_ERR_ARG, "es_pool_step: slot " + std::to_string(slots[k]) + " is given two frames");
+    p->given[slots[k]] = 1;
+    const float* f = frames + static_cast<size_t>(k) * d_in;
+    for (int j = 0; j < d_in; ++j)
+      if (!std::isfinite(f[j]))
+        return fail(ES_ERR_VALUE, "slot " + std::to_string(slots[k]) + "'s frame at its step " + std::to_string(p->steps[slots[k]]) + " has " + (std::isnan(f[j]) ? "NaN" : "Inf") + " at feature " + std::to_string(j));
+  }
+  float* x = reinterpret_cast<float*>(s->frame.data());
+  const bool partial = n != rows;
+  if (partial) std::memset(x, 0, sizeof(float) * static_cast<size_t>(rows) * d_in);
+  for (int k = 0; k < n; ++k) std::memcpy(x + static_cast<size_t>(slots[k]) * d_in, frames + static_cast<size_t>(k) * d_in, sizeof(float) * d_in);
+  // the streams that wait keep their state: their rows are held across the call and put back (free rows are not:
+  // a stream joining one starts from its own state)
+  std::vector<int> waiting;
+  if (partial)
+    for (int r = 0; r < p->slots; ++r)
+      if (p->active[r] && !p->given[r]) waiting.push_back(r);
+  for (size_t i = 0; i < s->tensors.size(); ++i)
+    for (int r : waiting) std::memcpy(p->held[i].data() + row_bytes(s, i) * r, s->state()[i].data() + row_bytes(s, i) * r, row_bytes(s, i));
+  int rc = run_step(s, p->y.data(), nullptr);
+  if (rc) return rc;
+  for (size_t i = 0; i < s->tensors.size(); ++i)
+    for (int r : waiting) std::memcpy(s->state()[i].data() + row_bytes(s, i) * r, p->held[i].data() + row_bytes(s, i) * r, row_bytes(s, i));
+  for (int k = 0; k < n; ++k) {
+    const int r = slots[k];
+    std::memcpy(out + static_cast<size_t>(k) * d_out, p->y.data() + static_cast<size_t>(r) * d_out, sizeof(float) * d_out);
+    if (ready) ready[k] = p->steps[r] >= s->delay && (p->steps[r] - s->delay) % s->stride == 0;
+    p->steps[r] += 1;
+  }
+  return ES_OK;
+}
+
+int es_pool_benchmark(es_pool* p, int n, double* step_us) {
+  if (!p || n < 1 || !step_us) return fail(ES_ERR_ARG, "es_pool_benchmark: bad argument");
+  es_stream* s = p->s.get();
+  std::vector<int> slots;
+  for (int r = 0; r < p->slots; ++r)
+    if (p->active[r]) slots.push_back(r);
+  if (slots.empty()) return fail(ES_ERR_ARG, "es_pool_benchmark: no stream has joined the pool");
+  std::vector<std::vector<unsigned char>> saved;
+  for (size_t i = 0; i < s->tensors.size(); ++i) saved.emplace_back(s->state()[i].data(), s->state()[i].data() + s->state()[i].size);
+  const auto steps = p->steps;
+  std::vector<float> frames(slots.size() * static_cast<size_t>(s->d_in), 0.0f), out(slots.size() * static_cast<size_t>(s->d_out));
+  const int k = static_cast<int>(slots.size());
+  for (int i = 0; i < n; ++i)
+    if (es_pool_step(p, k, slots.data(), frames.data(), out.data(), nullptr) != ES_OK) return ES_ERR_RUNTIME;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < n; ++i)
+    if (es_pool_step(p, k, slots.data(), frames.data(), out.data(), nullptr) != ES_OK) return ES_ERR_RUNTIME;
+  *step_us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / n;
+  for (size_t i = 0; i < s->tensors.size(); ++i) std::memcpy(s->state()[i].data(), saved[i].data(), saved[i].size());
+  p->steps = steps;
   return ES_OK;
 }
 

@@ -314,3 +314,92 @@ def test_missing_cross_toolchain_is_one_line(monkeypatch, tmp_path):
 def test_c_example_runs(x86, artifacts):
     r = subprocess.run([str(x86.example), str(artifacts["rnn"])], capture_output=True, text=True, env=x86.env())
     assert r.returncode == 0 and r.stdout.startswith("100 ready outputs of 100"), r.stdout + r.stderr
+
+
+def _pool_child(x86, pte, slots, script, frames, tmp_path):
+    import sys
+
+    (tmp_path / "script.json").write_text(json.dumps(script))
+    np.save(tmp_path / "frames.npy", frames)
+    child = os.path.join(os.path.dirname(__file__), "native_pool_child.py")
+    r = subprocess.run([sys.executable, child, str(x86.library), str(pte), str(slots), str(tmp_path / "script.json"),
+                        str(tmp_path / "frames.npy"), str(tmp_path / "out.npz")], capture_output=True, text=True,
+                       env=x86.env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    return dict(np.load(tmp_path / "out.npz"))
+
+
+@pytest.mark.parametrize("family", ["rnn", "continual"])
+def test_c_pool_streams_join_and_leave_each_as_if_alone(x86, frames, family, tmp_path):
+    """The C pool (es_pool_*): 3 slots on the batch-4 program of a multi-batch export; streams join, wait, leave
+    with their state and come back; each stream's outputs and ready flags equal the same stream pushed alone through a
+    batch-1 Python session, a state a stream left with resumes there, and refused calls (a full pool, a NaN frame, a
+    slot twice or without a stream, a state of another model) return their codes with every state kept."""
+    import warnings
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        art = edgeseq.export(edgeseq.convert(_models()[family]), tmp_path / "m", target="executorch", steps=100,
+                             more_batches=(4,))
+        other = edgeseq.export(edgeseq.convert(edgeseq.build("rnn", d_in=12, d_out=9, d_hidden=8)), tmp_path / "o",
+                               target="executorch", steps=50)
+    b4 = tmp_path / art.manifest["batch_programs"][0]["file"]
+    foreign = tmp_path / "foreign.esstate"
+    edgeseq.open(other.path).state.save(foreign)
+    R = 90
+    F = np.stack([frames[:R], frames[R:2 * R][::-1], frames[2 * R:3 * R] * 0.5], axis=1)  # (R, 3, 12)
+    script, seqs, who = [], {"a": [], "b": [], "c": [], "d": []}, {0: "a", 1: "b"}  # who: slot -> its stream
+
+    def op(*o):
+        script.append(list(o))
+        return len(script) - 1
+
+    def step(slots, row):
+        i = op("step", slots, row)
+        for k, s in enumerate(slots):
+            seqs[who[s]].append((i, k, row, s))  # op, position in the call, frame row, slot
+
+    op("join"), op("join")
+    for r in range(10):
+        step([0, 1], r)
+    op("join")
+    who[2] = "c"
+    for r in range(10, 40):
+        step([0, 1, 2] if r % 3 == 0 else [2, 0] if r % 3 == 1 else [1], r)  # partial steps, slots in any order
+    full = op("expect_error", 7, "join")  # all 3 slots are taken
+    nan = op("expect_error", 5, "step", [0, 2], 40, float("nan"))
+    op("expect_error", 7, "step", [2, 2], 40)
+    left = op("leave", 1, str(tmp_path / "b.esstate"))
+    op("expect_error", 7, "step", [1], 40)  # slot 1 has left
+    op("expect_error", 6, "join_state", str(foreign))
+    for r in range(40, 50):
+        step([0, 2], r)
+    op("join")
+    who[1] = "d"
+    op("leave", 2, None)
+    op("join_state", str(tmp_path / "b.esstate"))
+    who[2] = "b"
+    for r in range(50, R):
+        step([0, 1, 2] if r % 2 else [2, 1], r)
+    got = _pool_child(x86, b4, 3, script, F, tmp_path)
+
+    assert [int(got[f"slot_{i}"]) for i, o in enumerate(script) if o[0].startswith("join")] == [0, 1, 2, 1, 2]
+    for i, o in enumerate(script):
+        if o[0] == "expect_error":
+            assert int(got[f"error_{i}"]) == o[1], (o, str(got[f"message_{i}"]))
+    assert "NaN" in str(got[f"message_{nan}"]) and "slots are taken" in str(got[f"message_{full}"])
+    for name, seq in seqs.items():
+        sess = edgeseq.open(art.path)  # batch 1: the stream alone
+        cut = sum(i < left for i, *_ in seq)
+        if name == "b":  # the state b left with, resumed in Python, continues as b alone does
+            resumed = edgeseq.open(art.path)
+            resumed.state = edgeseq.StreamState.load(tmp_path / "b.esstate")
+            assert resumed.steps == cut == 30
+        for j, (i, k, row, s) in enumerate(seq):
+            want = sess.push(F[row, s])
+            np.testing.assert_allclose(got[f"y_{i}"][k], want.reshape(-1), atol=1e-5, err_msg=f"stream {name}, its frame {j}")
+            assert bool(got[f"ready_{i}"][k]) == sess.ready, (name, j)
+            if name == "b" and j >= cut:
+                np.testing.assert_allclose(resumed.push(F[row, s]), want, atol=1e-5)
+    assert list(got["steps"]) == [len(seqs["a"]), len(seqs["d"]), len(seqs["b"])]
