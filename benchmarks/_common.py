@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HEADER = "# Benchmarks\n\nEvery number here is printed by a script in `benchmarks/`; ratios come from one run.\n"
 
 _RSS_CHILD = r"""
@@ -44,6 +46,37 @@ def runtime_step(art, x):
         _, state["s"] = backend.run(x, state["s"])
 
     return call
+
+
+def bound_call(sess, frame):
+    """The runtime call a bound session makes, alone (no frame copy, no checks, no bookkeeping): a function of no
+    arguments running one step from the session's current buffers; the per-call ``run`` on ``frame`` where it is
+    not bound (a token input, say)."""
+    if sess.bound:
+        call = sess._bound[sess._cur][0]
+        return call
+    backend, state = sess.backend, {"s": [t.copy() for t in sess.state.tensors]}
+    x = np.ascontiguousarray(frame)
+
+    def run():
+        _, state["s"] = backend.run(x, state["s"])
+
+    return run
+
+
+def native_us(b, path, n: int, rounds: int) -> tuple[float, float]:
+    """The native runner on ``path`` (``edgeseq-run --bench n``), medians over ``rounds`` runs: (a bare
+    ``Module::execute``, its ``es_push``) in µs per step."""
+    import json
+
+    ex, pu = [], []
+    for _ in range(rounds):
+        r = subprocess.run([str(b.runner), str(path), "--bench", str(n)], capture_output=True, text=True, env=b.env(),
+                           check=True)
+        d = json.loads(r.stdout)
+        ex.append(d["execute_us"])
+        pu.append(d["push_us"])
+    return statistics.median(ex), statistics.median(pu)
 
 
 def standard_args(doc: str, quick_help: str) -> argparse.ArgumentParser:

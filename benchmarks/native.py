@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import edgeseq  # noqa: E402
-from _common import single_thread_quiet, standard_args, write_section  # noqa: E402
+from _common import native_us, single_thread_quiet, standard_args, write_section  # noqa: E402
 from edgeseq.data import load_dataset  # noqa: E402
 from edgeseq.pipeline import real_stream  # noqa: E402
 
@@ -66,17 +66,6 @@ def python_push_us(path: Path, n: int, rounds: int) -> float:
             sess.push(x)
         samples.append((time.perf_counter() - t0) / n * 1e6)
     return statistics.median(samples)
-
-
-def native_us(b, path: Path, n: int, rounds: int) -> tuple[float, float]:
-    ex, pu = [], []
-    for _ in range(rounds):
-        r = subprocess.run([str(b.runner), str(path), "--bench", str(n)], capture_output=True, text=True, env=b.env(),
-                           check=True)
-        d = json.loads(r.stdout)
-        ex.append(d["execute_us"])
-        pu.append(d["push_us"])
-    return statistics.median(ex), statistics.median(pu)
 
 
 def arm_parity(b_arm, out: Path) -> list[tuple[str, str, float, float]]:

@@ -3,23 +3,36 @@
 One run, single thread, batch 1, rounds interleaved (``_common.interleaved``: every function takes its turn in
 each round, so a noisy neighbour slows all alike), medians. Rows:
 
-- ``nn.LSTM`` / ``nn.GRU`` (2 x 256, input 64; and 1 x 64, input 16): a hand ``torch.onnx.export`` of the module
-  on onnxruntime, called with its state fed back (``sess.run`` on numpy arrays, the way its docs show), and eager
-  PyTorch stepping the module one frame at a time, against edgeseq's onnx artifact (``StreamSession.push`` and the
-  bare runtime call under it) and its ExecuTorch program (the same two);
-- a 1 x 8 GRU: the per-call floor, where what ``push`` adds to the bare runtime call shows;
-- the GEMV floor of each model: its weight matrices against one input vector each, numpy into preallocated outputs.
+- ``nn.LSTM`` / ``nn.GRU`` (2 x 256, input 64; 1 x 64, input 16; a 1 x 8 GRU, the per-call floor): a hand
+  ``torch.onnx.export`` of the module (ONNX's fused LSTM/GRU op) on onnxruntime called as its docs show
+  (``sess.run`` with the state fed back), and eager PyTorch stepping the module one frame at a time;
+- pytorch-tcn's ``TCN`` (4 x 64 channels, kernel 3, dilations 1-8, skip connections) against its own streaming mode
+  (``inference`` with its internal buffers);
+- Mamba 256 x 4: the Hugging Face ``MambaForCausalLM`` cached step (token in, logits out) and ``mambapy``'s
+  ``Mamba.step``, each against the same model imported into edgeseq;
+- a ``continual-inference`` network (4 x ``co.Conv1d`` 64 channels, kernel 3): its ``forward_step`` against the same
+  network converted;
+- Silero VAD (the ``silero-vad`` package; examples/vad_stream.py): the authors' own stateful ONNX on onnxruntime,
+  stepped by their ``OnnxWrapper`` and by a bare ``sess.run`` with the context kept in numpy, against the model
+  written in PyTorch with their weights, converted by edgeseq.
 
-Each row ends in a verdict (ahead / behind) of edgeseq's best ``push`` against the best peer on the same runtime.
-Rows the issue also asks for that are not here yet (a TCN library's own streaming mode, HF Mamba and mambapy,
-continual-inference, a published model's own ONNX, the native runner) are listed under the table.
+For every model, edgeseq's rows: ``push`` on onnxruntime and on ExecuTorch (``StreamSession.push``, every check
+included), the bound runtime call under each push alone (``bare``), the native runner's ``es_push`` (C++, the
+ExecuTorch program; timed by the runner itself over the same calls, not interleaved), and the GEMV floor: the
+model's weight matrices against one input vector each, numpy (OpenBLAS) into preallocated outputs, what any fp32
+step must at least spend. Each row ends in a verdict: edgeseq's onnx push against the best peer on onnxruntime
+(where the peer is an ONNX file), else edgeseq's best push against the best peer.
 
-Run: python benchmarks/peers.py [--quick] [--no-write]   (writes the "peers" section of docs/benchmarks.md)
+Run: python benchmarks/peers.py [--quick] [--no-write] [--only NAME,...]   (writes the "peers" section of
+docs/benchmarks.md)
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
+import platform
 import sys
 import tempfile
 import warnings
@@ -31,10 +44,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
-from _common import interleaved, single_thread_quiet, standard_args, write_section  # noqa: E402
+from _common import bound_call, interleaved, native_us, single_thread_quiet, standard_args, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = [("lstm", 64, 256, 2), ("gru", 64, 256, 2), ("lstm", 16, 64, 1), ("gru", 16, 64, 1), ("gru", 8, 8, 1)]
+RNNS = [("lstm", 64, 256, 2), ("gru", 64, 256, 2), ("lstm", 16, 64, 1), ("gru", 16, 64, 1), ("gru", 8, 8, 1)]
 
 
 class _Stepped(nn.Module):
@@ -52,21 +65,27 @@ class _Stepped(nn.Module):
         return y, h
 
 
-def hand_onnx(mod: nn.Module, kind: str, d_in: int, width: int, layers: int, path: Path):
-    """``torch.onnx.export`` of the module on one frame, state in and out, opened in onnxruntime (one thread)."""
+def _ort_session(path: Path):
     import onnxruntime as ort
 
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.log_severity_level = 4
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def hand_onnx(mod: nn.Module, kind: str, d_in: int, width: int, layers: int, path: Path):
+    """``torch.onnx.export`` of the module on one frame, state in and out (the TorchScript exporter, which writes
+    ONNX's fused LSTM/GRU op), stepped with ``sess.run`` and the state fed back."""
     lstm = kind == "lstm"
     x, h = torch.zeros(1, 1, d_in), torch.zeros(layers, 1, width)
     args = (x, h, torch.zeros(layers, 1, width)) if lstm else (x, h)
     names = ["x", "h", "c"] if lstm else ["x", "h"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Stepped(mod, lstm).eval(), args, str(path), input_names=names,
+        torch.onnx.export(_Stepped(mod, lstm).eval(), args, str(path), input_names=names, dynamo=False,
                           output_names=["y", *(f"{n}_out" for n in names[1:])])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = _ort_session(path)
     state = {n: np.zeros((layers, 1, width), np.float32) for n in names[1:]}
     frame = np.random.default_rng(0).standard_normal((1, 1, d_in)).astype(np.float32)
     outs = ["y", *(f"{n}_out" for n in names[1:])]
@@ -79,87 +98,275 @@ def hand_onnx(mod: nn.Module, kind: str, d_in: int, width: int, layers: int, pat
     return call
 
 
-def gemv_floor(mod: nn.Module) -> callable:
-    mats = [p.detach().numpy().T.copy() for name, p in mod.named_parameters() if name.startswith("weight")]
-    work = [(np.random.default_rng(0).standard_normal((1, w.shape[0])).astype(np.float32), w,
-             np.empty((1, w.shape[1]), np.float32)) for w in mats]
+def gemv_floor(mats: list[np.ndarray]):
+    """Each (out, in) matrix against one input vector, numpy into preallocated outputs."""
+    work = [(w, np.ones(w.shape[1], np.float32), np.empty(w.shape[0], np.float32)) for w in mats]
 
     def call():
-        for a, w, o in work:
-            np.matmul(a, w, out=o)
+        for w, v, o in work:
+            np.dot(w, v, out=o)
 
     return call
 
 
-def bench(kind: str, d_in: int, width: int, layers: int, n: int, rounds: int, tmp: Path) -> dict:
+def weight_mats(module: nn.Module) -> list[np.ndarray]:
+    """The matrices a step of ``module`` multiplies by: linear weights, recurrent weights, and each temporal
+    convolution as (out, in x kernel) (all its taps meet one step's window)."""
+    mats = []
+    for name, p in module.named_parameters():
+        if p.dim() < 2 or "embed" in name:
+            continue
+        w = p.detach().reshape(p.shape[0], -1).numpy().astype(np.float32)
+        mats.append(np.ascontiguousarray(w))
+    return mats
+
+
+def linear_mats(module: nn.Module) -> list[np.ndarray]:
+    """The weights of ``module``'s ``nn.Linear`` layers (benchmarks/mamba.py's floor: a Mamba step's depthwise
+    convolution and scan are elementwise, not matrix products)."""
+    return [m.weight.detach().numpy().copy() for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def edgeseq_rows(step, model, frame, out: Path, name: str, native_build, n: int, rounds: int,
+                 export_kwargs: dict | None = None) -> tuple[dict, dict, dict]:
+    """edgeseq's functions for ``step``: push and the bare bound call on onnxruntime and ExecuTorch; the native
+    runner's (execute, es_push) µs; and what the exports recorded (parity, the onnx form of recurrent cells)."""
+    fns, info = {}, {}
+    for target in ("onnx", "executorch"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            art = edgeseq.export(step, out / f"{name}_{target}", target=target, steps=300, model=model,
+                                 **(export_kwargs or {}))
+        sess = edgeseq.open(art.path)
+        fns[f"{target}_push"] = (lambda s=sess, x=frame: s.push(x))
+        fns[f"{target}_bare"] = bound_call(sess, frame)
+        info[f"{target}_parity"] = (art.manifest.get("model_parity") or art.manifest["parity"])["max_scaled_error"]
+        info[f"{target}_bound"] = sess.bound
+        if target == "onnx":
+            info["rnn_ops"] = art.manifest["runtime"].get("rnn_ops")
+        else:
+            info["pte"] = art.path
+            info["partitions"] = art.manifest["graph"].get("partitions")
+    native = native_us(native_build, info["pte"], max(200, n * 2), 3) if native_build is not None else None
+    return fns, info, native
+
+
+def rnn_row(kind, d_in, width, layers, tmp: Path, b, n, rounds) -> dict:
     torch.manual_seed(0)
     mod = (nn.LSTM if kind == "lstm" else nn.GRU)(d_in, width, num_layers=layers, batch_first=True).eval()
     x = np.random.default_rng(0).standard_normal((1, d_in)).astype(np.float32)
-    fns = {"hand_onnx": hand_onnx(mod, kind, d_in, width, layers, tmp / f"hand_{kind}_{width}.onnx")}
-    x3 = torch.from_numpy(x)[:, None]
-    box = {"s": None}
+    peers = {"hand ONNX (`sess.run`)": hand_onnx(mod, kind, d_in, width, layers, tmp / f"hand_{kind}_{width}.onnx")}
+    x3, box = torch.from_numpy(x)[:, None], {"s": None}
 
     def eager():
         with torch.no_grad():
             _, box["s"] = mod(x3, box["s"])
 
-    fns["eager"] = eager
-    step = edgeseq.convert(mod)
-    for target in ("onnx", "executorch"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            art = edgeseq.export(step, tmp / f"{kind}_{width}_{target}", target=target, steps=200)
-        sess = edgeseq.open(art.path)
-        fns[f"{target}_push"] = lambda s=sess: s.push(x)
-        be, st = sess.backend, {"s": [t.copy() for t in sess.state.tensors]}
+    peers["eager `nn` module"] = eager
+    ours, info, native = edgeseq_rows(edgeseq.convert(mod), None, x, tmp, f"{kind}{width}x{layers}", b, n, rounds)
+    name = f"`nn.{kind.upper()}` {layers}x{width} (input {d_in})"
+    return _row(name, peers, ours, info, native, weight_mats(mod), n, rounds, onnx_peer="hand ONNX (`sess.run`)")
 
-        def bare(be=be, st=st):
-            _, st["s"] = be.run(x, st["s"])
 
-        fns[f"{target}_bare"] = bare
-    fns["gemv_floor"] = gemv_floor(mod)
-    r = interleaved(fns, n, rounds)
-    r["model"] = f"{kind.upper()} {layers}x{width} (input {d_in})"
+def tcn_row(tmp: Path, b, n, rounds) -> dict:
+    from pytorch_tcn import TCN
+
+    torch.manual_seed(0)
+    tcn = TCN(num_inputs=64, num_channels=[64] * 4, kernel_size=3, dilations=[1, 2, 4, 8], causal=True,
+              use_skip_connections=True, output_projection=16).eval()
+    xt = torch.randn(1, 64, 1)
+    tcn.reset_buffers()
+
+    def lib_stream():
+        with torch.no_grad():
+            tcn.inference(xt)
+
+    step = edgeseq.convert(tcn, example=torch.randn(1, 64, 64), time_axis=-1)
+    ours, info, native = edgeseq_rows(step, tcn, xt[..., 0].numpy(), tmp, "tcn", b, n, rounds)
+    return _row("pytorch-tcn `TCN` 4x64, kernel 3, dilations 1-8", {"its `inference` (streaming buffers)": lib_stream},
+                ours, info, native, weight_mats(tcn), n, rounds)
+
+
+def mamba_row(tmp: Path, b, n, rounds) -> list[dict]:
+    from mambapy.mamba import Mamba as MambapyMamba, MambaConfig as MambapyConfig
+    from transformers import MambaConfig as HfConfig, MambaForCausalLM
+
+    torch.manual_seed(0)
+    width, layers, d_state = 256, 4, 16
+    hf = MambaForCausalLM(HfConfig(vocab_size=1024, hidden_size=width, state_size=d_state,
+                                   num_hidden_layers=layers)).eval()
+    mp = MambapyMamba(MambapyConfig(d_model=width, n_layers=layers, d_state=d_state)).eval()
+    tok = torch.tensor([[7]])
+    with torch.no_grad():
+        box = {"cache": hf(tok, use_cache=True).cache}
+
+    def hf_step():
+        with torch.no_grad():
+            box["cache"] = hf(tok, cache=box["cache"], use_cache=True).cache
+
+    xh = torch.randn(1, width)
+    mp_box = {"c": [(torch.zeros(1, 2 * width, d_state), torch.zeros(1, 2 * width, 3)) for _ in range(layers)]}
+
+    def mp_step():
+        with torch.no_grad():
+            _, mp_box["c"] = mp.step(xh, mp_box["c"])
+
+    rows = []
+    step_hf = edgeseq.convert(edgeseq.from_huggingface(hf))
+    ours, info, native = edgeseq_rows(step_hf, None, np.array([[7]], np.int64), tmp, "mamba_hf", b, n, rounds)
+    rows.append(_row(f"Mamba {width}x{layers} LM (HF `MambaForCausalLM`, vocab 1024)", {"HF cached step": hf_step},
+                     ours, info, native, linear_mats(step_hf), n, rounds))
+    step_mp = edgeseq.convert(edgeseq.from_mambapy(mp))
+    ours, info, native = edgeseq_rows(step_mp, None, xh.numpy(), tmp, "mamba_mp", b, n, rounds)
+    rows.append(_row(f"Mamba {width}x{layers} (`mambapy` `Mamba`)", {"`mambapy` `step`": mp_step}, ours, info, native,
+                     linear_mats(step_mp), n, rounds))
+    return rows
+
+
+def _installed(name: str):
+    """Import the installed package ``name``, not the benchmark script of that name beside this one."""
+    here = Path(__file__).resolve().parent
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path[:] = saved
+
+
+def continual_row(tmp: Path, b, n, rounds) -> dict:
+    co = _installed("continual")
+
+    torch.manual_seed(0)
+    net = co.Sequential(*[m for _ in range(4) for m in (co.Conv1d(64, 64, 3), nn.ReLU())], co.Conv1d(64, 16, 1)).eval()
+    x1 = torch.randn(1, 64)
+    with torch.no_grad():
+        for _ in range(net.delay + 1):
+            net.forward_step(x1)
+
+    def co_step():
+        with torch.no_grad():
+            net.forward_step(x1)
+
+    step = edgeseq.convert(net)
+    ours, info, native = edgeseq_rows(step, None, x1.numpy(), tmp, "co", b, n, rounds)
+    return _row("`continual-inference` `co.Conv1d` 4x64, kernel 3", {"its `forward_step`": co_step}, ours, info,
+                native, weight_mats(net), n, rounds)
+
+
+def vad_row(tmp: Path, b, n, rounds) -> dict:
+    spec = importlib.util.spec_from_file_location("vad_stream", ROOT / "examples" / "vad_stream.py")
+    vad = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vad)
+    threads = torch.get_num_threads()
+    from silero_vad.utils_vad import OnnxWrapper  # (its package sets one torch thread: as here anyway)
+
+    torch.set_num_threads(threads)
+    model = vad.load()
+    chunk = vad.audio(4)[1:2]  # (1, 512)
+    theirs = vad.AuthorsOnnx()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wrapper = OnnxWrapper(str(vad.data_file("silero_vad.onnx")), force_onnx_cpu=True)
+    chunk_t = torch.from_numpy(chunk)
+    peers = {"authors' ONNX, their `OnnxWrapper`": lambda: wrapper(chunk_t, vad.SR),
+             "authors' ONNX, bare `sess.run`": lambda: theirs(chunk)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        step = edgeseq.convert(model, example=torch.from_numpy(vad.audio(16, seed=1))[None])
+    ours, info, native = edgeseq_rows(step, model, chunk, tmp, "vad", b, n, rounds)
+    return _row("Silero VAD 16 kHz, 512-sample chunks (`silero-vad` 6.2)", peers, ours, info, native,
+                weight_mats(model), n, rounds, onnx_peer="authors' ONNX, bare `sess.run`")
+
+
+def _row(name, peers, ours, info, native, mats, n, rounds, onnx_peer=None) -> dict:
+    fns = {**{f"peer:{k}": v for k, v in peers.items()}, **ours, "floor": gemv_floor(mats)}
+    us = interleaved(fns, n, rounds, warmup=max(20, n // 5))
+    r = {"model": name, "peers": {k: us[f"peer:{k}"] for k in peers}, "us": us, "info": info, "native": native,
+         "onnx_peer": onnx_peer}
+    print(name, {k: round(v, 1) for k, v in us.items()}, native, file=sys.stderr)
     return r
+
+
+def render(rows: list[dict], n: int, rounds: int, quick: bool) -> str:
+    import executorch
+    import onnxruntime
+
+    lines = [
+        "## Against what you would use instead (`benchmarks/peers.py`)",
+        "",
+        f"One run on {platform.machine()} ({os.cpu_count()} cores), single thread, batch 1, fp32; µs per step, medians "
+        f"of {rounds} interleaved rounds of {n} calls ({max(20, n // 20)} for the Mamba rows; the native runner: its "
+        f"own `--bench`, median of 3 runs). "
+        f"onnxruntime {onnxruntime.__version__}, ExecuTorch {getattr(executorch, '__version__', '1.5.x')}, torch "
+        f"{torch.__version__}." + (" Quick run (`--quick`)." if quick else ""),
+        "",
+        "*push*: `StreamSession.push`, every check included; *bare*: the bound runtime call under it alone; *native*: "
+        "the C runner's `es_push` (bare `Module::execute` in brackets); *floor*: the weight matrices as numpy GEMVs. "
+        "*ratio*: the peer's time over edgeseq's (> 1: edgeseq is faster): the onnx push against the peer's own ONNX "
+        "file on the same runtime where the peer is one, else edgeseq's best push against the best peer.",
+        "",
+        "| model | what you would use instead: µs | onnx push (bare) | ET push (bare) | native | floor | ET bare / floor "
+        "| ratio | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        u, p = r["us"], r["peers"]
+        peer_txt = "; ".join(f"{k}: {v:.1f}" for k, v in p.items())
+        if r["onnx_peer"]:
+            ratio, against = p[r["onnx_peer"]] / u["onnx_push"], "onnx push vs " + r["onnx_peer"].split(",")[0]
+        else:
+            ratio, against = min(p.values()) / min(u["onnx_push"], u["executorch_push"]), "best push vs best peer"
+        nat = f"{r['native'][1]:.1f} ({r['native'][0]:.1f})" if r["native"] else "-"
+        lines.append(
+            f"| {r['model']} | {peer_txt} | {u['onnx_push']:.1f} ({u['onnx_bare']:.1f}) | "
+            f"{u['executorch_push']:.1f} ({u['executorch_bare']:.1f}) | {nat} | {u['floor']:.1f} | "
+            f"{u['executorch_bare'] / u['floor']:.2f}x | **{ratio:.2f}x** ({against}) | "
+            f"{'ahead' if ratio >= 1.0 else 'behind'} |")
+    lines += ["", "What push adds to the bare bound call (µs; the same run), and how the onnx artifact writes its "
+                  "recurrent cells (decided by timing at export, `runtime.rnn_ops` in its manifest):", "",
+              "| model | onnx push - bare | ET push - bare | onnx recurrent cells (fused / gates µs at export) "
+              "| parity: onnx / ET (max scaled error, vs the model or its step) |",
+              "|---|---:|---:|---|---|"]
+    for r in rows:
+        u, i = r["us"], r["info"]
+        ops = i.get("rnn_ops")
+        ops_txt = (f"{ops['form']} ({ops['us_per_step']['fused']:.1f} / {ops['us_per_step']['gates']:.1f})"
+                   if ops and "us_per_step" in ops else "no LSTM/GRU/RNN cells")
+        bound = "" if i["onnx_bound"] and i["executorch_bound"] else " (token ids: the checked path, not bound)"
+        lines.append(f"| {r['model']} | {u['onnx_push'] - u['onnx_bare']:.1f}{bound} | "
+                     f"{u['executorch_push'] - u['executorch_bare']:.1f} | {ops_txt} | "
+                     f"{i['onnx_parity']:.1e} / {i['executorch_parity']:.1e} |")
+    return "\n".join(lines)
+
+
+BUILDERS = {
+    "rnn": lambda tmp, b, n, rounds: [rnn_row(*spec, tmp, b, n, rounds) for spec in RNNS],
+    "tcn": lambda tmp, b, n, rounds: [tcn_row(tmp, b, n, rounds)],
+    "mamba": lambda tmp, b, n, rounds: mamba_row(tmp, b, n, rounds),
+    "continual": lambda tmp, b, n, rounds: [continual_row(tmp, b, n, rounds)],
+    "vad": lambda tmp, b, n, rounds: [vad_row(tmp, b, n, rounds)],
+}
 
 
 def main() -> None:
     ap = standard_args(__doc__, "fewer calls per round (a smoke run)")
+    ap.add_argument("--only", help=f"comma-separated row groups of {', '.join(BUILDERS)} (default: all)")
+    ap.add_argument("--no-native", action="store_true", help="leave the native runner out (no C++ build)")
     args = ap.parse_args()
     single_thread_quiet()
     n, rounds = (100, 5) if args.quick else (1000, 15)
+    b = None
+    if not args.no_native:
+        from edgeseq.runtimes import native
+
+        b = native.build("x86_64")
+    groups = args.only.split(",") if args.only else list(BUILDERS)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for spec in MODELS:
-            r = bench(*spec, n=n, rounds=rounds, tmp=Path(tmp))
-            print(r["model"], {k: round(v, 2) for k, v in r.items() if k != "model"}, file=sys.stderr)
-            rows.append(r)
-    lines = [
-        "## Against what you would use instead (`benchmarks/peers.py`)",
-        "",
-        f"One run, single thread, batch 1; µs per step, medians of {rounds} interleaved rounds of {n} calls. `hand ONNX`: "
-        "`torch.onnx.export` of the module on one frame with its state as inputs and outputs, run by onnxruntime "
-        "with the state fed back; `eager`: the `nn` module stepped one frame at a time; `push`: edgeseq's "
-        "`StreamSession.push` (checks included); `bare`: the runtime call under it; floor: the weight matrices as "
-        "numpy GEMVs. Ratios: the peer's time over edgeseq's (> 1: edgeseq is faster).",
-        "",
-        "| model | hand ONNX | eager | onnx push | onnx bare | push - bare | ET push | ET bare | push - bare | floor "
-        "| onnx push vs hand ONNX | verdict |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in rows:
-        ratio = r["hand_onnx"] / r["onnx_push"]
-        lines.append(
-            f"| {r['model']} | {r['hand_onnx']:.1f} | {r['eager']:.1f} | {r['onnx_push']:.1f} | {r['onnx_bare']:.1f} | "
-            f"{r['onnx_push'] - r['onnx_bare']:.1f} | {r['executorch_push']:.1f} | {r['executorch_bare']:.1f} | "
-            f"{r['executorch_push'] - r['executorch_bare']:.1f} | {r['gemv_floor']:.1f} | {ratio:.2f}x | "
-            f"{'ahead' if ratio >= 1.0 else 'behind'} |")
-    lines += [
-        "",
-        "Not measured here yet (issue 29): a TCN library's own streaming mode, the HF Mamba cached step and "
-        "`mambapy`, `continual-inference`'s `forward_step`, a published streaming model's own ONNX, the native runner.",
-    ]
-    md = "\n".join(lines)
+        for g in groups:
+            rows += BUILDERS[g](Path(tmp), b, n if g != "mamba" else max(20, n // 20), rounds)
+    md = render(rows, n, rounds, args.quick)
     print(md)
     if not args.no_write:
         write_section(ROOT / "docs" / "benchmarks.md", "peers", md)

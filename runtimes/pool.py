@@ -133,7 +133,7 @@ class StreamPool:
         sess = self._sess
         if sess._arena is None:
             return self._step_arrays(frames)
-        call, xn, yn, _, total, ones, n = sess._bound[sess._cur]
+        call, xn, yn, _, total, ones, n, new = sess._bound[sess._cur]
         partial = len(frames) != self.rows
         if partial:
             xn[...] = 0.0
@@ -146,13 +146,13 @@ class StreamPool:
             xn[slot] = f.reshape(d_in)
         call()
         if not _isfinite(total(ones)):
-            self._refuse_nonfinite(frames, xn, yn, sess._sides[n])
+            self._refuse_nonfinite(frames, xn, yn, new)
         if partial:
             keep = np.ones(self.rows, dtype=bool)
             keep[list(frames)] = False
-            for old, nxt in zip(sess._state, sess._sides[n]):
+            for old, nxt in zip(sess._state, new):
                 nxt[keep] = old[keep]
-        sess._cur, sess._state = n, sess._sides[n]
+        sess._cur, sess._state = n, new
         steps = self._steps
         out = {}
         for slot in frames:

@@ -192,11 +192,11 @@ class StreamSession:
                 # (unlike a sum of squares) overflows only where the values themselves are near float32's limit;
                 # x[...] = frame is the copy (0.4 us after a runtime call, np.copyto 0.6)
                 ones = np.ones_like(arena.sides[0])
+                self._sides = tuple(list(arena.state[c]) for c in (0, 1))
                 self._bound = tuple(
                     (bound[c], arena.x[1 - c], arena.y[1 - c], arena.y[1 - c][0], arena.sides[1 - c].dot, ones,
-                     1 - c) for c in (0, 1))
+                     1 - c, self._sides[1 - c]) for c in (0, 1))
                 self._arena = arena
-                self._sides = tuple(list(arena.state[c]) for c in (0, 1))
                 self._cur = 0
         self._accept(state)
 
@@ -266,14 +266,14 @@ class StreamSession:
             if single is None:
                 return self._push_checked(x)
             # the step from side c: its call, then the other side's frame, output (whole, one row), check, state
-            call, xn, yn, y1, total, ones, n = bound[self._cur]
+            call, xn, yn, y1, total, ones, n, new = bound[self._cur]
             xn[...] = x
             call()
             if not _isfinite(total(ones)):  # NaN or Inf somewhere (or a sum past float32's range)
-                self._refuse_nonfinite(xn, yn, self._sides[n])
-            self._cur, self._state = n, self._sides[n]
-            self.steps += 1
-            if self.steps >= self._warn_at:
+                self._refuse_nonfinite(xn, yn, new)
+            self._cur, self._state = n, new
+            steps = self.steps = self.steps + 1
+            if steps >= self._warn_at:
                 self._length_warning(stacklevel=3)
             return y1.copy() if single else yn.copy()
         finally:

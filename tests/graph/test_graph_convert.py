@@ -291,3 +291,17 @@ def test_per_frame_norms_and_means_stay_in_one_xnnpack_partition(tmp_path):
     g = art.manifest["graph"]
     assert g["partitions"] == 1 and g["non_delegated_ops"] == 0, g
     assert art.parity["max_abs_error"] <= 1e-5
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("n, pad", [(64, (4, 4)), (576, (0, 64)), (300, (7, 5))])
+def test_padding_within_a_frame_is_exact_as_a_product_or_a_gather(n, pad, mode):
+    """edgeseq.graph.frame.FramePad: a short frame's padding as a product with a 0/1 matrix (delegated with its
+    neighbours), a long one's as an index_select; either way every sample equals F.pad's."""
+    from edgeseq.graph.frame import FramePad
+
+    op = FramePad(n, pad, mode)
+    assert op.gather == (n * (n + sum(pad)) > FramePad.MATRIX_MAX)
+    x = torch.randn(3, 2, n)
+    y, state = op.step((x,), {}, (), 0)
+    assert state == () and torch.equal(y, F.pad(x, pad, mode=mode))
