@@ -49,6 +49,8 @@ class StepArena:
         self.x = (views[0][0], views[1][0])
         self.y = (views[0][1], views[1][1])
         self.state = (tuple(views[0][2:]), tuple(views[1][2:]))
+        # every state region with the padding between them, as one flat view per side (one copy moves the state)
+        self.state_block = tuple(buf[offsets[2]:at] if len(offsets) > 2 else buf[:0] for buf in self.sides)
 
     @staticmethod
     def fits(y_dtype, state_dtypes: Sequence) -> bool:

@@ -148,6 +148,34 @@ def test_the_bound_push_equals_the_runtime_call_and_the_eager_step(artifacts, wh
     assert not np.shares_memory(y, y_again)  # each output is the caller's own array
 
 
+@pytest.mark.parametrize("which", ["onnx", "executorch"])
+def test_bound_pushes_interleaved_with_per_call_runs_stay_exact(artifacts, which):
+    """The bound call's runtime inputs are set up once (ExecuTorch: a fixed frame and state the program reads);
+    pushes of torch tensors (the checked path, through the backend's per-call run) and runs of the backend on a
+    state of their own, between bound pushes, change nothing: every output equals a per-call reference run alone."""
+    sess = _open(artifacts, which)
+    assert sess.bound
+    xs = np.random.default_rng(5).standard_normal((300, 1, 5)).astype(np.float32)
+    ref_sess = _open(artifacts, which)
+    ref_sess.backend = _Unbound(ref_sess.backend)  # the per-call path throughout
+    be, other = sess.backend, [t.numpy() + 0.5 for t in sess.spec.init(1)]
+    for t, x in enumerate(xs):
+        got = sess.push(torch.from_numpy(x)).numpy() if t % 3 == 1 else sess.push(x)
+        if t % 5 == 2:
+            _, other = be.run(x * 2, other)  # another stream through the same backend, per call
+        np.testing.assert_array_equal(got, ref_sess.push(x), err_msg=f"step {t}")
+
+
+class _Unbound:
+    """A backend wrapper without ``bind``: the session calls its ``run``."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def run(self, x, state):
+        return self.inner.run(x, state)
+
+
 @pytest.fixture(scope="module")
 def doubling(tmp_path_factory):
     """A ReLU RNN whose state doubles each step (W_hh = 2 I, no input weights), exported to both targets."""
