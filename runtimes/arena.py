@@ -37,15 +37,22 @@ def _round_up(n: int) -> int:
 class StepArena:
     """Two sides of ``[x | y | state...]`` float32 regions for ``batch`` streams (see the module docstring)."""
 
-    def __init__(self, x_shape: tuple[int, ...], y_shape: tuple[int, ...], state_shapes: Sequence[tuple[int, ...]]):
+    def __init__(self, x_shape: tuple[int, ...], y_shape: tuple[int, ...], state_shapes: Sequence[tuple[int, ...]],
+                 x_dtype=np.float32):
         shapes = [tuple(x_shape), tuple(y_shape), *(tuple(s) for s in state_shapes)]
+        # the frame of a language model is int64 token ids: two float32 slots each, viewed as int64 (an id below
+        # 2**23 reads as a tiny finite float in the side's sum; the ids are range-checked before they are written)
+        wide = np.dtype(x_dtype).itemsize // 4
+        sizes = [math.prod(shapes[0]) * wide, *(math.prod(s) for s in shapes[1:])]
         offsets, at = [], 0
-        for s in shapes:
+        for n in sizes:
             offsets.append(at)
-            at += _round_up(math.prod(s))
+            at += _round_up(n)
         total = at + TAIL_BYTES // 4
         self.sides = (np.zeros(total, np.float32), np.zeros(total, np.float32))
-        views = [[buf[o:o + math.prod(s)].reshape(s) for o, s in zip(offsets, shapes)] for buf in self.sides]
+        views = [[buf[o:o + n] for o, n in zip(offsets, sizes)] for buf in self.sides]
+        views = [[v[0].view(x_dtype).reshape(shapes[0]), *(a.reshape(s) for a, s in zip(v[1:], shapes[1:]))]
+                 for v in views]
         self.x = (views[0][0], views[1][0])
         self.y = (views[0][1], views[1][1])
         self.state = (tuple(views[0][2:]), tuple(views[1][2:]))

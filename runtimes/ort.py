@@ -67,7 +67,7 @@ class OrtBackend:
             n = 1 - c
             io = self.sess.io_binding()
             for name, a in zip(self.in_names, (arena.x[n], *arena.state[c])):
-                io.bind_input(name, "cpu", 0, np.float32, a.shape, a.ctypes.data)
+                io.bind_input(name, "cpu", 0, a.dtype.type, a.shape, a.ctypes.data)
             for name, a in zip(self.out_names, (arena.y[n], *arena.state[n])):
                 io.bind_output(name, "cpu", 0, np.float32, a.shape, a.ctypes.data)
             steps.append(self._bound_call(run, io))

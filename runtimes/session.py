@@ -165,6 +165,9 @@ class StreamSession:
         self._shape = (batch, d_in)
         self._single_shape = (d_in,) if batch == 1 else None
         self._fast_shapes = {self._shape: False, **({self._single_shape: True} if batch == 1 else {})}
+        if vocab_size:  # token ids: a float frame is never the fast path's; a plain int is, at batch 1
+            self._fast_shapes = {}
+        self._token_fast = bool(vocab_size) and batch == 1
         self._arena: StepArena | None = None
         self._bound = None
         self.reset()
@@ -183,8 +186,9 @@ class StreamSession:
         state = [t.copy() for t in self._state]
         self._arena, self._bound = None, None
         bind = getattr(backend, "bind", None)
-        if bind is not None and not self.vocab_size and StepArena.fits(np.float32, [t.dtype for t in state]):
-            arena = StepArena(self._shape, (self.batch, self.d_out), [t.shape for t in state])
+        if bind is not None and StepArena.fits(np.float32, [t.dtype for t in state]):
+            arena = StepArena((self.batch, 1) if self.vocab_size else self._shape, (self.batch, self.d_out),
+                              [t.shape for t in state], np.int64 if self.vocab_size else np.float32)
             bound = bind(arena)
             if bound is not None:
                 # per side c, what push needs, looked up once. The finite check is the side's sum, as a dot with
@@ -245,8 +249,9 @@ class StreamSession:
         in the output or the state (from finite inputs) raises :class:`NumericalError` naming the step and the
         state tensor, and the session keeps the state it had before that step.
 
-        The fast path, inline here: a float32 numpy frame of the session's shape, for a model of features, on a
-        backend bound to the session's arena (runtimes/arena.py). Its checks are the slow path's
+        The fast path, inline here: a float32 numpy frame of the session's shape, for a model of features (or a
+        plain ``int`` token id within the vocabulary, for a language model at batch 1), on a backend bound to the
+        session's arena (runtimes/arena.py). Its checks are the slow path's
         (:meth:`_push_checked`), prepared at open: the frame is copied into the arena's free side (any strides),
         the runtime writes the output and the next state beside it, and one sum over that side (NaN and Inf
         propagate through it) is the finite check of all three. Only when that sum is not finite are the arrays
@@ -261,10 +266,14 @@ class StreamSession:
             if bound is None:
                 return self._push_arrays(x)
             if type(x) is not np.ndarray or x.dtype is not _F32:
-                return self._push_checked(x)
-            single = self._fast_shapes.get(x.shape)
-            if single is None:
-                return self._push_checked(x)
+                if type(x) is int and self._token_fast and 0 <= x < self.vocab_size:  # one token id, batch 1
+                    single = True  # written by the broadcast below (the checked path names a bad id)
+                else:
+                    return self._push_checked(x)
+            else:
+                single = self._fast_shapes.get(x.shape)
+                if single is None:
+                    return self._push_checked(x)
             # the step from side c: its call, then the other side's frame, output (whole, one row), check, state
             call, xn, yn, y1, total, ones, n, new = bound[self._cur]
             xn[...] = x

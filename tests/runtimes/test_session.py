@@ -234,3 +234,45 @@ def test_a_backend_without_bind_takes_the_per_call_path(artifacts):
     ref.push(x)
     np.testing.assert_array_equal(sess.push(x), ref.push(x))
     assert len(calls) == 1
+
+
+@pytest.fixture(scope="module")
+def language_model(tmp_path_factory):
+    import warnings
+
+    torch.manual_seed(0)
+    lm = edgeseq.build("mamba", d_model=16, vocab_size=40, d_in=1, d_out=40, n_layers=1)
+    d = tmp_path_factory.mktemp("lm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {t: edgeseq.export(edgeseq.convert(lm), d / f"lm_{t}", target=t, steps=100).path
+                for t in ("onnx", "executorch")}
+
+
+@pytest.mark.parametrize("which", ["onnx", "executorch"])
+def test_a_language_model_pushes_token_ids_bound(language_model, which):
+    """A language model's session is bound too (the token ids in the arena as int64): pushes of plain ints equal a
+    per-call reference over 500 tokens; an id outside the vocabulary, a float frame and a bool are refused on the
+    checked path with the state kept; arrays of ids (the checked path) interleave with the bound pushes."""
+    from edgeseq.errors import InputError, ShapeError
+
+    sess = edgeseq.open(language_model[which])
+    assert sess.bound and sess.vocab_size == 40
+    ref = edgeseq.open(language_model[which])
+    ref.backend = _Unbound(ref.backend)
+    ids = np.random.default_rng(2).integers(0, 40, 500)
+    for t, i in enumerate(ids):
+        got = sess.push(np.array([[i]])) if t % 7 == 3 else sess.push(int(i))
+        np.testing.assert_array_equal(got.reshape(-1), ref.push(int(i)).reshape(-1), err_msg=f"token {t}")
+    before = sess.state
+    for bad in (40, -1):
+        with pytest.raises(InputError, match="token id"):
+            sess.push(bad)
+    with pytest.raises(InputError, match="token ids"):
+        sess.push(np.zeros((1, 1), np.float32))
+    assert sess.steps == 500
+    for a, b in zip(sess.state.tensors, before.tensors):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ShapeError, match="got bool"):
+        sess.push(True)  # not a token id, though Python's bool is an int
+    assert sess.push(5).shape == (40,) and sess.steps == 501
