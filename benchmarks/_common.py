@@ -114,15 +114,19 @@ def write_section(path: Path, name: str, md: str) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
-def interleaved(fns: dict, n: int, rounds: int, warmup: int = 200) -> dict[str, float]:
+def interleaved(fns: dict, n: int, rounds: int, warmup: int = 200, turn_warmup: int = 0) -> dict[str, float]:
     """µs per call of each function: rounds of ``n`` calls, the functions taking turns within each round (so a
-    noisy neighbour slows all of them alike); the median over rounds."""
+    noisy neighbour slows all of them alike); the median over rounds. ``turn_warmup`` untimed calls open each turn:
+    the first call after another model's turn finds its weights out of the cache, a cost that would otherwise fall
+    on whichever function comes first after it (with few calls per turn, tens of µs a call for a Mamba step)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            for _ in range(turn_warmup):
+                fn()
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
