@@ -311,8 +311,8 @@ def render(rows: list[dict], n: int, rounds: int, quick: bool) -> str:
     lines = [
         "## Against what you would use instead (`benchmarks/peers.py`)",
         "",
-        f"One run on {platform.machine()} ({os.cpu_count()} cores), single thread, batch 1, fp32; µs per step, medians "
-        f"of {rounds} interleaved rounds of {n} calls ({max(20, n // 20)} for the Mamba rows; the native runner: its "
+        f"One run on {platform.machine()} ({os.cpu_count()} cores), single thread, batch 1, fp32 (but the int8-dynamic "
+        f"row); µs per step, medians of {rounds} interleaved rounds of {n} calls ({max(20, n // 20)} for the Mamba rows; the native runner: its "
         f"own `--bench`, median of 3 runs); each turn opens with 3 untimed calls, so that no function pays for the "
         f"cache the one before it left cold. "
         f"onnxruntime {onnxruntime.__version__}, ExecuTorch {getattr(executorch, '__version__', '1.5.x')}, torch "
