@@ -39,8 +39,12 @@ def runtime_step(art, x):
     of no arguments that runs one step."""
     import edgeseq
 
-    sess = edgeseq.open(art.path)
-    backend, state = sess.backend, {"s": [t.numpy() for t in sess.spec.init(1)]}
+    return _per_call(edgeseq.open(art.path), x)
+
+
+def _per_call(sess, x):
+    """``sess``'s backend ``run`` on ``x`` with the state fed back, from the session's current state."""
+    backend, state = sess.backend, {"s": [t.copy() for t in sess.state.tensors]}
 
     def call():
         _, state["s"] = backend.run(x, state["s"])
@@ -53,30 +57,45 @@ def bound_call(sess, frame):
     arguments running one step from the session's current buffers; the per-call ``run`` on ``frame`` where it is
     not bound (a token input, say)."""
     if sess.bound:
-        call = sess._bound[sess._cur][0]
-        return call
-    backend, state = sess.backend, {"s": [t.copy() for t in sess.state.tensors]}
-    x = np.ascontiguousarray(frame)
+        return sess._bound[sess._cur][0]
+    return _per_call(sess, np.ascontiguousarray(frame))
 
-    def run():
-        _, state["s"] = backend.run(x, state["s"])
 
-    return run
+def gemv_floor(mats: list[np.ndarray]):
+    """Each (out, in) matrix against one input vector, numpy (OpenBLAS) into preallocated outputs: what any fp32
+    step multiplying by these matrices must at least spend streaming them through the CPU."""
+    work = [(w, np.ones(w.shape[1], np.float32), np.empty(w.shape[0], np.float32)) for w in mats]
+
+    def call():
+        for w, v, o in work:
+            np.dot(w, v, out=o)
+
+    return call
+
+
+def linear_mats(module) -> list[np.ndarray]:
+    """The weights of ``module``'s ``nn.Linear`` layers (a Mamba step's floor: its depthwise convolution and scan
+    are elementwise, not matrix products)."""
+    from torch import nn
+
+    return [m.weight.detach().numpy().copy() for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def native_bench(b, path, n: int, rounds: int, *extra: str) -> dict[str, float]:
+    """The native runner's own timing (``edgeseq-run PATH --bench n [extra...]``), the median of each figure it
+    prints over ``rounds`` runs."""
+    import json
+
+    runs = [json.loads(subprocess.run([str(b.runner), str(path), "--bench", str(n), *extra], capture_output=True,
+                                      text=True, env=b.env(), check=True).stdout) for _ in range(rounds)]
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0] if not isinstance(runs[0][k], bool)}
 
 
 def native_us(b, path, n: int, rounds: int) -> tuple[float, float]:
     """The native runner on ``path`` (``edgeseq-run --bench n``), medians over ``rounds`` runs: (a bare
     ``Module::execute``, its ``es_push``) in µs per step."""
-    import json
-
-    ex, pu = [], []
-    for _ in range(rounds):
-        r = subprocess.run([str(b.runner), str(path), "--bench", str(n)], capture_output=True, text=True, env=b.env(),
-                           check=True)
-        d = json.loads(r.stdout)
-        ex.append(d["execute_us"])
-        pu.append(d["push_us"])
-    return statistics.median(ex), statistics.median(pu)
+    d = native_bench(b, path, n, rounds)
+    return d["execute_us"], d["push_us"]
 
 
 def standard_args(doc: str, quick_help: str) -> argparse.ArgumentParser:

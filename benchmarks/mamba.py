@@ -31,7 +31,7 @@ from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
 from edgeseq.models.mamba_step import MambaStep  # noqa: E402
-from _common import interleaved, runtime_step, write_section  # noqa: E402  (benchmarks/_common.py)
+from _common import gemv_floor as matrices_floor, interleaved, linear_mats, runtime_step, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VOCAB, D_STATE = 1024, 16
@@ -66,15 +66,7 @@ class PlainMambaStep(MambaStep):
 def gemv_floor(step):
     """Every linear layer of ``step`` as a bare numpy (OpenBLAS) matrix-vector product into a preallocated output:
     what any fp32 step must at least spend streaming its weights through the CPU."""
-    mats = [m.weight.detach().numpy().copy() for m in step.modules() if isinstance(m, nn.Linear)]
-    vecs = {w.shape[1]: np.ones(w.shape[1], np.float32) for w in mats}
-    outs = [np.empty(w.shape[0], np.float32) for w in mats]
-
-    def run():
-        for w, o in zip(mats, outs):
-            np.dot(w, vecs[w.shape[1]], out=o)
-
-    return run
+    return matrices_floor(linear_mats(step))
 
 
 def bench_config(width: int, layers: int, out: Path, n: int, rounds: int, plain: bool, steps: int, tolerance: float) -> dict:

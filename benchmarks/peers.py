@@ -46,7 +46,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
-from _common import bound_call, interleaved, native_us, single_thread_quiet, standard_args, write_section  # noqa: E402
+from _common import (bound_call, gemv_floor, interleaved, linear_mats, native_us, single_thread_quiet,  # noqa: E402
+                     standard_args, write_section)
 
 ROOT = Path(__file__).resolve().parent.parent
 RNNS = [("lstm", 64, 256, 2), ("gru", 64, 256, 2), ("lstm", 16, 64, 1), ("gru", 16, 64, 1), ("gru", 8, 8, 1)]
@@ -100,17 +101,6 @@ def hand_onnx(mod: nn.Module, kind: str, d_in: int, width: int, layers: int, pat
     return call
 
 
-def gemv_floor(mats: list[np.ndarray]):
-    """Each (out, in) matrix against one input vector, numpy into preallocated outputs."""
-    work = [(w, np.ones(w.shape[1], np.float32), np.empty(w.shape[0], np.float32)) for w in mats]
-
-    def call():
-        for w, v, o in work:
-            np.dot(w, v, out=o)
-
-    return call
-
-
 def weight_mats(module: nn.Module) -> list[np.ndarray]:
     """The matrices a step of ``module`` multiplies by: linear weights, recurrent weights, and each temporal
     convolution as (out, in x kernel) (all its taps meet one step's window)."""
@@ -121,12 +111,6 @@ def weight_mats(module: nn.Module) -> list[np.ndarray]:
         w = p.detach().reshape(p.shape[0], -1).numpy().astype(np.float32)
         mats.append(np.ascontiguousarray(w))
     return mats
-
-
-def linear_mats(module: nn.Module) -> list[np.ndarray]:
-    """The weights of ``module``'s ``nn.Linear`` layers (benchmarks/mamba.py's floor: a Mamba step's depthwise
-    convolution and scan are elementwise, not matrix products)."""
-    return [m.weight.detach().numpy().copy() for m in module.modules() if isinstance(m, nn.Linear)]
 
 
 def edgeseq_rows(step, model, frame, out: Path, name: str, native_build, n: int, rounds: int,

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import edgeseq  # noqa: E402
-from _common import single_thread_quiet, standard_args, write_section  # noqa: E402
+from _common import native_bench, native_us, single_thread_quiet, standard_args, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,25 +40,17 @@ def native_rows(path: Path, calls: int, rounds: int) -> list[tuple]:
     """The C pool (``edgeseq-run PROGRAM --bench N --pool``) on each batch program of ``path``, against es_push of
     one stream on its batch-1 program (``edgeseq-run --bench N``): stream-steps per second."""
     import json
-    import subprocess
 
     from edgeseq import manifest as man
     from edgeseq.runtimes import native
 
     b = native.build("x86_64")
     data = json.loads(Path(str(path) + ".edgeseq.json").read_text())  # the batch-1 program's manifest
-
-    def bench(program: Path, *extra) -> dict:
-        runs = [json.loads(subprocess.run([str(b.runner), str(program), "--bench", str(calls * 4), *extra],
-                                          capture_output=True, text=True, env=b.env(), check=True).stdout)
-                for _ in range(rounds)]
-        return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-
-    one = 1e6 / bench(path)["push_us"]
+    one = 1e6 / native_us(b, path, calls * 4, rounds)[1]
     rows = []
     for n in (1, 8, 64):
         program, _ = man.select_batch(path, data, n)
-        rows.append(("native", n, n * 1e6 / bench(program, "--pool")["pool_step_us"], one))
+        rows.append(("native", n, n * 1e6 / native_bench(b, program, calls * 4, rounds, "--pool")["pool_step_us"], one))
     return rows
 
 

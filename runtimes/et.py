@@ -263,9 +263,11 @@ class ExecuTorchBackend:
             shared = False
         # a planned input is copied into the program's memory by set_inputs (it does not read the caller's buffer
         # later): such a program gets its inputs set on every call, from the side it reads
-        fixed = StepArena(arena.x[0].shape, arena.y[0].shape, [a.shape for a in arena.state[0]], arena.x[0].dtype)
-        sides = [[torch.from_numpy(a) for a in (fixed.x[0], *fixed.state[0])]] if shared and execute and set_inputs \
-            else [[torch.from_numpy(a) for a in (arena.x[1 - c], *arena.state[c])] for c in (0, 1)]
+        if shared and execute and set_inputs:
+            fixed = StepArena(arena.x[0].shape, arena.y[0].shape, [a.shape for a in arena.state[0]], arena.x[0].dtype)
+            sides = [[torch.from_numpy(a) for a in (fixed.x[0], *fixed.state[0])]]
+        else:
+            sides = [[torch.from_numpy(a) for a in (arena.x[1 - c], *arena.state[c])] for c in (0, 1)]
         try:
             first = call(sides[0], clone_outputs=False)
             again = call(sides[0], clone_outputs=False)  # leaves the method's inputs on sides[0]

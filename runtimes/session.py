@@ -164,9 +164,9 @@ class StreamSession:
         self._names = spec.names
         self._shape = (batch, d_in)
         self._single_shape = (d_in,) if batch == 1 else None
-        self._fast_shapes = {self._shape: False, **({self._single_shape: True} if batch == 1 else {})}
-        if vocab_size:  # token ids: a float frame is never the fast path's; a plain int is, at batch 1
-            self._fast_shapes = {}
+        # token ids: a float frame is never the fast path's; a plain int is, at batch 1
+        self._fast_shapes = {} if vocab_size else {self._shape: False,
+                                                   **({self._single_shape: True} if batch == 1 else {})}
         self._token_fast = bool(vocab_size) and batch == 1
         self._arena: StepArena | None = None
         self._bound = None

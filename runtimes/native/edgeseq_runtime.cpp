@@ -435,6 +435,16 @@ void logical_bytes(const StateTensor& t, const Buffer& buf, int row, unsigned ch
   else std::memcpy(dst, src, row < 0 ? buf.size : rowbytes);
 }
 
+// The inverse: one tensor's logical bytes SRC stored into the whole batch (row < 0) or one row of it
+void store_logical(const StateTensor& t, Buffer& buf, int row, const unsigned char* src) {
+  const size_t rowbytes = buf.size / static_cast<size_t>(t.shape[0]);
+  unsigned char* dst = row < 0 ? buf.data() : buf.data() + rowbytes * static_cast<size_t>(row);
+  std::vector<int64_t> shape = t.shape;
+  if (row >= 0) shape[0] = 1;
+  if (t.channels_last) channels_last_copy(src, dst, shape, t.dtype.size, true);
+  else std::memcpy(dst, src, row < 0 ? buf.size : rowbytes);
+}
+
 // The state of the whole batch (row < 0), or of one row as a batch-1 state (a pool's stream), with STEPS
 std::vector<unsigned char> serialize(const es_stream* s, int row = -1, int64_t steps = -1) {
   std::vector<unsigned char> b = {'E', 'S', 'S', 'T'};
@@ -525,11 +535,7 @@ int es_load_state(es_stream* s, const unsigned char* buf, size_t n) {
   int64_t steps = 0;
   int rc = parse_state(s, buf, n, s->batch, &values, &steps);
   if (rc) return rc;
-  for (size_t i = 0; i < values.size(); ++i) {  // all checked: now replace
-    const auto& t = s->tensors[i];
-    if (t.channels_last) channels_last_copy(values[i].data(), s->state()[i].data(), t.shape, t.dtype.size, true);
-    else std::memcpy(s->state()[i].data(), values[i].data(), values[i].size());
-  }
+  for (size_t i = 0; i < values.size(); ++i) store_logical(s->tensors[i], s->state()[i], -1, values[i].data());  // all checked
   s->steps = steps;
   return ES_OK;
 }
@@ -644,14 +650,7 @@ int es_pool_join(es_pool* p, const unsigned char* state, size_t n, int* slot) {
     std::vector<std::vector<unsigned char>> values;
     int rc = parse_state(s, state, n, 1, &values, &steps);
     if (rc) return rc;
-    for (size_t i = 0; i < values.size(); ++i) {
-      const auto& t = s->tensors[i];
-      unsigned char* dst = s->state()[i].data() + row_bytes(s, i) * free;
-      std::vector<int64_t> one = t.shape;
-      one[0] = 1;
-      if (t.channels_last) channels_last_copy(values[i].data(), dst, one, t.dtype.size, true);
-      else std::memcpy(dst, values[i].data(), values[i].size());
-    }
+    for (size_t i = 0; i < values.size(); ++i) store_logical(s->tensors[i], s->state()[i], free, values[i].data());
   } else {
     for (size_t i = 0; i < s->tensors.size(); ++i) {
       const auto& t = s->tensors[i];
