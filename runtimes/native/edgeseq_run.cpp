@@ -176,12 +176,12 @@ int main(int argc, char** argv) {
     if (a == "--threads" && next(&threads)) continue;
     return die("unknown or incomplete option " + a + " (see edgeseq-run --help)");
   }
+  if (pool && bench.empty()) return die("--pool goes with --bench N");
   if (!info && !use_stdin && bench.empty() && (input.empty() || output.empty())) return die("give --input and --output, or --stdin");
   if (!output.empty() && !ends_with(output, ".npy")) return die("--output " + output + ": must end in .npy");
   if (!output.empty() && !writable_beside(output)) return die("--output " + output + ": cannot write there");
   if (!state_out.empty() && !writable_beside(state_out)) return die("--state-out " + state_out + ": cannot write there");
 
-  if (pool && bench.empty()) return die("--pool goes with --bench N");
 
   quiet_runtime_log();
   if (es_set_threads(std::atoi(threads.c_str())) != ES_OK) return die(std::string("--threads ") + threads + ": " + es_last_error());

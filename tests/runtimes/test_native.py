@@ -294,6 +294,8 @@ def test_runner_bad_inputs_one_line_nothing_written(x86, artifacts, tmp_path):
         ([rnn, "-i", tmp_path / "ok.npy", "-o", out, "--state-in", tmp_path / "aaren.esstate"], "comes from another model"),
         ([rnn, "-i", tmp_path / "ok.npy", "-o", tmp_path / "y.txt"], "must end in .npy"),
         ([rnn, "--bogus"], "unknown or incomplete option --bogus"),
+        ([rnn, "--pool"], "--pool goes with --bench N"),
+        ([rnn, "--bench", "0", "--pool"], "es_pool_benchmark: bad argument"),
     ]
     for args, msg in cases:
         r = _runner(x86, *args)
