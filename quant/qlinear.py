@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeseq.errors import ConfigError
+from edgeseq.quant import flips
 
 # registers the quantized_decomposed ops (torch's own copy; torchao, which ExecuTorch imports, registers the same)
 import torch.ao.quantization.fx._decomposed  # noqa: F401,E402
@@ -177,7 +178,10 @@ class QuantLinear(nn.Module):
     @staticmethod
     def _fq(x: torch.Tensor, qp: tuple[float, int]) -> torch.Tensor:
         s, z = qp
-        return qd.dequantize_per_tensor(qd.quantize_per_tensor(x, s, z, QMIN, QMAX, torch.int8), s, z, QMIN, QMAX, torch.int8)
+        q = qd.quantize_per_tensor(x, s, z, QMIN, QMAX, torch.int8)
+        if flips.ACTIVE is not None:  # a rounding-boundary audit (quant/flips.py) records or replays this rounding
+            q = flips.seen(x, s, z, q, QMIN, QMAX)
+        return qd.dequantize_per_tensor(q, s, z, QMIN, QMAX, torch.int8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observers is not None:  # calibrating: float math, record ranges
@@ -185,8 +189,10 @@ class QuantLinear(nn.Module):
             return self.observers["out"](y)
         if self.act == "dynamic":
             s, z = qd.choose_qparams.tensor(x, QMIN, QMAX, EPS, torch.int8)
-            xq = qd.dequantize_per_tensor.tensor(qd.quantize_per_tensor.tensor(x, s, z, QMIN, QMAX, torch.int8), s, z, QMIN, QMAX, torch.int8)
-            return F.linear(xq, self.weight(), self.bias)
+            q = qd.quantize_per_tensor.tensor(x, s, z, QMIN, QMAX, torch.int8)
+            if flips.ACTIVE is not None:  # a rounding-boundary audit (quant/flips.py) records or replays this rounding
+                q = flips.seen(x, s, z, q, QMIN, QMAX)
+            return F.linear(qd.dequantize_per_tensor.tensor(q, s, z, QMIN, QMAX, torch.int8), self.weight(), self.bias)
         if self.in_q is None or self.out_q is None:
             raise RuntimeError("static QuantLinear used before calibration")  # quantize_ always calibrates
         y = F.linear(self._fq(x, self.in_q), self.weight(), self.bias)

@@ -57,6 +57,10 @@ def export(
              if "delegated_ops" in g else "")
     out.print(f"wrote {art.path} ({art.manifest['file_bytes']:,} bytes) and {art.manifest_path}; "
               f"parity over {p['steps']} steps: max abs error {p['max_abs_error']:.3g} vs the eager step{extra}")
+    from edgeseq.quant.flips import describe
+
+    if (line := describe(p)) is not None:
+        out.print(line)
     mp = art.manifest.get("model_parity")
     if mp is not None:
         out.print(f"artifact vs the model itself over {mp['steps']} steps: max abs error {mp['max_abs_error']:.3g}, "
