@@ -60,8 +60,11 @@ def quantize(
 
     Recurrent state stays float32 unless --state opts a tensor in. The artifact is validated against the eager
     quantized step over STEPS real frames, and its state outputs are checked on the exported graph against the
-    state policy. With --eval (or --budget) the quantized step is rolled against fp32 over EVAL_STEPS real frames
-    first: output and state error per step, the task metric, and a plot; past BUDGET nothing is written.
+    state policy. Where the two streams part at an int8 rounding (an activation within a hair of a rounding boundary
+    rounded the other way by the runtime), each step is checked from the eager state instead: within 1e-4, or once
+    such roundings are flipped (docs/compression.md); any other disagreement writes nothing. With --eval (or
+    --budget) the quantized step is rolled against fp32 over EVAL_STEPS real frames first: output and state error
+    per step, the task metric, and a plot; past BUDGET nothing is written.
     """
     from edgeseq.fsutil import check_writable
 
@@ -137,3 +140,7 @@ def quantize(
     kept = ", ".join(f"{r['name']}={r['dtype']}" for r in q["state_check"])
     out.print(f"wrote {art.path} ({art.manifest['file_bytes']:,} bytes); vs eager quantized over {p['steps']} steps: "
               f"max abs {p['max_abs_error']:.3g}; state outputs: {kept} (checked on the graph)")
+    if p.get("stepwise"):  # the free run parted at int8 roundings: each step proven from the eager state
+        from edgeseq.quant.flips import describe
+
+        out.print(describe(p))

@@ -20,7 +20,7 @@ import edgeseq
 from edgeseq.errors import ParityError
 from edgeseq.parity import compare
 from edgeseq.quant import Int8DynamicConfig, quantize_
-from edgeseq.quant.flips import audit
+from edgeseq.quant.flips import audit, describe
 from edgeseq.quant.qlinear import QuantLinear
 
 from extras import need  # tests/extras.py
@@ -112,8 +112,10 @@ def test_export_keeps_an_int8_mamba_whose_free_run_parts_at_a_rounding(tmp_path)
         s = p["stepwise"]
         assert p["free_running_within_tolerance"] is False and s["unexplained"] is None
         assert s["within_tolerance"] + s["explained_by_boundary_rounding"] == 400 and s["tolerance"] == 1e-4
+        line = describe(p)  # what edgeseq export / inspect / quantize print
+        assert f"each of its 400 steps agrees within 0.0001: {s['within_tolerance']} as computed" in line
     else:
-        assert "stepwise" not in p
+        assert "stepwise" not in p and describe(p) is None
 
 
 def test_export_refuses_with_the_step_nothing_explains(tmp_path, monkeypatch):
