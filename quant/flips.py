@@ -38,6 +38,8 @@ import torch
 # differences grow through the layers before a rounding; the farthest flip measured on the Mamba above lay 0.0038 bins
 # from its boundary (most within 1e-4), so 2.6x margin
 AMBIGUOUS_BINS = 0.01
+CANDIDATES = 1024  # the most flips tried alone per step, closest first (bounds the time a broken artifact takes to
+# refuse on a wide model; the Mamba above has a few hundred candidates a step)
 MAX_FLIPS = 4  # the most flips one step may take (measured: one per step, 67 steps of 2,000)
 SHORTLIST = 16  # the flips that bring a step closest alone, among which flips are combined
 
@@ -198,9 +200,10 @@ def audit(step, run: Callable[[np.ndarray, list[np.ndarray]], tuple[np.ndarray, 
 
 
 def _explain(step, x, state, rec: _Recorder, got_y, got_state, err: float, tolerance: float) -> dict[str, Any] | None:
-    """The roundings the artifact took the other way at this step, or None: every candidate flip alone, closest to
-    its boundary first (a step as a rule needs one); then, greedily, the one of the :data:`SHORTLIST` best alone that
-    brings the step closest added to those chosen, up to :data:`MAX_FLIPS`, while each brings it closer."""
+    """The roundings the artifact took the other way at this step, or None: each candidate flip alone (at most
+    :data:`CANDIDATES`), closest to its boundary first (a step as a rule needs one); then, greedily, the one of the
+    :data:`SHORTLIST` best alone that brings the step closest added to those chosen, up to :data:`MAX_FLIPS`, while
+    each brings it closer."""
 
     def error_with(combo) -> float:
         flips: dict[int, tuple[int, ...]] = {}
@@ -215,7 +218,7 @@ def _explain(step, x, state, rec: _Recorder, got_y, got_state, err: float, toler
         return {"flipped": len(combo), "bins_from_boundary": max(c[0] for c in combo), "error_after": e}
 
     alone = []
-    for c in rec.candidates():
+    for c in rec.candidates()[:CANDIDATES]:
         e = error_with((c,))
         if e <= tolerance:
             return found((c,), e)
