@@ -142,3 +142,44 @@ def test_export_refuses_with_the_step_nothing_explains(tmp_path, monkeypatch):
         with pytest.raises(ParityError, match=r"run from the eager state at every step, it differs at step 50 by 0.001"):
             edgeseq.export(step, tmp_path / "m", target="executorch", steps=200, tolerance=1e-4)
     assert not list(tmp_path.iterdir())
+
+
+def test_onnx_int8_weights_are_the_eager_layers_own(tmp_path, monkeypatch):
+    """onnxruntime's dynamic pass derives each weight grid again from the dequantized weights; where a row's largest
+    weight lands on 254 rather than 255 (the zero point rounds in float64, the weights in float32), it derives a
+    scale 254/255 of the eager one, and that channel's outputs come out 0.4% off (found on a Hugging Face Mamba's
+    1024x256 head: one row of 8,384, logits 3.4e-4 off from the first step). The lowering writes the eager integers,
+    zero points and scales over onnxruntime's."""
+    need("onnxruntime", "onnx")
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeseq.quant import int8_dynamic
+
+    torch.manual_seed(0)
+    model = edgeseq.build("rnn", d_in=3, d_out=2, d_hidden=4)
+    with torch.no_grad():  # gate row 0: [x weights | h weights], min -0.304.., max 0.534.. (found by a search)
+        model.rnn.weight_ih_l0[0] = torch.tensor([-0.30400019884109497, 0.5340544581413269, 0.115])
+        model.rnn.weight_hh_l0[0] = 0.0
+    step = quantize_(edgeseq.convert(model), Int8DynamicConfig(weights="uint8"))
+    gates = step.layers[0].gates
+    assert int(gates.weight_q[0].max()) == 254  # the edge, on the eager grid itself
+
+    def scales(path):
+        inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+        name = next(n for n in inits if n.endswith("gates.weight_kn_scale"))
+        return inits[name], inits[name.replace("_scale", "_quantized")]
+
+    x = torch.randn(500, 1, 3, generator=torch.Generator().manual_seed(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        monkeypatch.setattr(int8_dynamic, "pin_weights", lambda path, layers: 0)
+        theirs = edgeseq.export(step, tmp_path / "derived", target="onnx", inputs=x, tolerance=1.0)
+        monkeypatch.undo()
+        ours = edgeseq.export(step, tmp_path / "pinned", target="onnx", inputs=x, tolerance=1e-5)
+    s_theirs, _ = scales(theirs.path)
+    assert s_theirs[0] == pytest.approx(float(gates.weight_scale[0]) * 254 / 255, rel=1e-6)  # onnxruntime's own
+    s_ours, q_ours = scales(ours.path)
+    np.testing.assert_array_equal(s_ours, gates.weight_scale.numpy())
+    np.testing.assert_array_equal(q_ours.T, gates.weight_q.numpy())
+    assert theirs.parity["max_scaled_error"] > 1e-4 > 1e-5 >= ours.parity["max_scaled_error"]
