@@ -182,4 +182,5 @@ def test_onnx_int8_weights_are_the_eager_layers_own(tmp_path, monkeypatch):
     s_ours, q_ours = scales(ours.path)
     np.testing.assert_array_equal(s_ours, gates.weight_scale.numpy())
     np.testing.assert_array_equal(q_ours.T, gates.weight_q.numpy())
-    assert theirs.parity["max_scaled_error"] > 1e-4 > 1e-5 >= ours.parity["max_scaled_error"]
+    # onnxruntime's grid puts the stream past 1e-4; the pinned one was held to 1e-5 by export itself (above)
+    assert theirs.parity["max_scaled_error"] > 1e-4
