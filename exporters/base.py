@@ -249,14 +249,13 @@ def _write_validated(step: StepModule, exporter: Exporter, tmp_model: Path, batc
         "inputs": "user-supplied" if inputs is not None else (
             f"uniform token ids, seed {seed}" if step.vocab_size else f"standard normal, seed {seed}"),
     }
-    audit = None
-    if not (err <= tolerance and state_scaled <= tolerance) and quant is not None:
-        audit = _rounding_audit(step, session, x, tolerance, note)
+    parted = not (err <= tolerance and state_scaled <= tolerance)
+    audit = _rounding_audit(step, session, x, tolerance, note) if parted and quant is not None else None
     if audit is not None and audit.passed:
         # every step proven from the eager state; the free-running streams parted at a rounding (quant/flips.py)
         manifest["parity"]["free_running_within_tolerance"] = False
         manifest["parity"]["stepwise"] = audit.summary()
-    elif not (err <= tolerance and state_scaled <= tolerance):
+    elif parted:
         sens = float64_sensitivity(step, x) if quant is None else 0.0
         why = (f"; the eager step itself is that sensitive: float32 and float64 eager runs differ by {sens:.3g} (scaled) "
                "over the same stream, so the model amplifies rounding (chaotic on this input) and no runtime can "

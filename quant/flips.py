@@ -34,6 +34,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from edgeseq.parity import compare
+
 # how close (in bins) to a rounding boundary an activation must lie for a flip there to count as rounding: float
 # differences grow through the layers before a rounding; the farthest flip measured on the Mamba above lay 0.0038 bins
 # from its boundary (most within 1e-4), so 2.6x margin
@@ -121,11 +123,9 @@ def _eager(step, x: torch.Tensor, state, flips: dict[int, tuple[int, ...]] | Non
 
 
 def _scaled(ref: torch.Tensor, got: np.ndarray) -> float:
-    """Max |got - ref| / max(1, max |ref|): the scaled error of edgeseq.parity, for one array."""
-    r = ref.detach().numpy().astype(np.float64)
-    if not r.size:
-        return 0.0
-    return float(np.abs(np.asarray(got, np.float64).reshape(r.shape) - r).max() / max(1.0, float(np.abs(r).max())))
+    """edgeseq.parity's scaled error (max |got - ref| / max(1, max |ref|)) of one array, as one step."""
+    r = ref.detach().numpy()
+    return compare(r[None], np.asarray(got).reshape(r.shape)[None], what="artifact vs eager, one step").max_scaled_error
 
 
 def _step_error(y, new, got_y, got_state) -> float:

@@ -31,18 +31,18 @@ def _apply(step, config: Int8DynamicConfig, cal) -> int:
 def _lower_onnx(float_path: Path, out_path: Path, config: Int8DynamicConfig, step) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgeseq.quant.onnx_select import expect_quantized, gemm_to_matmul, quantized_layer_paths, select_nodes
+    from edgeseq.quant.onnx_select import expect_quantized, gemm_to_matmul, select_nodes
 
     gemm_to_matmul(float_path)  # onnxruntime's dynamic pass rewrites Gemm itself, renaming the nodes we select
-    paths = quantized_layer_paths(step, (QuantLinear,))
-    nodes = select_nodes(float_path, paths, suffixes=("", "_kn"))
+    layers = {p: m for p, m in step.named_modules() if isinstance(m, QuantLinear)}
+    nodes = select_nodes(float_path, list(layers), suffixes=("", "_kn"))
     quantize_dynamic(
         str(float_path), str(out_path), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
         per_channel=True, reduce_range=config.weights == "int8-reduced",
         weight_type=QuantType.QUInt8 if config.weights == "uint8" else QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
     )
     expect_quantized(out_path, len(nodes), "MatMulInteger")
-    pin_weights(out_path, {p: m for p, m in step.named_modules() if p in set(paths)})
+    pin_weights(out_path, layers)
 
 
 def pin_weights(path: Path, layers: dict) -> int:
@@ -51,8 +51,9 @@ def pin_weights(path: Path, layers: dict) -> int:
     initializers, laid out (in, out)); return how many layers were pinned. Its re-derivation lands on the eager
     grid all but rarely: on a Hugging Face Mamba 256x4's 1024x256 head one weight of 262,144 came back one step off,
     and the onnx artifact's logits differed from the eager quantized step's by 3.4e-4 from the first step while every
-    state agreed to 1e-7. A set of initializers that does not hold the same grid within one step (another layout, a
-    renamed tensor) is refused rather than overwritten."""
+    state agreed to 1e-7. Initializers that do not hold the same grid within one step (another layout) are refused
+    rather than overwritten; a layer whose initializers are not under those names is left as derived (the parity
+    check still holds it)."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -68,17 +69,15 @@ def pin_weights(path: Path, layers: dict) -> int:
             (w := n[: -len("_quantized")].removesuffix("_kn")) == want or w.endswith("." + want))), None)
         if stem is None or stem + "_zero_point" not in inits or stem + "_scale" not in inits:
             continue  # not written under onnxruntime's names: left as derived (the parity check still holds it)
-        q_old = numpy_helper.to_array(inits[stem + "_quantized"])
-        q_new = layer.weight_q.numpy().T.astype(q_old.dtype)
-        zp_new = layer.weight_zero_point.numpy().astype(q_old.dtype)
-        s_new = layer.weight_scale.numpy().astype(np.float32)
+        old = {sfx: numpy_helper.to_array(inits[stem + sfx]) for sfx in ("_quantized", "_zero_point", "_scale")}
+        q_old, q_new = old["_quantized"], layer.weight_q.numpy().T
         if q_old.shape != q_new.shape or np.abs(q_old.astype(np.int32) - q_new.astype(np.int32)).max() > 1:
             raise ArtifactError(f"onnxruntime's quantized weights of layer {name} are not on its grid "
                                 f"({q_old.shape} vs {q_new.shape}); nothing written")
-        for suffix, arr in (("_quantized", q_new), ("_zero_point", zp_new.reshape(
-                numpy_helper.to_array(inits[stem + "_zero_point"]).shape)), ("_scale", s_new.reshape(
-                numpy_helper.to_array(inits[stem + "_scale"]).shape))):
-            inits[stem + suffix].CopyFrom(numpy_helper.from_array(arr, stem + suffix))
+        new = {"_quantized": q_new.astype(q_old.dtype), "_zero_point": layer.weight_zero_point.numpy().astype(q_old.dtype),
+               "_scale": layer.weight_scale.numpy().astype(np.float32)}
+        for sfx, arr in new.items():
+            inits[stem + sfx].CopyFrom(numpy_helper.from_array(arr.reshape(old[sfx].shape), stem + sfx))
         pinned += 1
     onnx.save(model, str(path))
     return pinned

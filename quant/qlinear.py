@@ -179,8 +179,7 @@ class QuantLinear(nn.Module):
     def _fq(x: torch.Tensor, qp: tuple[float, int]) -> torch.Tensor:
         s, z = qp
         q = qd.quantize_per_tensor(x, s, z, QMIN, QMAX, torch.int8)
-        if flips.ACTIVE is not None:  # a rounding-boundary audit (quant/flips.py) records or replays this rounding
-            q = flips.seen(x, s, z, q, QMIN, QMAX)
+        q = flips.seen(x, s, z, q, QMIN, QMAX)  # as a rounding-boundary audit (quant/flips.py) has it, if one runs
         return qd.dequantize_per_tensor(q, s, z, QMIN, QMAX, torch.int8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,8 +189,7 @@ class QuantLinear(nn.Module):
         if self.act == "dynamic":
             s, z = qd.choose_qparams.tensor(x, QMIN, QMAX, EPS, torch.int8)
             q = qd.quantize_per_tensor.tensor(x, s, z, QMIN, QMAX, torch.int8)
-            if flips.ACTIVE is not None:  # a rounding-boundary audit (quant/flips.py) records or replays this rounding
-                q = flips.seen(x, s, z, q, QMIN, QMAX)
+            q = flips.seen(x, s, z, q, QMIN, QMAX)  # as a rounding-boundary audit (quant/flips.py) has it, if one runs
             return F.linear(qd.dequantize_per_tensor.tensor(q, s, z, QMIN, QMAX, torch.int8), self.weight(), self.bias)
         if self.in_q is None or self.out_q is None:
             raise RuntimeError("static QuantLinear used before calibration")  # quantize_ always calibrates

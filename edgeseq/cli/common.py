@@ -59,6 +59,15 @@ def handle_errors(fn):
     return wrapper
 
 
+def print_stepwise(parity: dict) -> None:
+    """The one-line step-by-step proof of a quantized artifact whose free run parted at an int8 rounding, where its
+    manifest has one (edgeseq.quant.flips.describe; imported only then, so that inspect stays light)."""
+    if parity.get("stepwise"):
+        from edgeseq.quant.flips import describe
+
+        out.print(describe(parity))
+
+
 def must_exist(*paths, what: str = "") -> None:
     """Every given path exists, or one line and exit 1 (the same for every command and every path argument)."""
     from edgeseq.errors import InputError

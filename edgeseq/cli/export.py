@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from edgeseq.cli.choices import RnnOps, Target
-from edgeseq.cli.common import handle_errors, out, status
+from edgeseq.cli.common import handle_errors, out, print_stepwise, status
 from edgeseq.cli.source import ModelArg, TimeAxisOpt
 
 
@@ -59,10 +59,7 @@ def export(
              if "delegated_ops" in g else "")
     out.print(f"wrote {art.path} ({art.manifest['file_bytes']:,} bytes) and {art.manifest_path}; "
               f"parity over {p['steps']} steps: max abs error {p['max_abs_error']:.3g} vs the eager step{extra}")
-    if p.get("stepwise"):  # a quantized step proven step by step (its free-running stream parted at a rounding)
-        from edgeseq.quant.flips import describe
-
-        out.print(describe(p))
+    print_stepwise(p)
     mp = art.manifest.get("model_parity")
     if mp is not None:
         out.print(f"artifact vs the model itself over {mp['steps']} steps: max abs error {mp['max_abs_error']:.3g}, "

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgeseq.cli.common import handle_errors, out
+from edgeseq.cli.common import handle_errors, out, print_stepwise
 
 
 @handle_errors
@@ -65,10 +65,7 @@ def inspect(
     out.print(f"parity at export ({p['what']}): {p['steps']} steps x {p['batch']} streams, max abs error "
               f"{p['max_abs_error']:.3g}, max rel error {p['max_rel_error']:.3g}, final state error "
               f"{p['final_state_max_abs_error']:.3g} (tolerance {p['tolerance']:g})")
-    if p.get("stepwise"):  # a quantized step proven step by step (imported only then: inspect stays light)
-        from edgeseq.quant.flips import describe
-
-        out.print(describe(p))
+    print_stepwise(p)
     for r in m.get("parity_on") or []:  # edgeseq check-device: the program on a device's (emulated) arithmetic
         out.print(f"parity on {r['device']} ({r['arch']}, qemu -cpu {r['qemu_cpu']}, emulated) vs {r['versus'].split(' (')[0]}: "
                   f"{r['frames']} frames, max abs error {r['max_abs_error']:.3g}, max scaled error "

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from edgeseq.cli.choices import ActivationGrid, SchemeName, Target, WeightFormat
-from edgeseq.cli.common import handle_errors, out, progress_bar, status
+from edgeseq.cli.common import handle_errors, out, print_stepwise, progress_bar, status
 from edgeseq.cli.dataopts import (
     SOURCE_HELP, Features, LabelCol, MaxMemory, SeriesCol, SplitSeed, Task, TimeCol, data_options, load_data,
 )
@@ -140,7 +140,4 @@ def quantize(
     kept = ", ".join(f"{r['name']}={r['dtype']}" for r in q["state_check"])
     out.print(f"wrote {art.path} ({art.manifest['file_bytes']:,} bytes); vs eager quantized over {p['steps']} steps: "
               f"max abs {p['max_abs_error']:.3g}; state outputs: {kept} (checked on the graph)")
-    if p.get("stepwise"):  # the free run parted at int8 roundings: each step proven from the eager state
-        from edgeseq.quant.flips import describe
-
-        out.print(describe(p))
+    print_stepwise(p)
