@@ -19,9 +19,10 @@ each round, so a noisy neighbour slows all alike), medians. Rows:
   stepped by their ``OnnxWrapper`` and by a bare ``sess.run`` with the context kept in numpy, against the model
   written in PyTorch with their weights, converted by edgeseq.
 
-For every model, edgeseq's rows: ``push`` on onnxruntime and on ExecuTorch (``StreamSession.push``, every check
-included), the bound runtime call under each push alone (``bare``), the native runner's ``es_push`` (C++, the
-ExecuTorch program; timed by the runner itself over the same calls, not interleaved), and the GEMV floor: the
+For every model, edgeseq's rows: ``push`` on onnxruntime, on ExecuTorch's Python bindings and on runtime ``native``
+(the same ExecuTorch program stepped by edgeseq's C runtime from Python, runtimes/inproc.py) (``StreamSession.push``,
+every check included), the runtime call under each push alone (``bare``), the C runtime's own timing of ``es_push``
+and of a bare ``Module::execute`` (the runner's ``--bench``, not interleaved), and the GEMV floor: the
 model's weight matrices against one input vector each, numpy (OpenBLAS) into preallocated outputs, what any fp32
 step must at least spend. Each row ends in a verdict: edgeseq's onnx push against the best peer on onnxruntime
 (where the peer is an ONNX file), else edgeseq's best push against the best peer.
@@ -32,6 +33,7 @@ docs/benchmarks.md)
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -137,6 +139,11 @@ def edgeseq_rows(step, model, frame, out: Path, name: str, native_build, n: int,
         else:
             info["pte"] = art.path
             info["partitions"] = art.manifest["graph"].get("partitions")
+            if native_build is not None:  # the same program from Python through the C runtime (runtime "native")
+                ns = edgeseq.open(art.path, runtime="native")
+                fns["native_push"] = (lambda s=ns, x=x: s.push(x))
+                fns["native_bare"] = functools.partial(ns._es_push, *ns._args)  # the one C call under push
+                info["native_bound"] = True
     native = native_us(native_build, info["pte"], max(200, n * 2), 3) if native_build is not None else None
     return fns, info, native
 
@@ -305,15 +312,17 @@ def render(rows: list[dict], n: int, rounds: int, quick: bool) -> str:
         f"onnxruntime {onnxruntime.__version__}, ExecuTorch {getattr(executorch, '__version__', '1.5.x')}, torch "
         f"{torch.__version__}." + (" Quick run (`--quick`)." if quick else ""),
         "",
-        "*push*: `StreamSession.push`, every check included; *bare*: the bound runtime call under it alone; *native*: "
-        "the C runner's `es_push` (bare `Module::execute` in brackets); *floor*: the weight matrices as numpy GEMVs. "
-        "*ratio*: the peer's time over edgeseq's (> 1: edgeseq is faster): the onnx push against the peer's own ONNX "
-        "file on the same runtime where the peer is one, else edgeseq's best push against the best peer; *even*: within "
-        "2% either way.",
+        "*push*: `StreamSession.push`, every check included; *bare*: the runtime call under it alone; *ET*: the "
+        "ExecuTorch program on ExecuTorch's Python bindings (runtime `executorch`); *native*: the same program from "
+        "Python through edgeseq's C runtime (runtime `native`: one `ctypes` call of `es_push` per push); *C*: that "
+        "runtime's own timing in C, `es_push` (bare `Module::execute` in brackets); *floor*: the weight matrices as "
+        "numpy GEMVs; */ floor*: the bindings' bare call, and the C `execute`, over the floor. *ratio*: the peer's "
+        "time over edgeseq's (> 1: edgeseq is faster): the onnx push against the peer's own ONNX file on the same "
+        "runtime where the peer is one, else edgeseq's best push against the best peer; *even*: within 2% either way.",
         "",
-        "| model | what you would use instead: µs | onnx push (bare) | ET push (bare) | native | floor | ET bare / floor "
-        "| ratio | verdict |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| model | what you would use instead: µs | onnx push (bare) | ET push (bare) | native push (bare) | C | floor "
+        "| / floor: ET; C | ratio | verdict |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     nan = float("nan")
 
@@ -326,28 +335,29 @@ def render(rows: list[dict], n: int, rounds: int, quick: bool) -> str:
         if r["onnx_peer"]:
             ratio, against = p[r["onnx_peer"]] / u["onnx_push"], "onnx push vs " + r["onnx_peer"].split(",")[0]
         else:
-            best = min(u.get("onnx_push", nan), u["executorch_push"]) if "onnx_push" in u else u["executorch_push"]
+            best = min(u.get(f"{t}_push", nan) for t in ("onnx", "executorch", "native"))
             ratio, against = min(p.values()) / best, "best push vs best peer"
         nat = f"{r['native'][1]:.1f} ({r['native'][0]:.1f})" if r["native"] else "-"
+        c_floor = f"; {r['native'][0] / u['floor']:.2f}x" if r["native"] else ""
         lines.append(
-            f"| {r['model']} | {peer_txt} | {pair(u, 'onnx')} | {pair(u, 'executorch')} | {nat} | {u['floor']:.1f} | "
-            f"{u['executorch_bare'] / u['floor']:.2f}x | **{ratio:.2f}x** ({against}) | "
+            f"| {r['model']} | {peer_txt} | {pair(u, 'onnx')} | {pair(u, 'executorch')} | {pair(u, 'native')} | {nat} "
+            f"| {u['floor']:.1f} | {u['executorch_bare'] / u['floor']:.2f}x{c_floor} | **{ratio:.2f}x** ({against}) | "
             f"{verdict(ratio)} |")
     lines += ["", "What push adds to the bare bound call (µs; the same run), and how the onnx artifact writes its "
                   "recurrent cells (decided by timing at export, `runtime.rnn_ops` in its manifest):", "",
-              "| model | onnx push - bare | ET push - bare | onnx recurrent cells (fused / gates µs at export) "
-              "| parity: onnx / ET (max scaled error, vs the model or its step) |",
-              "|---|---:|---:|---|---|"]
+              "| model | onnx push - bare | ET push - bare | native push - bare | onnx recurrent cells (fused / gates µs "
+              "at export) | parity: onnx / ET (max scaled error, vs the model or its step) |",
+              "|---|---:|---:|---:|---|---|"]
     for r in rows:
         u, i = r["us"], r["info"]
         ops = i.get("rnn_ops")
         ops_txt = (f"{ops['form']} ({ops['us_per_step']['fused']:.1f} / {ops['us_per_step']['gates']:.1f})"
                    if ops and "us_per_step" in ops else "no LSTM/GRU/RNN cells" if "onnx_push" in u else "-")
         diff = {t: (f"{u[f'{t}_push'] - u[f'{t}_bare']:.1f}" + ("" if i[f"{t}_bound"] else " (not bound)")
-                    if f"{t}_push" in u else "-") for t in ("onnx", "executorch")}
+                    if f"{t}_push" in u else "-") for t in ("onnx", "executorch", "native")}
         par = " / ".join(f"{i[f'{t}_parity']:.1e}" + _stepwise(i.get(f"{t}_stepwise")) if f"{t}_parity" in i else "-"
                          for t in ("onnx", "executorch"))
-        lines.append(f"| {r['model']} | {diff['onnx']} | {diff['executorch']} | {ops_txt} | {par} |")
+        lines.append(f"| {r['model']} | {diff['onnx']} | {diff['executorch']} | {diff['native']} | {ops_txt} | {par} |")
     return "\n".join(lines)
 
 

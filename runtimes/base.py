@@ -21,8 +21,8 @@ class Runtime:
 
         raise ArtifactError(f"runtime {self.name!r} opens exported files, not in-memory models")
 
-    def session(self, backend, manifest: dict, path: Path, batch: int | None) -> StreamSession:
-        return StreamSession(
+    def session(self, backend, manifest: dict, path: Path, batch: int | None, cls=StreamSession) -> StreamSession:
+        return cls(
             backend, runtime=self.name, d_in=manifest["inputs"][0]["shape"][1], d_out=manifest["outputs"][0]["shape"][1],
             spec=StateSpec.from_dict(manifest["state_spec"]), batch=check_batch(manifest, batch),
             fingerprint=manifest["fingerprint"], train_length=manifest.get("train_length"), path=path,

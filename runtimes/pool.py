@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseq.errors import ConcurrentUseError, InputError, ShapeError, StateMismatchError
+from edgeseq.errors import ArtifactError, ConcurrentUseError, InputError, ShapeError, StateMismatchError
 from edgeseq.runtimes.session import StreamState, _first_nonfinite, _isfinite
 
 
@@ -51,6 +51,9 @@ class StreamPool:
             raise ShapeError(f"a pool needs at least 1 slot, got {slots}")
         self._sess = edgeseq.open(path, runtime=runtime, batch=pool_rows(path, slots))
         s = self._sess
+        if not s.poolable:
+            raise ArtifactError(f"a StreamPool runs on runtime executorch, onnxruntime or torch; runtime {s.runtime!r} "
+                                "keeps each stream's state in C (its pool is es_pool_open in runtimes/native/edgeseq.h)")
         self.slots, self.rows, self.d_in, self.d_out = slots, s.batch, s.d_in, s.d_out
         self.spec, self.fingerprint = s.spec, s.fingerprint
         if s.vocab_size:

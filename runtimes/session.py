@@ -143,6 +143,8 @@ class StreamState:
 
 
 class StreamSession:
+    poolable = True  # a StreamPool can run on it (its state is numpy arrays the pool reads and writes)
+
     def __init__(
         self, backend: Backend, *, runtime: str, d_in: int, d_out: int, spec: StateSpec, batch: int,
         fingerprint: str, train_length: int | None = None, path: Path | None = None, vocab_size: int = 0,
@@ -336,6 +338,23 @@ class StreamSession:
     def _push_checked(self, x):
         """Every other input (a torch tensor, another dtype or shape, token ids, a strided array): checked one by
         one, each refusal with its own message."""
+        arr, single, as_torch = self._checked_frame(x)
+        y, new = self.backend.run(arr, self._state)
+        bad = _first_nonfinite(y, new, self._names)
+        if bad is not None:
+            raise NumericalError(
+                f"push: step {self.steps} made {bad} NaN/Inf from finite inputs (the model overflowed or diverged); "
+                f"the session keeps its state from before this step (step {self.steps}): reset() starts over")
+        self._accept(new)
+        self.steps += 1
+        if self.train_length and self.steps > self.train_length and not self._warned_length:
+            self._length_warning()
+        y = y[0] if single else y
+        return torch.from_numpy(y) if as_torch else y
+
+    def _checked_frame(self, x) -> tuple[np.ndarray, bool, bool]:
+        """``x`` checked one check at a time (the refusals' own messages): the frame as a C-contiguous (batch, d_in)
+        array, whether it came as one row (d_in,), and whether it came as a torch tensor."""
         as_torch = isinstance(x, torch.Tensor)
         if self.vocab_size and isinstance(x, (int, np.integer)) and not isinstance(x, bool):
             x = np.array([x], dtype=np.int64)
@@ -359,18 +378,7 @@ class StreamSession:
         if not self.vocab_size and not np.isfinite(arr).all():
             bad = sorted({int(i) for i in np.argwhere(~np.isfinite(arr))[:, 0]})
             raise InputError(f"push: input at step {self.steps} has NaN/Inf values (streams {bad[:5]})")
-        y, new = self.backend.run(np.ascontiguousarray(arr), self._state)
-        bad = _first_nonfinite(y, new, self._names)
-        if bad is not None:
-            raise NumericalError(
-                f"push: step {self.steps} made {bad} NaN/Inf from finite inputs (the model overflowed or diverged); "
-                f"the session keeps its state from before this step (step {self.steps}): reset() starts over")
-        self._accept(new)
-        self.steps += 1
-        if self.train_length and self.steps > self.train_length and not self._warned_length:
-            self._length_warning()
-        y = y[0] if single else y
-        return torch.from_numpy(y) if as_torch else y
+        return np.ascontiguousarray(arr), single, as_torch
 
     def _token_ids(self, arr: np.ndarray) -> np.ndarray:
         if not np.issubdtype(arr.dtype, np.integer):
@@ -388,7 +396,7 @@ class StreamSession:
 
     @property
     def state(self) -> StreamState:
-        return StreamState(self.spec.names, tuple(s.copy() for s in self._state), self.fingerprint, self.steps)
+        return StreamState(self.spec.names, self._state_copy(), self.fingerprint, self.steps)
 
     @state.setter
     def state(self, value: StreamState) -> None:
@@ -398,9 +406,18 @@ class StreamSession:
             raise StateMismatchError(
                 f"state belongs to another model (fingerprint {value.fingerprint[:12]}, this artifact {self.fingerprint[:12]})"
             )
-        self.spec.validate(tuple(torch.from_numpy(np.asarray(t)) for t in value.tensors), batch=self.batch)
-        self._accept([np.ascontiguousarray(t).copy() for t in value.tensors])
+        tensors = tuple(np.ascontiguousarray(t) for t in value.tensors)
+        self.spec.validate(tuple(torch.from_numpy(t) for t in tensors), batch=self.batch)
+        self._set_state(tensors, value.steps)
         self.steps = value.steps
+
+    def _state_copy(self) -> tuple[np.ndarray, ...]:
+        """The state's tensors, the caller's own copies."""
+        return tuple(s.copy() for s in self._state)
+
+    def _set_state(self, tensors: tuple[np.ndarray, ...], steps: int) -> None:
+        """Make ``tensors`` (checked against the spec, C-contiguous) the state."""
+        self._accept([t.copy() for t in tensors])
 
 
 _reduce = np.add.reduce

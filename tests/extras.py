@@ -42,3 +42,46 @@ def need_tool(command: str, apt_package: str, why: str = ""):
     if required():
         pytest.fail(f"{msg}; {REQUIRE}=1 makes a missing tool a failure", pytrace=False)
     pytest.skip(msg)
+
+
+def two_pushes_at_once(sess, x) -> list:
+    """``sess.push(x)`` from two threads, the second started 10 ms after the first (make the step slow enough that
+    they overlap); the ConcurrentUseErrors they raised."""
+    import threading
+    import time
+
+    from edgeseq.errors import ConcurrentUseError
+
+    caught: list = []
+
+    def push():
+        try:
+            sess.push(x)
+        except ConcurrentUseError as exc:
+            caught.append(exc)
+
+    a, b = threading.Thread(target=push), threading.Thread(target=push)
+    a.start()
+    time.sleep(0.01)
+    b.start()
+    a.join()
+    b.join()
+    return caught
+
+
+def overflowing_rnn(gain: float):
+    """A 2-in, 4-unit ReLU RNN whose recurrent weights are ``gain`` x identity and biases 1: from frames of ones its
+    state grows by about ``gain`` every step until float32 overflows to Inf (a finite model, finite inputs)."""
+    import torch
+
+    import edgeseq
+
+    torch.manual_seed(0)
+    model = edgeseq.build("rnn", d_in=2, d_out=2, d_hidden=4, cell="rnn_relu")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "weight_hh" in name:
+                p.copy_(torch.eye(4) * gain)
+            elif "bias" in name:
+                p.fill_(1.0)
+    return model

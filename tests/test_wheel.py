@@ -44,4 +44,4 @@ def test_wheel_imports_every_subpackage_outside_the_source_tree(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target)}
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "['executorch', 'onnx', 'tensorrt'] ['executorch', 'onnxruntime', 'torch']" in r.stdout
+    assert "['executorch', 'onnx', 'tensorrt'] ['executorch', 'native', 'onnxruntime', 'torch']" in r.stdout

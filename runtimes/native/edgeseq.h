@@ -23,7 +23,8 @@ enum es_status {
   ES_ERR_SHAPE = 4,     /* a buffer of the wrong size */
   ES_ERR_VALUE = 5,     /* NaN/Inf in a frame, a token id outside the vocabulary */
   ES_ERR_STATE = 6,     /* a saved state of another model, or not a state */
-  ES_ERR_ARG = 7        /* a null pointer or a bad argument */
+  ES_ERR_ARG = 7,       /* a null pointer or a bad argument */
+  ES_ERR_NUMERIC = 8    /* the step made NaN/Inf in its output or state from finite inputs; nothing of it was kept */
 };
 
 typedef struct es_stream es_stream;
@@ -46,7 +47,9 @@ const char* es_fingerprint(const es_stream* s);
 int es_state_copied(const es_stream* s);
 
 /* One step: FRAME holds batch * d_in floats; OUT receives batch * d_out floats. *READY (may be NULL) is 1 when
- * this output is a valid output of the model (0 during its delay, or between outputs of a strided model). */
+ * this output is a valid output of the model (0 during its delay, or between outputs of a strided model).
+ * ES_ERR_VALUE: NaN/Inf in FRAME. ES_ERR_NUMERIC: the step made NaN/Inf in its output or in a state tensor (the
+ * message names which); the stream keeps the state it had before the step and OUT is not written. */
 int es_push(es_stream* s, const float* frame, float* out, int* ready);
 /* One step of a language model: IDS holds batch token ids. */
 int es_push_tokens(es_stream* s, const int64_t* ids, float* out, int* ready);

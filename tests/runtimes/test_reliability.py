@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import edgeseq
-from edgeseq.errors import ConcurrentUseError, NumericalError
+from edgeseq.errors import NumericalError
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +65,11 @@ class _Slow:
 @pytest.mark.parametrize("target", ["onnx", "executorch"])
 def test_one_session_pushed_from_two_threads_at_once_is_refused(artifacts, target):
     sess = edgeseq.open(artifacts[target])
+    from extras import two_pushes_at_once  # tests/extras.py
+
     sess.backend = _Slow(sess.backend)
     x = np.zeros((1, 6), np.float32)
-    caught: list = []
-
-    def push():
-        try:
-            sess.push(x)
-        except ConcurrentUseError as exc:
-            caught.append(exc)
-
-    a, b = threading.Thread(target=push), threading.Thread(target=push)
-    a.start()
-    time.sleep(0.01)
-    b.start()
-    a.join()
-    b.join()
+    caught = two_pushes_at_once(sess, x)
     assert len(caught) == 1 and "a session is one stream" in str(caught[0])
     assert sess.steps == 1  # only the first thread's frame went in
     sess.push(x)  # the session is usable again once the other push is done
@@ -90,14 +79,9 @@ def test_one_session_pushed_from_two_threads_at_once_is_refused(artifacts, targe
 def test_a_state_that_overflows_is_reported_and_the_last_good_state_kept():
     """A ReLU RNN with large recurrent weights grows without bound: float32 overflows to Inf within ~30 steps from
     finite inputs. The guard names the step and the state tensor; the state stays the one before that step."""
-    torch.manual_seed(0)
-    model = edgeseq.build("rnn", d_in=2, d_out=2, d_hidden=4, cell="rnn_relu")
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "weight_hh" in name:
-                p.copy_(torch.eye(4) * 30.0)
-            elif "bias" in name:
-                p.fill_(1.0)
+    from extras import overflowing_rnn  # tests/extras.py
+
+    model = overflowing_rnn(30.0)
     sess = edgeseq.open(model)
     x = np.ones((1, 2), np.float32)
     with pytest.raises(NumericalError, match=r"step (\d+) made state tensor 'h0' NaN/Inf from finite inputs") as info:

@@ -6,13 +6,23 @@ import edgeseq
 from edgeseq.errors import ArtifactError, InputError, ShapeError, StateMismatchError
 from edgeseq.runtimes import StreamState
 
-RUNTIMES = ["torch", "onnx", "executorch"]
+RUNTIMES = ["torch", "onnx", "executorch", "native"]
 
 
 def _open(artifacts, which, batch=None):
     if which == "torch":
         return edgeseq.open(artifacts["model"], batch=batch)
-    return edgeseq.open(artifacts[which].path, batch=batch)
+    return _open_path({t: artifacts[t].path for t in ("onnx", "executorch")}, which, batch)
+
+
+def _open_path(paths, which, batch=None):
+    """``paths[which]``; for ``native``, the ExecuTorch program through the C runtime (runtimes/inproc.py)."""
+    if which == "native":
+        from extras import need_tool  # tests/extras.py
+
+        need_tool("g++", "g++")
+        return edgeseq.open(paths["executorch"], batch=batch, runtime="native")
+    return edgeseq.open(paths[which], batch=batch)
 
 
 @pytest.mark.parametrize("which", RUNTIMES)
@@ -94,7 +104,7 @@ def test_open_refuses_missing_or_broken_manifest(artifacts, tmp_path):
         edgeseq.open(f)
 
 
-@pytest.mark.parametrize("which", ["onnx", "executorch"])
+@pytest.mark.parametrize("which", ["onnx", "executorch", "native"])
 def test_the_fast_push_keeps_every_refusal_and_the_state_before_it(artifacts, which):
     """push's fast path (a C-contiguous float32 numpy frame) checks finiteness with one fused sum of squares: an
     infinite input is refused as the slow path refuses it, with the state kept; a frame whose squares overflow
@@ -192,13 +202,13 @@ def doubling(tmp_path_factory):
         return {t: edgeseq.export(step, out / "double", target=t, steps=50).path for t in ("onnx", "executorch")}
 
 
-@pytest.mark.parametrize("which", ["onnx", "executorch"])
+@pytest.mark.parametrize("which", ["onnx", "executorch", "native"])
 def test_a_state_that_overflows_in_the_bound_push_is_named_and_the_state_before_kept(doubling, which):
     """A state of 3e38 doubles past float32's limit at the next step: the bound path names the state tensor, counts
     no step, and the state read back is the one set; after reset the session streams on."""
     from edgeseq.errors import NumericalError
 
-    sess = edgeseq.open(doubling[which])
+    sess = _open_path(doubling, which)
     assert sess.bound
     big = StreamState(sess.spec.names, (np.full((1, 4), 3e38, np.float32),), sess.fingerprint, 7)
     sess.state = big
@@ -249,16 +259,16 @@ def language_model(tmp_path_factory):
                 for t in ("onnx", "executorch")}
 
 
-@pytest.mark.parametrize("which", ["onnx", "executorch"])
+@pytest.mark.parametrize("which", ["onnx", "executorch", "native"])
 def test_a_language_model_pushes_token_ids_bound(language_model, which):
     """A language model's session is bound too (the token ids in the arena as int64): pushes of plain ints equal a
     per-call reference over 500 tokens; an id outside the vocabulary, a float frame and a bool are refused on the
     checked path with the state kept; arrays of ids (the checked path) interleave with the bound pushes."""
     from edgeseq.errors import InputError, ShapeError
 
-    sess = edgeseq.open(language_model[which])
+    sess = _open_path(language_model, which)
     assert sess.bound and sess.vocab_size == 40
-    ref = edgeseq.open(language_model[which])
+    ref = edgeseq.open(language_model["executorch" if which == "native" else which])
     ref.backend = _Unbound(ref.backend)
     ids = np.random.default_rng(2).integers(0, 40, 500)
     for t, i in enumerate(ids):

@@ -1,0 +1,233 @@
+"""Runtime ``native``: an ExecuTorch program stepped by edgeseq's C runtime (``runtimes/native``), in this process.
+
+The Python bindings of ExecuTorch hand every input and output across as tensors, and each numpy call after a large
+program's run finds its code and data evicted from the caches: a bound ``executorch`` push of a 2 x 256 GRU spends
+about 25 us around the program's 75 (benchmarks/peers.py). Here one push is one ``ctypes`` call of ``es_push``
+(runtimes/native/edgeseq.h): the C runtime checks the frame, runs the program, checks that its output and the
+state it computed are finite, swaps its two state sets (the program writes the next state into the other set: no
+state copy), and writes the output into a buffer of the session's. The session around it is the same
+:class:`StreamSession` (the same refusals, the same :class:`StreamState` in and out, ``reset``, ``run``); the state
+lives in the C stream and is read out only when asked for (``session.state``).
+
+The library is compiled on first use (g++ against the executorch wheel's runtime, ~10 s, cached: ``edgeseq native
+build``). x86_64 hosts; on an aarch64 board, link ``libedgeseq_runtime.so`` from C (docs/on-device.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import threading
+import weakref
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgeseq.errors import (ArtifactError, ConcurrentUseError, EdgeseqError, InputError, NumericalError,
+                            StateMismatchError)
+from edgeseq.runtimes.base import register_runtime
+from edgeseq.runtimes.et import ExecuTorchRuntime
+from edgeseq.runtimes.session import _F32, StreamSession, StreamState
+
+# es_status (edgeseq.h)
+ES_OK, ES_ERR_VALUE, ES_ERR_STATE, ES_ERR_NUMERIC = 0, 5, 6, 8
+
+_lib = None
+_lib_lock = threading.Lock()
+
+
+def library():
+    """``libedgeseq_runtime.so`` for this host, built on first use, with its functions' signatures declared."""
+    global _lib
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        if platform.machine() not in ("x86_64", "AMD64"):
+            raise EdgeseqError(f"runtime 'native' from Python is built for x86_64 hosts (this is {platform.machine()}); "
+                               "on an aarch64 board link libedgeseq_runtime.so from C (docs/on-device.md), or use "
+                               "runtime 'executorch'")
+        from edgeseq.runtimes import native
+
+        lib = ctypes.CDLL(str(native.build("x86_64").library))
+        vp, i, i64, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_size_t
+        for name, args, res in [
+            ("es_open", [ctypes.c_char_p, ctypes.POINTER(vp)], i), ("es_close", [vp], None),
+            ("es_last_error", [], ctypes.c_char_p), ("es_push", [vp, vp, vp, vp], i),
+            ("es_push_tokens", [vp, vp, vp, vp], i), ("es_reset", [vp], i), ("es_steps", [vp], i64),
+            ("es_state_bytes", [vp, ctypes.POINTER(sz)], i),
+            ("es_save_state", [vp, ctypes.c_char_p, sz, ctypes.POINTER(sz)], i),
+            ("es_load_state", [vp, ctypes.c_char_p, sz], i), ("es_benchmark", [vp, i, ctypes.POINTER(ctypes.c_double),
+                                                                         ctypes.POINTER(ctypes.c_double)], i),
+            *((n, [vp], i) for n in ("es_d_in", "es_d_out", "es_batch", "es_vocab_size", "es_state_copied")),
+        ]:
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = args, res
+        _lib = lib
+        return lib
+
+
+def last_error(lib) -> str:
+    return (lib.es_last_error() or b"").decode(errors="replace")
+
+
+class NativeStream:
+    """One ``es_stream``: the program, its two state sets, its step count. Closed when collected."""
+
+    def __init__(self, path: Path, threads: int = 1):
+        from edgeseq.runtimes.et import import_runtime, native_stderr_quiet, set_threads
+
+        lib = library()
+        with native_stderr_quiet():
+            import_runtime()  # the bindings share the thread pool: its size is set through them, as the executorch
+            set_threads(threads)  # runtime does (resized only when it differs: a resize invalidates open programs)
+            handle = ctypes.c_void_p()
+            rc = lib.es_open(str(path).encode(), ctypes.byref(handle))
+        if rc != ES_OK:
+            raise ArtifactError(f"{path}: the native runtime cannot open it ({last_error(lib)})")
+        self.lib, self.handle, self.path = lib, handle, path
+        self._finalizer = weakref.finalize(self, lib.es_close, handle)
+        self.d_in, self.d_out = lib.es_d_in(handle), lib.es_d_out(handle)
+        self.batch, self.vocab_size = lib.es_batch(handle), lib.es_vocab_size(handle)
+        self.state_copied = bool(lib.es_state_copied(handle))
+
+    def error(self) -> str:
+        return last_error(self.lib)
+
+    def save(self) -> bytes:
+        n = ctypes.c_size_t()
+        self._check(self.lib.es_state_bytes(self.handle, ctypes.byref(n)))
+        buf = ctypes.create_string_buffer(n.value)
+        self._check(self.lib.es_save_state(self.handle, buf, n.value, ctypes.byref(n)))
+        return buf.raw[:n.value]
+
+    def load(self, data: bytes) -> None:
+        rc = self.lib.es_load_state(self.handle, data, len(data))
+        if rc == ES_ERR_STATE:
+            raise StateMismatchError(f"state: {self.error()}")
+        self._check(rc)
+
+    def reset(self) -> None:
+        self._check(self.lib.es_reset(self.handle))
+
+    def benchmark(self, n: int) -> tuple[float, float]:
+        """The C runtime's own timing (µs per call): a bare ``Method::execute``, an ``es_push`` (the state is reset)."""
+        ex, pu = ctypes.c_double(), ctypes.c_double()
+        self._check(self.lib.es_benchmark(self.handle, n, ctypes.byref(ex), ctypes.byref(pu)))
+        return ex.value, pu.value
+
+    def _check(self, rc: int) -> None:
+        if rc != ES_OK:
+            raise ArtifactError(f"{self.path}: native runtime: {self.error()}")
+
+
+class NativeSession(StreamSession):
+    """A :class:`StreamSession` whose state lives in a :class:`NativeStream` (see the module docstring)."""
+
+    _state = ()  # nothing of the state is held in Python
+    poolable = False
+
+    def __init__(self, stream: NativeStream, **kw):
+        self._stream = stream
+        super().__init__(stream, **kw)  # runtime=, d_in=, ...: as StreamSession's
+        lib, h = stream.lib, stream.handle
+        # what push hands the C call, made once: the frame and output buffers and their addresses
+        self._frame = np.zeros((self.batch, 1) if self.vocab_size else self._shape,
+                               np.int64 if self.vocab_size else np.float32)
+        self._y = np.zeros((self.batch, self.d_out), np.float32)
+        self._y1 = self._y[0]
+        self._args = (h, ctypes.c_void_p(self._frame.ctypes.data), ctypes.c_void_p(self._y.ctypes.data), None)
+        self._es_push = lib.es_push_tokens if self.vocab_size else lib.es_push
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend) -> None:
+        if backend is not self._stream:
+            raise ArtifactError("a native session's backend is its C stream; wrap a runtime with runtime='executorch'")
+        self._backend = backend
+
+    @property
+    def bound(self) -> bool:
+        return True  # one C call per push, on buffers made at open
+
+    def reset(self) -> None:
+        self._stream.reset()
+        self.steps = 0
+
+    def push(self, x):
+        """As :meth:`StreamSession.push`; the checks on the frame's values, the program's output and its next state
+        are the C runtime's (``es_push``), and their refusals the same errors, with the same messages."""
+        if not self._acquire(False):
+            raise ConcurrentUseError(
+                "push: this session is already running a step in another thread; a session is one stream (two "
+                "threads feeding it interleave two streams): open one session per thread")
+        try:
+            if type(x) is np.ndarray and x.dtype is _F32 and not self.vocab_size:
+                single = self._fast_shapes.get(x.shape)
+                if single is None:
+                    return self._push_checked(x)
+                self._frame[...] = x
+            elif type(x) is int and self._token_fast and 0 <= x < self.vocab_size:
+                self._frame[0, 0] = x
+                single = True
+            else:
+                return self._push_checked(x)
+            rc = self._es_push(*self._args)
+            if rc:
+                self._refuse(rc)
+            steps = self.steps = self.steps + 1
+            if steps >= self._warn_at:
+                self._length_warning(stacklevel=3)
+            return self._y1.copy() if single else self._y.copy()
+        finally:
+            self._release()
+
+    def _push_checked(self, x):
+        arr, single, as_torch = self._checked_frame(x)
+        self._frame[...] = arr
+        rc = self._es_push(*self._args)
+        if rc:
+            self._refuse(rc)
+        self.steps += 1
+        if self.train_length and self.steps > self.train_length and not self._warned_length:
+            self._length_warning()
+        y = self._y1.copy() if single else self._y.copy()
+        return torch.from_numpy(y) if as_torch else y
+
+    def _refuse(self, rc: int) -> None:
+        if rc == ES_ERR_VALUE and not self.vocab_size:
+            bad = sorted({int(i) for i in np.argwhere(~np.isfinite(self._frame))[:, 0]})
+            raise InputError(f"push: input at step {self.steps} has NaN/Inf values (streams {bad[:5]})")
+        if rc == ES_ERR_NUMERIC:
+            raise NumericalError(f"push: {self._stream.error()}: reset() starts over")
+        self._stream._check(rc)
+
+    def _state_copy(self) -> tuple[np.ndarray, ...]:
+        return StreamState.from_bytes(self._stream.save(), f"{self.path}: the native stream's state").tensors
+
+    def _set_state(self, tensors: tuple[np.ndarray, ...], steps: int) -> None:
+        self._stream.load(StreamState(self.spec.names, tensors, self.fingerprint, steps).to_bytes())
+
+
+@register_runtime
+class NativeRuntime(ExecuTorchRuntime):
+    """ExecuTorch programs, as runtime ``executorch`` (the same check of a file from elsewhere, ``verify``), stepped
+    by the C runtime."""
+
+    name = "native"
+
+    def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int = 1):
+        if manifest.get("target") != "executorch":
+            raise ArtifactError(f"{path}: a {manifest.get('target')} artifact; runtime 'native' steps ExecuTorch "
+                                "programs (.pte): open it with runtime 'onnxruntime'")
+        stream = NativeStream(path, threads)
+        sess = self.session(stream, manifest, path, batch, cls=NativeSession)
+        if (stream.d_in, stream.d_out, stream.batch, stream.vocab_size) != (sess.d_in, sess.d_out, sess.batch,
+                                                                            sess.vocab_size):
+            raise ArtifactError(f"{path}: the native runtime reads d_in {stream.d_in}, d_out {stream.d_out}, batch "
+                                f"{stream.batch}, vocab {stream.vocab_size} where the manifest says {sess.d_in}, "
+                                f"{sess.d_out}, {sess.batch}, {sess.vocab_size}")
+        return sess

@@ -1,0 +1,178 @@
+"""Runtime ``native`` (runtimes/inproc.py): an ExecuTorch program stepped from Python by the C runtime's ``es_push``.
+
+Against two independent references: the same program on ExecuTorch's own Python bindings (runtime ``executorch``:
+bit-identical outputs, the same kernels) and the eager step (within the export tolerance) over 2,000 steps; a
+state crosses between the two runtimes both ways. The refusals are the session's: a NaN frame, a wrong shape or
+dtype, a state of another model, two threads at once, and a step that overflows (named, its state not kept, at the
+same step as the bindings' session refuses it)."""
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import edgeseq
+from edgeseq.errors import ArtifactError, InputError, NumericalError, ShapeError, StateMismatchError
+
+T = 2000
+
+
+@pytest.fixture(scope="module")
+def arts(tmp_path_factory):
+    from extras import need, need_tool  # tests/extras.py
+
+    need("executorch", "executorch")
+    need_tool("g++", "g++")
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("inproc")
+    models = {
+        "lstm": edgeseq.build("rnn", d_in=6, d_out=4, d_hidden=16, num_layers=2),
+        "continual": edgeseq.build("continual", d_in=6, d_out=4, channels=(8, 8), kernel_size=3),
+        "lm": edgeseq.build("mamba", d_model=16, vocab_size=40, d_in=1, d_out=40, n_layers=1),
+    }
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, model in models.items():
+            step = edgeseq.convert(model)
+            art = edgeseq.export(step, d / name, target="executorch", steps=100)
+            out[name] = (step, art.path, art.manifest["parity"]["tolerance"])
+    return out
+
+
+def _frames(name: str, n: int = T, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if name == "lm":
+        return rng.integers(0, 40, size=(n, 1)).astype(np.int64)
+    return rng.standard_normal((n, 6)).astype(np.float32)
+
+
+def _eager(step, xs: np.ndarray) -> np.ndarray:
+    """The eager step, frame by frame: the reference every export is held to."""
+    state = step.init_state(1)
+    ys = []
+    with torch.no_grad():
+        for x in torch.from_numpy(xs):
+            y, state = step(x[None], state)
+            ys.append(y[0].numpy())
+    return np.stack(ys)
+
+
+@pytest.mark.parametrize("name", ["lstm", "continual", "lm"])
+def test_streams_as_the_bindings_and_the_eager_step(arts, name):
+    step, path, tol = arts[name]
+    xs = _frames(name)
+    native = edgeseq.open(path, runtime="native")
+    assert native.runtime == "native" and native.bound
+    # how an app pushes: one frame (a plain int token id for the language model)
+    got = np.stack([native.push(int(x[0]) if name == "lm" else x) for x in xs])
+    np.testing.assert_array_equal(got, edgeseq.open(path, runtime="executorch").run(xs))  # the same kernels
+    ref = _eager(step, xs)
+    err = np.abs(got - ref).max() / max(1.0, np.abs(ref).max())
+    assert err <= tol, err
+
+
+@pytest.mark.parametrize("name", ["lstm", "continual"])
+def test_a_state_crosses_between_runtimes_both_ways(arts, name):
+    _, path, _ = arts[name]
+    xs = _frames(name, 600)
+    ref = edgeseq.open(path, runtime="executorch")
+    ref_y = ref.run(xs)
+    native = edgeseq.open(path, runtime="native")
+    native.run(xs[:300])
+    st = native.state
+    assert st.steps == 300 and st.names == native.spec.names
+    other = edgeseq.open(path, runtime="executorch")
+    other.state = st  # native -> bindings
+    np.testing.assert_array_equal(other.run(xs[300:]), ref_y[300:])
+    back = edgeseq.open(path, runtime="native")
+    half = edgeseq.open(path, runtime="executorch")
+    half.run(xs[:450])
+    back.state = half.state  # bindings -> native
+    assert back.steps == 450
+    np.testing.assert_array_equal(back.run(xs[450:]), ref_y[450:])
+    back.reset()
+    np.testing.assert_array_equal(back.run(xs[:10]), ref_y[:10])
+
+
+def test_bad_inputs_are_the_sessions_refusals(arts):
+    _, path, _ = arts["lstm"]
+    sess = edgeseq.open(path, runtime="native")
+    xs = _frames("lstm", 20)
+    sess.run(xs[:5])
+    bad = xs[5].copy()
+    bad[2] = np.nan
+    with pytest.raises(InputError, match=r"input at step 5 has NaN/Inf values"):
+        sess.push(bad)
+    with pytest.raises(ShapeError, match=r"expected shape \(1, 6\) or \(6,\), got \(7,\)"):
+        sess.push(np.zeros(7, np.float32))
+    with pytest.raises(ShapeError, match="expected dtype float32, got float64"):
+        sess.push(np.zeros(6))
+    assert sess.steps == 5
+    y = sess.push(torch.from_numpy(xs[5]))  # torch in, torch out
+    assert isinstance(y, torch.Tensor)
+    ref = edgeseq.open(path, runtime="executorch").run(xs[:6])
+    np.testing.assert_array_equal(y.numpy(), ref[5])  # the refused frames left the state as it was
+    with pytest.raises(StateMismatchError, match="another model"):
+        sess.state = edgeseq.open(arts["continual"][1], runtime="native").state
+    with pytest.raises(ArtifactError, match="StreamPool runs on runtime"):
+        edgeseq.StreamPool(path, slots=1, runtime="native")
+
+
+def test_an_onnx_artifact_is_refused_in_one_line(tmp_path):
+    from extras import need  # tests/extras.py
+
+    need("onnxruntime", "onnx")
+    step = edgeseq.convert(edgeseq.build("rnn", d_in=2, d_out=2, d_hidden=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = edgeseq.export(step, tmp_path / "m", target="onnx", steps=20).path
+    with pytest.raises(ArtifactError, match="runtime 'native' steps ExecuTorch programs"):
+        edgeseq.open(path, runtime="native")
+
+
+def test_two_threads_on_one_session_are_refused(arts):
+    _, path, _ = arts["lstm"]
+    sess = edgeseq.open(path, runtime="native")
+    real = sess._es_push
+
+    def slow(*args):  # 50 ms per step: the two pushes overlap for certain (ctypes lets go of the GIL)
+        time.sleep(0.05)
+        return real(*args)
+
+    sess._es_push = slow
+    from extras import two_pushes_at_once  # tests/extras.py
+
+    caught = two_pushes_at_once(sess, np.zeros(6, np.float32))
+    assert len(caught) == 1 and "a session is one stream" in str(caught[0])
+    assert sess.steps == 1
+
+
+def test_an_overflow_is_named_and_its_step_not_kept(tmp_path):
+    """A ReLU RNN whose state doubles every step overflows float32 near step 128 from finite frames: the C runtime
+    refuses the step (naming the state tensor) at the step the bindings' session refuses, and keeps the state from
+    before it."""
+    from extras import overflowing_rnn  # tests/extras.py
+
+    model = overflowing_rnn(2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = edgeseq.export(edgeseq.convert(model), tmp_path / "relu", target="executorch", steps=20).path
+    x = np.ones(2, np.float32)
+    failed = {}
+    for runtime in ("executorch", "native"):
+        sess = edgeseq.open(path, runtime=runtime)
+        with pytest.raises(NumericalError, match=r"step (\d+) made state tensor 'h0' NaN/Inf from finite inputs") as e:
+            for _ in range(400):
+                good = sess.state
+                sess.push(x)
+        failed[runtime] = (sess.steps, e.value.args[0])
+        kept = sess.state
+        assert kept.steps == good.steps == sess.steps
+        for a, b in zip(kept.tensors, good.tensors):
+            np.testing.assert_array_equal(a, b)
+            assert np.isfinite(a).all()
+    assert failed["native"][0] == failed["executorch"][0] > 20, failed
+    assert f"step {failed['native'][0]} made state tensor 'h0'" in failed["native"][1]
