@@ -350,8 +350,8 @@ int es_state_copied(const es_stream* s) { return s ? !s->zero_copy : 0; }
 }  // extern "C"
 
 // Whether the N values of dtype DT at P are all finite (none has its exponent bits all ones). On the bits as
-// integers, eight lanes at a time, which g++ -O2 vectorizes: a 4-layer Mamba's 38,912 state floats take about 2 us
-// here (the scalar loop took 13).
+// integers, eight lanes at a time, which g++ -O2 vectorizes: a 4-layer Mamba's 38,912 state floats take 2.8 us
+// here (in cache).
 static bool all_finite(const void* p, size_t n, const DType& dt) {
   if (dt.code == 0) {
     const unsigned char* b = static_cast<const unsigned char*>(p);
