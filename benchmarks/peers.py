@@ -324,7 +324,6 @@ def render(rows: list[dict], n: int, rounds: int, quick: bool) -> str:
         "| / floor: ET; C | ratio | verdict |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    nan = float("nan")
 
     def pair(u, target):
         return "-" if f"{target}_push" not in u else f"{u[f'{target}_push']:.1f} ({u[f'{target}_bare']:.1f})"
@@ -335,7 +334,7 @@ def render(rows: list[dict], n: int, rounds: int, quick: bool) -> str:
         if r["onnx_peer"]:
             ratio, against = p[r["onnx_peer"]] / u["onnx_push"], "onnx push vs " + r["onnx_peer"].split(",")[0]
         else:
-            best = min(u.get(f"{t}_push", nan) for t in ("onnx", "executorch", "native"))
+            best = min(u[f"{t}_push"] for t in ("onnx", "executorch", "native") if f"{t}_push" in u)
             ratio, against = min(p.values()) / best, "best push vs best peer"
         nat = f"{r['native'][1]:.1f} ({r['native'][0]:.1f})" if r["native"] else "-"
         c_floor = f"; {r['native'][0] / u['floor']:.2f}x" if r["native"] else ""
