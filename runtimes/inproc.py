@@ -29,6 +29,7 @@ from edgeseq.errors import (ArtifactError, ConcurrentUseError, EdgeseqError, Inp
 from edgeseq.runtimes.base import register_runtime
 from edgeseq.runtimes.et import ExecuTorchRuntime
 from edgeseq.runtimes.session import _F32, StreamSession, StreamState
+from edgeseq.step import check_token_ids
 
 # es_status (edgeseq.h)
 ES_OK, ES_ERR_VALUE, ES_ERR_STATE, ES_ERR_NUMERIC = 0, 5, 6, 8
@@ -54,7 +55,8 @@ def library():
         for name, args, res in [
             ("es_open", [ctypes.c_char_p, ctypes.POINTER(vp)], i), ("es_close", [vp], None),
             ("es_last_error", [], ctypes.c_char_p), ("es_push", [vp, vp, vp, vp], i),
-            ("es_push_tokens", [vp, vp, vp, vp], i), ("es_reset", [vp], i), ("es_steps", [vp], i64),
+            ("es_push_tokens", [vp, vp, vp, vp], i), ("es_run", [vp, i64, vp, vp, vp], i),
+            ("es_run_tokens", [vp, i64, vp, vp, vp], i), ("es_reset", [vp], i), ("es_steps", [vp], i64),
             ("es_state_bytes", [vp, ctypes.POINTER(sz)], i),
             ("es_save_state", [vp, ctypes.c_char_p, sz, ctypes.POINTER(sz)], i),
             ("es_load_state", [vp, ctypes.c_char_p, sz], i), ("es_benchmark", [vp, i, ctypes.POINTER(ctypes.c_double),
@@ -197,8 +199,47 @@ class NativeSession(StreamSession):
         y = self._y1.copy() if single else self._y.copy()
         return torch.from_numpy(y) if as_torch else y
 
+    def run(self, xs):
+        """As :meth:`StreamSession.run`; a float32 numpy array of frames (or an int64 array of token ids) runs in C,
+        ``es_run`` over blocks of :attr:`RUN_BLOCK` steps (Python takes an interrupt between blocks), every step
+        with push's checks. Anything else is pushed step by step."""
+        shape = None if self.vocab_size else (self.batch, self.d_in)
+        fits = (type(xs) is np.ndarray and xs.ndim >= 1 and len(xs) > 0 and xs.flags.c_contiguous and (
+            (xs.dtype == np.float32 and xs.shape[1:] in (shape, self._single_shape)) or
+            (self.vocab_size and xs.dtype == np.int64 and xs.shape[1:] in ((self.batch, 1), (self.batch,)))))
+        if not fits:
+            return super().run(xs)
+        if not self._acquire(False):
+            raise ConcurrentUseError(
+                "run: this session is already running a step in another thread; a session is one stream: open one "
+                "session per thread")
+        try:
+            T = len(xs)
+            out = np.empty((T, self.batch, self.d_out), np.float32)
+            fn = self._stream.lib.es_run_tokens if self.vocab_size else self._stream.lib.es_run
+            done = ctypes.c_int64()
+            at = 0
+            while at < T:
+                n = min(self.RUN_BLOCK, T - at)
+                rc = fn(self._stream.handle, n, xs[at:].ctypes.data, out[at:].ctypes.data, ctypes.byref(done))
+                self.steps += done.value
+                at += done.value
+                if rc:
+                    self._frame[...] = xs[at].reshape(self._frame.shape)  # the refused frame, for the message
+                    self._refuse(rc)
+            if self.steps >= self._warn_at:
+                self._length_warning(stacklevel=3)
+            return out[:, 0] if xs.shape[1:] == self._single_shape else out
+        finally:
+            self._release()
+
+    RUN_BLOCK = 4096
+
     def _refuse(self, rc: int) -> None:
-        if rc == ES_ERR_VALUE and not self.vocab_size:
+        """The error of a step the C runtime refused (``rc``), in the session's words; the frame is in ``_frame``."""
+        if rc == ES_ERR_VALUE and self.vocab_size:  # an id outside the vocabulary (run: push checks ids itself)
+            check_token_ids(torch.from_numpy(self._frame), self.vocab_size, where="push: ", at=f" at step {self.steps}")
+        if rc == ES_ERR_VALUE:
             bad = sorted({int(i) for i in np.argwhere(~np.isfinite(self._frame))[:, 0]})
             raise InputError(f"push: input at step {self.steps} has NaN/Inf values (streams {bad[:5]})")
         if rc == ES_ERR_NUMERIC:

@@ -258,7 +258,9 @@ class StreamSession:
         the runtime writes the output and the next state beside it, and one sum over that side (NaN and Inf
         propagate through it) is the finite check of all three. Only when that sum is not finite are the arrays
         looked at one by one, to refuse the input (InputError) or name the state tensor that overflowed
-        (NumericalError); the current side, the state before the step, is untouched until the step is accepted."""
+        (NumericalError); the current side, the state before the step, is untouched until the step is accepted.
+        Any other input (a torch tensor, token ids as an array, a frame of another dtype or shape) is checked one
+        check at a time first (:meth:`_checked_frame`, each refusal its own message), then stepped the same way."""
         if not self._acquire(False):
             raise ConcurrentUseError(
                 "push: this session is already running a step in another thread; a session is one stream (two "
@@ -267,15 +269,16 @@ class StreamSession:
             bound = self._bound
             if bound is None:
                 return self._push_arrays(x)
+            as_torch = False
             if type(x) is not np.ndarray or x.dtype is not _F32:
                 if type(x) is int and self._token_fast and 0 <= x < self.vocab_size:  # one token id, batch 1
                     single = True  # written by the broadcast below (the checked path names a bad id)
-                else:
-                    return self._push_checked(x)
+                else:  # checked one check at a time, then stepped bound as the fast path steps
+                    x, single, as_torch = self._checked_frame(x)
             else:
                 single = self._fast_shapes.get(x.shape)
                 if single is None:
-                    return self._push_checked(x)
+                    x, single, as_torch = self._checked_frame(x)
             # the step from side c: its call, then the other side's frame, output (whole, one row), check, state
             call, xn, yn, y1, total, ones, n, new = bound[self._cur]
             xn[...] = x
@@ -286,7 +289,8 @@ class StreamSession:
             steps = self.steps = self.steps + 1
             if steps >= self._warn_at:
                 self._length_warning(stacklevel=3)
-            return y1.copy() if single else yn.copy()
+            y = y1.copy() if single else yn.copy()
+            return torch.from_numpy(y) if as_torch else y
         finally:
             self._release()
 

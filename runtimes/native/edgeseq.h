@@ -53,6 +53,11 @@ int es_state_copied(const es_stream* s);
 int es_push(es_stream* s, const float* frame, float* out, int* ready);
 /* One step of a language model: IDS holds batch token ids. */
 int es_push_tokens(es_stream* s, const int64_t* ids, float* out, int* ready);
+/* N steps in one call: FRAMES holds n * batch * d_in floats (IDS n * batch token ids), OUT receives n * batch * d_out
+ * floats. Each step is es_push's (es_push_tokens'), checks and refusals included; the run stops at the first step
+ * refused, with its error, the stream at the state before it and *DONE (may be NULL) the steps that ran. */
+int es_run(es_stream* s, int64_t n, const float* frames, float* out, int64_t* done);
+int es_run_tokens(es_stream* s, int64_t n, const int64_t* ids, float* out, int64_t* done);
 /* Back to the initial state (step 0). */
 int es_reset(es_stream* s);
 

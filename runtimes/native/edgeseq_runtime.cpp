@@ -466,6 +466,30 @@ int es_push_tokens(es_stream* s, const int64_t* ids, float* out, int* ready) {
   return run_step(s, out, ready);
 }
 
+int es_run(es_stream* s, int64_t n, const float* frames, float* out, int64_t* done) {
+  if (done) *done = 0;
+  if (!s || (n > 0 && (!frames || !out)) || n < 0) return fail(ES_ERR_ARG, "es_run: null argument or negative n");
+  const size_t in = static_cast<size_t>(s->batch) * s->d_in, o = static_cast<size_t>(s->batch) * s->d_out;
+  for (int64_t t = 0; t < n; ++t) {
+    int rc = es_push(s, frames + in * static_cast<size_t>(t), out + o * static_cast<size_t>(t), nullptr);
+    if (rc) return rc;
+    if (done) *done = t + 1;
+  }
+  return ES_OK;
+}
+
+int es_run_tokens(es_stream* s, int64_t n, const int64_t* ids, float* out, int64_t* done) {
+  if (done) *done = 0;
+  if (!s || (n > 0 && (!ids || !out)) || n < 0) return fail(ES_ERR_ARG, "es_run_tokens: null argument or negative n");
+  const size_t o = static_cast<size_t>(s->batch) * s->d_out;
+  for (int64_t t = 0; t < n; ++t) {
+    int rc = es_push_tokens(s, ids + static_cast<size_t>(s->batch) * static_cast<size_t>(t), out + o * static_cast<size_t>(t), nullptr);
+    if (rc) return rc;
+    if (done) *done = t + 1;
+  }
+  return ES_OK;
+}
+
 int es_reset(es_stream* s) {
   if (!s) return fail(ES_ERR_ARG, "es_reset: null argument");
   initial_state(s);

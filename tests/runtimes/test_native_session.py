@@ -74,6 +74,38 @@ def test_streams_as_the_bindings_and_the_eager_step(arts, name):
     assert err <= tol, err
 
 
+@pytest.mark.parametrize("name", ["lstm", "lm"])
+def test_run_steps_in_c_as_push_does_refusals_included(arts, name):
+    """``run`` of a whole array is ``es_run`` in blocks (here of 300 steps): equal to the bindings' run, in each
+    layout a frame array comes in; a bad frame at step 1234 stops it there with push's error and the state of
+    step 1234 kept, as the bindings' session has it."""
+    _, path, _ = arts[name]
+    xs = _frames(name)
+    ref = edgeseq.open(path, runtime="executorch").run(xs)
+    sess = edgeseq.open(path, runtime="native")
+    sess.RUN_BLOCK = 300
+    np.testing.assert_array_equal(sess.run(xs), ref)
+    assert sess.steps == T
+    sess.reset()
+    np.testing.assert_array_equal(sess.run(xs[:, None]), ref[:, None])  # (T, batch, d_in): (T, batch, d_out)
+    bad = xs.copy()
+    if name == "lm":
+        bad[1234, 0] = 40
+        err, match = InputError, r"token id 40 at step 1234 is outside the vocabulary"
+    else:
+        bad[1234, 3] = np.inf
+        err, match = InputError, r"input at step 1234 has NaN/Inf values"
+    sess.reset()
+    with pytest.raises(err, match=match):
+        sess.run(bad)
+    assert sess.steps == 1234
+    half = edgeseq.open(path, runtime="executorch")
+    half.run(xs[:1234])
+    for a, b in zip(sess.state.tensors, half.state.tensors):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(sess.run(xs[1234:1300]), ref[1234:1300])  # and it streams on
+
+
 @pytest.mark.parametrize("name", ["lstm", "continual"])
 def test_a_state_crosses_between_runtimes_both_ways(arts, name):
     _, path, _ = arts[name]
@@ -175,4 +207,8 @@ def test_an_overflow_is_named_and_its_step_not_kept(tmp_path):
             np.testing.assert_array_equal(a, b)
             assert np.isfinite(a).all()
     assert failed["native"][0] == failed["executorch"][0] > 20, failed
+    sess = edgeseq.open(path, runtime="native")  # run (the C loop) refuses the same step
+    with pytest.raises(NumericalError, match=rf"step {failed['native'][0]} made state tensor 'h0'"):
+        sess.run(np.ones((400, 2), np.float32))
+    assert sess.steps == failed["native"][0]
     assert f"step {failed['native'][0]} made state tensor 'h0'" in failed["native"][1]
