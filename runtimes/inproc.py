@@ -262,8 +262,8 @@ class NativeRuntime(ExecuTorchRuntime):
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int = 1):
         if manifest.get("target") != "executorch":
-            raise ArtifactError(f"{path}: a {manifest.get('target')} artifact; runtime 'native' steps ExecuTorch "
-                                "programs (.pte): open it with runtime 'onnxruntime'")
+            raise ArtifactError(f"{path}: its target is {manifest.get('target')}; runtime 'native' steps ExecuTorch "
+                                "programs (.pte): open it with the manifest's runtime")
         stream = NativeStream(path, threads)
         sess = self.session(stream, manifest, path, batch, cls=NativeSession)
         if (stream.d_in, stream.d_out, stream.batch, stream.vocab_size) != (sess.d_in, sess.d_out, sess.batch,

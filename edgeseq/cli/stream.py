@@ -85,7 +85,7 @@ def stream(
     artifact: Annotated[Path, typer.Argument(help="Exported artifact (.onnx / .pte, or its .edgeseq.json), or a model directory.")],
     input_path: Annotated[Path, typer.Option("--input", "-i", help="Input stream: .npy (T, d_in) or (T, batch, d_in), or .csv (one step per row); token ids (T, 1) for language models.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write outputs to .npy or .csv; default: print CSV to stdout.")] = None,
-    runtime: Annotated[Optional[RuntimeName], typer.Option(help="Runtime to use (default: the manifest's).")] = None,
+    runtime: Annotated[Optional[RuntimeName], typer.Option(help="Runtime to use (default: the manifest's). 'native': a .pte stepped by edgeseq's C runtime in this process (compiled with g++ on first use, then cached); see docs/streaming.md.")] = None,
     state_in: Annotated[Optional[Path], typer.Option(help="Resume from a state saved by --state-out (must come from the same model).")] = None,
     state_out: Annotated[Optional[Path], typer.Option(help="Save the final state here (.npz) to resume later.")] = None,
     max_memory: MaxMemory = None,
