@@ -1,7 +1,8 @@
 """StreamPool: N streams in one batched runtime call per step vs N separate sessions (one call each), for an
 LSTM 1x256 (input 64) on onnxruntime (dynamic batch) and ExecuTorch (one artifact exported with --batch 1,8,64: a
-program per batch size, listed in one manifest), single thread; and the native runner's C pool (es_pool_step: the
-same programs, no Python) against N streams of es_push on the batch-1 program. Steps/s counts stream-steps (N per
+program per batch size, listed in one manifest), single thread; the same programs on runtime native from Python
+(StreamPool(..., runtime="native"): the C runtime's pool); and the native runner's C pool (es_pool_step: the same
+programs, no Python) against N streams of es_push on the batch-1 program. Steps/s counts stream-steps (N per
 pool step). Writes its section of docs/reliability.md.
 
 Run: python benchmarks/pool.py [--quick] [--no-write] [--no-native]
@@ -50,7 +51,7 @@ def native_rows(path: Path, calls: int, rounds: int) -> list[tuple]:
     rows = []
     for n in (1, 8, 64):
         program, _ = man.select_batch(path, data, n)
-        rows.append(("native", n, n * 1e6 / native_bench(b, program, calls * 4, rounds, "--pool")["pool_step_us"], one))
+        rows.append(("native C", n, n * 1e6 / native_bench(b, program, calls * 4, rounds, "--pool")["pool_step_us"], one))
     return rows
 
 
@@ -64,14 +65,17 @@ def main() -> None:
     step = edgeseq.convert(edgeseq.build("rnn", d_in=64, d_out=16, d_hidden=256))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for target in ("onnx", "executorch"):
-            more = (8, 64) if target == "executorch" else ()
-            path = edgeseq.export(step, Path(tmp) / "lstm", target=target, steps=100, more_batches=more).path
+        paths = {t: edgeseq.export(step, Path(tmp) / "lstm", target=t, steps=100,
+                                   more_batches=(8, 64) if t == "executorch" else ()).path for t in ("onnx", "executorch")}
+        runs = [("onnx", paths["onnx"], None), ("executorch", paths["executorch"], None)]
+        if not args.no_native:  # the same programs, the pool and the sessions on runtime "native" (the C runtime)
+            runs.append(("native from Python", paths["executorch"], "native"))
+        for target, path, runtime in runs:
             for n in (1, 8, 64):
-                pool = edgeseq.StreamPool(path, slots=n)
+                pool = edgeseq.StreamPool(path, slots=n, runtime=runtime)
                 slots = [pool.join() for _ in range(n)]
                 frames = {s: np.random.default_rng(s).standard_normal(64).astype(np.float32) for s in slots}
-                sessions = [edgeseq.open(path) for _ in range(n)]
+                sessions = [edgeseq.open(path, runtime=runtime) for _ in range(n)]
                 x = np.zeros((1, 64), np.float32)
 
                 def separate():
@@ -81,13 +85,15 @@ def main() -> None:
                 pooled = rate(lambda: pool.step(frames), n, calls, rounds)
                 sep = rate(separate, n, max(1, calls // n), rounds)
                 rows.append((target, n, pooled, sep))
-            if target == "executorch" and not args.no_native:
-                rows += native_rows(Path(path), calls, rounds)
+        if not args.no_native:
+            rows += native_rows(Path(paths["executorch"]), calls, rounds)
     lines = ["## Many streams in one call (`benchmarks/pool.py`)", "",
              f"LSTM 1x256 (input 64), 1 thread: stream-steps per second of a `StreamPool` (one batched call per step "
              f"for all N streams) and of N separate sessions (N calls per step), median of {rounds} runs. onnxruntime "
              "takes any batch; the ExecuTorch artifact was exported with `--batch 1,8,64` (three programs, one "
-             "manifest) and each pool runs the program of its size. *native*: the C runner on the same programs, "
+             "manifest) and each pool runs the program of its size. *native from Python*: the same programs, the pool and "
+             "the sessions on runtime `native` (`StreamPool(..., runtime=\"native\")`: the C runtime's `es_pool_step`, "
+             "one C call a step). *native C*: the C runner on the same programs, "
              "`es_pool_step` of N streams against one stream's `es_push` on the batch-1 program (N streams of it "
              "make N such calls per step), each timed by the runner itself (`edgeseq-run --bench N [--pool]`).",
              "", "| runtime | streams N | pool steps/s | separate sessions steps/s | pool / separate |",

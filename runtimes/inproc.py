@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import re
 import threading
 import weakref
 from pathlib import Path
@@ -24,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgeseq.errors import (ArtifactError, ConcurrentUseError, EdgeseqError, InputError, NumericalError,
+from edgeseq.errors import (ArtifactError, ConcurrentUseError, EdgeseqError, InputError, NumericalError, ShapeError,
                             StateMismatchError)
 from edgeseq.runtimes.base import register_runtime
 from edgeseq.runtimes.et import ExecuTorchRuntime
+from edgeseq.runtimes.pool import StreamPool, pool_rows
 from edgeseq.runtimes.session import _F32, StreamSession, StreamState
-from edgeseq.step import check_token_ids
+from edgeseq.step import StateSpec, check_token_ids
 
 # es_status (edgeseq.h)
 ES_OK, ES_ERR_VALUE, ES_ERR_STATE, ES_ERR_NUMERIC = 0, 5, 6, 8
@@ -62,6 +64,12 @@ def library():
             ("es_load_state", [vp, ctypes.c_char_p, sz], i), ("es_benchmark", [vp, i, ctypes.POINTER(ctypes.c_double),
                                                                          ctypes.POINTER(ctypes.c_double)], i),
             *((n, [vp], i) for n in ("es_d_in", "es_d_out", "es_batch", "es_vocab_size", "es_state_copied")),
+            ("es_pool_open", [ctypes.c_char_p, i, ctypes.POINTER(vp)], i), ("es_pool_close", [vp], None),
+            ("es_pool_d_in", [vp], i), ("es_pool_d_out", [vp], i), ("es_pool_active", [vp, i], i),
+            ("es_pool_steps", [vp, i], i64), ("es_pool_state_bytes", [vp, ctypes.POINTER(sz)], i),
+            ("es_pool_join", [vp, ctypes.c_char_p, sz, ctypes.POINTER(i)], i),
+            ("es_pool_leave", [vp, i, ctypes.c_char_p, sz, ctypes.POINTER(sz)], i),
+            ("es_pool_step", [vp, i, vp, vp, vp, vp], i),
         ]:
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = args, res
@@ -127,7 +135,6 @@ class NativeSession(StreamSession):
     """A :class:`StreamSession` whose state lives in a :class:`NativeStream` (see the module docstring)."""
 
     _state = ()  # nothing of the state is held in Python
-    poolable = False
 
     def __init__(self, stream: NativeStream, **kw):
         self._stream = stream
@@ -260,10 +267,14 @@ class NativeRuntime(ExecuTorchRuntime):
 
     name = "native"
 
-    def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int = 1):
+    @staticmethod
+    def check_target(path: Path, manifest: dict) -> None:
         if manifest.get("target") != "executorch":
             raise ArtifactError(f"{path}: its target is {manifest.get('target')}; runtime 'native' steps ExecuTorch "
                                 "programs (.pte): open it with the manifest's runtime")
+
+    def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int = 1):
+        self.check_target(path, manifest)
         stream = NativeStream(path, threads)
         sess = self.session(stream, manifest, path, batch, cls=NativeSession)
         if (stream.d_in, stream.d_out, stream.batch, stream.vocab_size) != (sess.d_in, sess.d_out, sess.batch,
@@ -272,3 +283,107 @@ class NativeRuntime(ExecuTorchRuntime):
                                 f"{stream.batch}, vocab {stream.vocab_size} where the manifest says {sess.d_in}, "
                                 f"{sess.d_out}, {sess.batch}, {sess.vocab_size}")
         return sess
+
+
+class NativePool(StreamPool):
+    """:class:`StreamPool` on the C runtime's pool (``es_pool_*``, runtimes/native/edgeseq.h):
+    ``StreamPool(path, slots, runtime="native")``. The same program (the smallest batch that holds ``slots``), the
+    same API and refusals; a step is one C call (``es_pool_step``) and the streams' state lives in C."""
+
+    def __init__(self, path: str | Path, slots: int, runtime: str | None = None):
+        from edgeseq import manifest as man
+        from edgeseq.runtimes.et import import_runtime, native_stderr_quiet, set_threads
+
+        if slots < 1:
+            raise ShapeError(f"a pool needs at least 1 slot, got {slots}")
+        rows = pool_rows(path, slots)
+        model_file, _, data = man.resolve_artifact(path)
+        man.check_file(model_file, data)
+        model_file, data = man.select_batch(model_file, data, rows)
+        NativeRuntime.check_target(model_file, data)
+        if data.get("vocab_size"):
+            raise ShapeError("a pool of language models (token-id inputs) is not supported yet; use one session per stream")
+        NativeRuntime().verify(model_file, data)
+        lib = library()
+        with native_stderr_quiet():
+            import_runtime()
+            set_threads(1)
+            handle = ctypes.c_void_p()
+            rc = lib.es_pool_open(str(model_file).encode(), slots, ctypes.byref(handle))
+        if rc != ES_OK:
+            raise ArtifactError(f"{model_file}: the native runtime cannot open a pool of it ({last_error(lib)})")
+        self._lib, self._h, self._path = lib, handle, model_file
+        self._finalizer = weakref.finalize(self, lib.es_pool_close, handle)
+        self.slots, self.rows = slots, int(data["batch"])
+        self.d_in, self.d_out = lib.es_pool_d_in(handle), lib.es_pool_d_out(handle)
+        self.spec, self.fingerprint = StateSpec.from_dict(data["state_spec"]), data["fingerprint"]
+        n = ctypes.c_size_t()
+        self._call(lib.es_pool_state_bytes(handle, ctypes.byref(n)))
+        self._state_bytes = n.value
+        self._x = np.zeros((slots, self.d_in), np.float32)
+        self._y = np.zeros((slots, self.d_out), np.float32)
+        self._slot_ids = (ctypes.c_int * slots)()
+        self._busy = threading.Lock()
+
+    def _call(self, rc: int) -> None:
+        if rc != ES_OK:
+            raise ArtifactError(f"{self._path}: native pool: {last_error(self._lib)}")
+
+    def join(self, state: StreamState | None = None) -> int:
+        if len(self.active) == self.slots:
+            raise ShapeError(f"all {self.slots} slots are taken; a stream must leave first")
+        data = None
+        if state is not None:
+            if state.fingerprint != self.fingerprint:
+                raise StateMismatchError(f"state belongs to another model (fingerprint {state.fingerprint[:12]})")
+            if len(state.tensors) != len(self.spec.names) or any(np.asarray(t).shape[0] != 1 for t in state.tensors):
+                raise StateMismatchError("join: expected a batch-1 state of this model (from leave or a batch-1 session)")
+            data = state.to_bytes()
+        slot = ctypes.c_int()
+        rc = self._lib.es_pool_join(self._h, data, len(data) if data else 0, ctypes.byref(slot))
+        if rc == ES_ERR_STATE:
+            raise StateMismatchError(f"join: {last_error(self._lib)}")
+        self._call(rc)
+        return slot.value
+
+    def leave(self, slot: int) -> StreamState:
+        self._check_slot(slot)
+        buf, n = ctypes.create_string_buffer(self._state_bytes), ctypes.c_size_t()
+        self._call(self._lib.es_pool_leave(self._h, slot, buf, self._state_bytes, ctypes.byref(n)))
+        st = StreamState.from_bytes(buf.raw[:n.value], f"{self._path}: slot {slot}'s state")
+        return StreamState(self.spec.names, st.tensors, self.fingerprint, st.steps)
+
+    @property
+    def active(self) -> list[int]:
+        return [s for s in range(self.slots) if self._lib.es_pool_active(self._h, s)]
+
+    def steps(self, slot: int) -> int:
+        self._check_slot(slot)
+        return int(self._lib.es_pool_steps(self._h, slot))
+
+    def _check_slot(self, slot: int) -> None:
+        if not (type(slot) is int and 0 <= slot < self.slots and self._lib.es_pool_active(self._h, slot)):
+            raise ShapeError(f"slot {slot} has no stream (active: {self.active})")
+
+    def _step(self, frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        if not frames:
+            return {}
+        x, ids, d_in = self._x, self._slot_ids, self.d_in
+        for k, (slot, f) in enumerate(frames.items()):
+            self._check_slot(slot)
+            if type(f) is not np.ndarray or f.size != d_in:
+                f = self._frame(slot, f)
+            x[k] = f.reshape(d_in)
+            ids[k] = slot
+        n = len(frames)
+        rc = self._lib.es_pool_step(self._h, n, ids, x.ctypes.data, self._y.ctypes.data, None)
+        if rc == ES_ERR_VALUE:
+            bad = next(s for k, s in enumerate(frames) if not np.isfinite(x[k]).all())
+            raise InputError(f"step: slot {bad}'s frame at its step {self.steps(bad)} has NaN/Inf values")
+        if rc == ES_ERR_NUMERIC:
+            what = re.search(r"made (.*?) NaN/Inf", last_error(self._lib))
+            raise InputError(f"step: {what.group(1) if what else 'a value'} became NaN/Inf in one of slots "
+                             f"{sorted(frames)}; their states are kept")
+        self._call(rc)
+        y = self._y
+        return {slot: y[k].copy() for k, slot in enumerate(frames)}

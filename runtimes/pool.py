@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseq.errors import ArtifactError, ConcurrentUseError, InputError, ShapeError, StateMismatchError
+from edgeseq.errors import ConcurrentUseError, InputError, ShapeError, StateMismatchError
 from edgeseq.runtimes.session import StreamState, _first_nonfinite, _isfinite
 
 
@@ -44,6 +44,13 @@ def pool_rows(path, slots: int) -> int:
 
 
 class StreamPool:
+    def __new__(cls, path=None, slots: int = 1, runtime: str | None = None):
+        if cls is StreamPool and runtime == "native":  # the C runtime's pool (runtimes/inproc.py)
+            from edgeseq.runtimes.inproc import NativePool
+
+            return super().__new__(NativePool)
+        return super().__new__(cls)
+
     def __init__(self, path: str | Path, slots: int, runtime: str | None = None):
         import edgeseq
 
@@ -51,9 +58,6 @@ class StreamPool:
             raise ShapeError(f"a pool needs at least 1 slot, got {slots}")
         self._sess = edgeseq.open(path, runtime=runtime, batch=pool_rows(path, slots))
         s = self._sess
-        if not s.poolable:
-            raise ArtifactError(f"a StreamPool runs on runtime executorch, onnxruntime or torch; runtime {s.runtime!r} "
-                                "keeps each stream's state in C (its pool is es_pool_open in runtimes/native/edgeseq.h)")
         self.slots, self.rows, self.d_in, self.d_out = slots, s.batch, s.d_in, s.d_out
         self.spec, self.fingerprint = s.spec, s.fingerprint
         if s.vocab_size:

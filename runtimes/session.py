@@ -143,8 +143,6 @@ class StreamState:
 
 
 class StreamSession:
-    poolable = True  # a StreamPool can run on it (its state is numpy arrays the pool reads and writes)
-
     def __init__(
         self, backend: Backend, *, runtime: str, d_in: int, d_out: int, spec: StateSpec, batch: int,
         fingerprint: str, train_length: int | None = None, path: Path | None = None, vocab_size: int = 0,

@@ -151,6 +151,8 @@ struct es_stream {
   std::vector<TensorPtr> tensor_ptrs;       // keeps the tensors below alive
   std::vector<EValue> inputs[2];            // frame + set k
   std::vector<EValue> outputs[2];           // the computed state tensors on set k (zero_copy)
+  const char* check_rows = nullptr;         // rows whose output and next state a step checks (a pool step: the rows
+                                            // given frames); null: every row
   std::vector<Buffer>& state() { return bufs[cur]; }
   const std::vector<Buffer>& state() const { return bufs[cur]; }
 };
@@ -384,6 +386,16 @@ static bool all_finite(const void* p, size_t n, const DType& dt) {
   return true;  // integer state
 }
 
+// all_finite over the rows of a (batch, ...) tensor that the step checks (s->check_rows; every row without it)
+static bool rows_finite(const es_stream* s, const void* p, size_t numel, const DType& dt) {
+  if (!s->check_rows) return all_finite(p, numel, dt);
+  const size_t per = numel / static_cast<size_t>(s->batch);
+  const unsigned char* b = static_cast<const unsigned char*>(p);
+  for (int r = 0; r < s->batch; ++r)
+    if (s->check_rows[r] && !all_finite(b + per * dt.size * static_cast<size_t>(r), per, dt)) return false;
+  return true;
+}
+
 static int nonfinite(const es_stream* s, const std::string& what) {
   return fail(ES_ERR_NUMERIC, "step " + std::to_string(s->steps) + " made " + what + " NaN/Inf from finite inputs (the model overflowed or diverged); the stream keeps its state from before this step (step " + std::to_string(s->steps) + ")");
 }
@@ -400,17 +412,17 @@ static int run_step(es_stream* s, float* out, int* ready) {
   if (s->zero_copy) {
     const auto& next = s->bufs[1 - s->cur];
     for (int i : s->computed)
-      if (!all_finite(next[i].data(), s->tensors[i].numel(), s->tensors[i].dtype)) return nonfinite(s, "state tensor '" + s->tensors[i].name + "'");
-    if (!all_finite(s->y.data(), ny, kFloat32)) return nonfinite(s, "the output");
+      if (!rows_finite(s, next[i].data(), s->tensors[i].numel(), s->tensors[i].dtype)) return nonfinite(s, "state tensor '" + s->tensors[i].name + "'");
+    if (!rows_finite(s, s->y.data(), ny, kFloat32)) return nonfinite(s, "the output");
   } else {
     const auto& outs = *result;
     for (size_t k = 0; k < s->computed.size(); ++k) {
       const auto& t = outs[1 + k].toTensor();
       const auto& st = s->tensors[s->computed[k]];
-      if (static_cast<size_t>(t.nbytes()) == st.numel() * st.dtype.size && !all_finite(t.const_data_ptr(), st.numel(), st.dtype))
+      if (static_cast<size_t>(t.nbytes()) == st.numel() * st.dtype.size && !rows_finite(s, t.const_data_ptr(), st.numel(), st.dtype))
         return nonfinite(s, "state tensor '" + st.name + "'");
     }
-    if (!all_finite(outs[0].toTensor().const_data_ptr(), ny, kFloat32)) return nonfinite(s, "the output");
+    if (!rows_finite(s, outs[0].toTensor().const_data_ptr(), ny, kFloat32)) return nonfinite(s, "the output");
   }
   if (s->zero_copy) {
     // the next state is in the other set already; passed-through state copied there from this call's inputs
@@ -788,7 +800,9 @@ int es_pool_step(es_pool* p, int n, const int* slots, const float* frames, float
       if (p->active[r] && !p->given[r]) waiting.push_back(r);
   for (size_t i = 0; i < s->tensors.size(); ++i)
     for (int r : waiting) std::memcpy(p->held[i].data() + row_bytes(s, i) * r, s->state()[i].data() + row_bytes(s, i) * r, row_bytes(s, i));
-  int rc = run_step(s, p->y.data(), nullptr);
+  s->check_rows = p->given.data();  // only the rows given frames: a waiting row's throwaway step, or a free row, is not
+  int rc = run_step(s, p->y.data(), nullptr);  // this step's to refuse (their results are put back or never read)
+  s->check_rows = nullptr;
   if (rc) return rc;
   for (size_t i = 0; i < s->tensors.size(); ++i)
     for (int r : waiting) std::memcpy(s->state()[i].data() + row_bytes(s, i) * r, p->held[i].data() + row_bytes(s, i) * r, row_bytes(s, i));

@@ -1,6 +1,6 @@
 """Drives the native runtime's C pool (es_pool_*, runtimes/native/edgeseq.h) through ctypes, in a process of its own
-(the runtime library and the executorch Python bindings each carry an ExecuTorch runtime: they are not loaded into
-one process). Used by tests/runtimes/test_native.py.
+(the C ABI alone, without edgeseq's Python around it; runtime "native" loads the same library into the Python
+process, tests/runtimes/test_native_session.py). Used by tests/runtimes/test_native.py.
 
     python native_pool_child.py LIB PTE SLOTS SCRIPT.json FRAMES.npy OUT.npz
 

@@ -149,8 +149,6 @@ def test_bad_inputs_are_the_sessions_refusals(arts):
     np.testing.assert_array_equal(y.numpy(), ref[5])  # the refused frames left the state as it was
     with pytest.raises(StateMismatchError, match="another model"):
         sess.state = edgeseq.open(arts["continual"][1], runtime="native").state
-    with pytest.raises(ArtifactError, match="StreamPool runs on runtime"):
-        edgeseq.StreamPool(path, slots=1, runtime="native")
 
 
 def test_an_onnx_artifact_is_refused_in_one_line(tmp_path):
@@ -212,3 +210,55 @@ def test_an_overflow_is_named_and_its_step_not_kept(tmp_path):
         sess.run(np.ones((400, 2), np.float32))
     assert sess.steps == failed["native"][0]
     assert f"step {failed['native'][0]} made state tensor 'h0'" in failed["native"][1]
+
+
+def test_the_native_pool_refuses_as_the_pool_and_ignores_rows_without_frames(tmp_path):
+    """A ReLU RNN that stays at zero on frames of ones and doubles on zero frames, in a 3-slot pool (its batch-4
+    program) with one stream: the rows without a stream overflow after ~130 steps and that refuses nothing (as in
+    the bindings' StreamPool, whose outputs it matches); the stream's own overflow, a NaN frame, a frame of the
+    wrong size, a slot without a stream, a full pool and another model's state are refused with the pool's
+    errors, and the stream's steps do not advance."""
+    model = edgeseq.build("rnn", d_in=2, d_out=2, d_hidden=4, cell="rnn_relu")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.eye(4) * 2.0 if "weight_hh" in name else torch.full_like(p, -10.0) if "weight_ih" in name
+                    else torch.ones_like(p) if "bias" in name else p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = edgeseq.export(edgeseq.convert(model), tmp_path / "p", target="executorch", steps=20,
+                              more_batches=(4,)).path
+    pools = {r: edgeseq.StreamPool(path, slots=3, runtime=r) for r in ("executorch", "native")}
+    ones, zeros = np.ones(2, np.float32), np.zeros(2, np.float32)
+    for pool in pools.values():
+        assert pool.join() == 0 and pool.rows == 4
+    for _ in range(300):  # rows 1-3 run on zero frames: past float32 by step ~130
+        ys = {r: p.step({0: ones})[0] for r, p in pools.items()}
+        np.testing.assert_array_equal(ys["native"], ys["executorch"])
+    native = pools["native"]
+    assert native.steps(0) == 300 and native.active == [0]
+    with pytest.raises(InputError, match=r"slot 0's frame at its step 300 has NaN/Inf values"):
+        native.step({0: np.array([np.nan, 1.0], np.float32)})
+    with pytest.raises(ShapeError, match="slot 0's frame has 3 values; the model takes 2"):
+        native.step({0: np.ones(3, np.float32)})
+    with pytest.raises(ShapeError, match=r"slot 1 has no stream \(active: \[0\]\)"):
+        native.step({1: ones})
+    other = edgeseq.open(tmp_path / "p.pte", runtime="native").state
+    other.fingerprint = "0" * 64
+    with pytest.raises(StateMismatchError, match="another model"):
+        native.join(other)
+    assert native.join() == 1 and native.join() == 2
+    with pytest.raises(ShapeError, match="all 3 slots are taken"):
+        native.join()
+    for s in (1, 2):
+        native.leave(s)
+    assert native.steps(0) == 300
+    failed = {}
+    for r, pool in pools.items():  # the stream's own row on zero frames: refused at the same step by both pools
+        with pytest.raises(InputError, match=r"state tensor 'h0' became NaN/Inf in one of slots \[0\]") as e:
+            for _ in range(400):
+                pool.step({0: zeros})
+        failed[r] = pool.steps(0)
+        assert "their states are kept" in str(e.value)
+    assert failed["native"] == failed["executorch"] > 300, failed
+    st = native.leave(0)  # the state before the refused step: finite
+    assert st.steps == failed["native"] and all(np.isfinite(t).all() for t in st.tensors)

@@ -96,15 +96,16 @@ def test_a_state_that_overflows_is_reported_and_the_last_good_state_kept():
         assert np.isfinite(a).all()
 
 
-@pytest.mark.parametrize("target", ["onnx", "executorch"])
+@pytest.mark.parametrize("target", ["onnx", "executorch", "native"])
 def test_pool_slots_equal_each_stream_run_alone_with_joins_and_leaves(artifacts, target, tmp_path):
     """2,000 steps of a 4-slot pool: streams join and leave, some steps skip some streams (their state waits);
     every stream's outputs equal the same frames pushed through a batch-1 session alone, and a stream that left and
     joined again (its saved state) continues as if it had never left."""
     from extras import need  # tests/extras.py
 
-    path, slots = artifacts[target], 4
-    if target == "executorch":  # a program's batch is fixed at export: programs for 1 and 4 streams, in one manifest
+    path, slots = artifacts.get(target), 4
+    if target in ("executorch", "native"):  # a program's batch is fixed at export: programs for 1 and 4 streams, in one
+        # manifest (native: the same programs, the pool the C runtime's es_pool_*)
         need("executorch", "executorch")
         torch.manual_seed(0)
         step = edgeseq.convert(edgeseq.build("rnn", d_in=6, d_out=4, d_hidden=16))
@@ -113,8 +114,9 @@ def test_pool_slots_equal_each_stream_run_alone_with_joins_and_leaves(artifacts,
             path = edgeseq.export(step, tmp_path / "pool", target="executorch", steps=100, more_batches=(4,)).path
         slots = 3  # the batch-4 program serves them (its fourth row idles)
     rng = np.random.default_rng(0)
-    pool = edgeseq.StreamPool(path, slots=slots)
+    pool = edgeseq.StreamPool(path, slots=slots, runtime="native" if target == "native" else None)
     assert (pool.slots, pool.rows) == (slots, 4)
+    assert type(pool).__name__ == ("NativePool" if target == "native" else "StreamPool")
     streams: dict[str, dict] = {}  # name -> {"slot", "frames", "outs"}
     parked: dict[str, edgeseq.StreamState] = {}
     names = iter(f"s{i}" for i in range(100))
