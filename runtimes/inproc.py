@@ -323,6 +323,7 @@ class NativePool(StreamPool):
         self._x = np.zeros((slots, self.d_in), np.float32)
         self._y = np.zeros((slots, self.d_out), np.float32)
         self._slot_ids = (ctypes.c_int * slots)()
+        self._here = [False] * slots  # which slots hold a stream, mirrored from the C pool (no C call per frame)
         self._busy = threading.Lock()
 
     def _call(self, rc: int) -> None:
@@ -344,33 +345,36 @@ class NativePool(StreamPool):
         if rc == ES_ERR_STATE:
             raise StateMismatchError(f"join: {last_error(self._lib)}")
         self._call(rc)
+        self._here[slot.value] = True
         return slot.value
 
     def leave(self, slot: int) -> StreamState:
         self._check_slot(slot)
         buf, n = ctypes.create_string_buffer(self._state_bytes), ctypes.c_size_t()
         self._call(self._lib.es_pool_leave(self._h, slot, buf, self._state_bytes, ctypes.byref(n)))
+        self._here[slot] = False
         st = StreamState.from_bytes(buf.raw[:n.value], f"{self._path}: slot {slot}'s state")
         return StreamState(self.spec.names, st.tensors, self.fingerprint, st.steps)
 
     @property
     def active(self) -> list[int]:
-        return [s for s in range(self.slots) if self._lib.es_pool_active(self._h, s)]
+        return [s for s in range(self.slots) if self._here[s]]
 
     def steps(self, slot: int) -> int:
         self._check_slot(slot)
         return int(self._lib.es_pool_steps(self._h, slot))
 
     def _check_slot(self, slot: int) -> None:
-        if not (type(slot) is int and 0 <= slot < self.slots and self._lib.es_pool_active(self._h, slot)):
+        if not (type(slot) is int and 0 <= slot < self.slots and self._here[slot]):
             raise ShapeError(f"slot {slot} has no stream (active: {self.active})")
 
     def _step(self, frames: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
         if not frames:
             return {}
-        x, ids, d_in = self._x, self._slot_ids, self.d_in
+        x, ids, d_in, here, slots = self._x, self._slot_ids, self.d_in, self._here, self.slots
         for k, (slot, f) in enumerate(frames.items()):
-            self._check_slot(slot)
+            if not (type(slot) is int and 0 <= slot < slots and here[slot]):
+                self._check_slot(slot)
             if type(f) is not np.ndarray or f.size != d_in:
                 f = self._frame(slot, f)
             x[k] = f.reshape(d_in)
@@ -385,5 +389,5 @@ class NativePool(StreamPool):
             raise InputError(f"step: {what.group(1) if what else 'a value'} became NaN/Inf in one of slots "
                              f"{sorted(frames)}; their states are kept")
         self._call(rc)
-        y = self._y
-        return {slot: y[k].copy() for k, slot in enumerate(frames)}
+        y = self._y[:n].copy()  # one copy; each slot's output is a row of it
+        return {slot: y[k] for k, slot in enumerate(frames)}
