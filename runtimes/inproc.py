@@ -61,7 +61,7 @@ def library():
             ("es_run_tokens", [vp, i64, vp, vp, vp], i), ("es_reset", [vp], i), ("es_steps", [vp], i64),
             ("es_state_bytes", [vp, ctypes.POINTER(sz)], i),
             ("es_save_state", [vp, ctypes.c_char_p, sz, ctypes.POINTER(sz)], i),
-            ("es_load_state", [vp, ctypes.c_char_p, sz], i), ("es_benchmark", [vp, i, ctypes.POINTER(ctypes.c_double),
+            ("es_load_state", [vp, ctypes.c_char_p, sz], i), ("es_set_threads", [i], i), ("es_benchmark", [vp, i, ctypes.POINTER(ctypes.c_double),
                                                                          ctypes.POINTER(ctypes.c_double)], i),
             *((n, [vp], i) for n in ("es_d_in", "es_d_out", "es_batch", "es_vocab_size", "es_state_copied")),
             ("es_pool_open", [ctypes.c_char_p, i, ctypes.POINTER(vp)], i), ("es_pool_close", [vp], None),

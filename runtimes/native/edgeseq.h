@@ -68,7 +68,9 @@ int es_state_bytes(const es_stream* s, size_t* bytes);
 int es_save_state(const es_stream* s, unsigned char* buf, size_t cap, size_t* written);
 int es_load_state(es_stream* s, const unsigned char* buf, size_t n);
 
-/* XNNPACK's thread pool size, process-wide (as the Python session's threads=1 default sets it). */
+/* XNNPACK's thread pool size, process-wide (as the Python session's threads=1 default sets it). Set it before
+ * opening streams: a different size replaces the pool, and streams already open must be opened again (the same
+ * size is a no-op). */
 int es_set_threads(int n);
 
 /* A pool: many independent streams in the rows of one batched program, one ExecuTorch call per step for all of

@@ -24,10 +24,12 @@
 #include "sha256.hpp"
 
 // The ExecuTorch thread pool (libexecutorch_threadpool.so). The wheel ships the library but not its header: these
-// are the two functions the Python bindings call too (portable_lib._unsafe_reset_threadpool), declared as defined.
+// are the functions the Python bindings call too (portable_lib._unsafe_reset_threadpool,
+// _threadpool_get_thread_count), declared as defined.
 namespace executorch::extension::threadpool {
 class ThreadPool {
  public:
+  size_t get_thread_count() const;
   bool _unsafe_reset_threadpool(uint32_t num_threads);
 };
 ThreadPool* get_threadpool();
@@ -638,7 +640,11 @@ int es_load_state(es_stream* s, const unsigned char* buf, size_t n) {
 int es_set_threads(int n) {
   if (n < 1) return fail(ES_ERR_ARG, "es_set_threads: at least 1 thread");
   auto* pool = executorch::extension::threadpool::get_threadpool();
-  if (!pool || !pool->_unsafe_reset_threadpool(static_cast<uint32_t>(n))) return fail(ES_ERR_RUNTIME, "cannot resize the thread pool");
+  if (!pool) return fail(ES_ERR_RUNTIME, "no thread pool");
+  // a resize replaces the pool under every program already open (their XNNPACK runtimes keep the old one): only
+  // when the size differs
+  if (pool->get_thread_count() == static_cast<size_t>(n)) return ES_OK;
+  if (!pool->_unsafe_reset_threadpool(static_cast<uint32_t>(n))) return fail(ES_ERR_RUNTIME, "cannot resize the thread pool");
   return ES_OK;
 }
 
