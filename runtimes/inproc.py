@@ -9,7 +9,7 @@ state copy), and writes the output into a buffer of the session's. The session a
 :class:`StreamSession` (the same refusals, the same :class:`StreamState` in and out, ``reset``, ``run``); the state
 lives in the C stream and is read out only when asked for (``session.state``).
 
-The library is compiled on first use (g++ against the executorch wheel's runtime, ~10 s, cached: ``edgeseq native
+The library is compiled on first use (g++ against the executorch wheel's runtime, ~7 s here, cached: ``edgeseq native
 build``). x86_64 hosts; on an aarch64 board, link ``libedgeseq_runtime.so`` from C (docs/on-device.md).
 """
 
@@ -81,20 +81,28 @@ def last_error(lib) -> str:
     return (lib.es_last_error() or b"").decode(errors="replace")
 
 
+def open_handle(path: Path, opener: str, *args, threads: int = 1, what: str = "open it"):
+    """``lib.<opener>(path, *args, &handle)`` with the thread pool at ``threads`` first: (the library, the handle).
+    The bindings share the pool, so its size is set through them, as the executorch runtime does (resized only
+    when it differs: a resize invalidates programs already open)."""
+    from edgeseq.runtimes.et import import_runtime, native_stderr_quiet, set_threads
+
+    lib = library()
+    with native_stderr_quiet():
+        import_runtime()
+        set_threads(threads)
+        handle = ctypes.c_void_p()
+        rc = getattr(lib, opener)(str(path).encode(), *args, ctypes.byref(handle))
+    if rc != ES_OK:
+        raise ArtifactError(f"{path}: the native runtime cannot {what} ({last_error(lib)})")
+    return lib, handle
+
+
 class NativeStream:
     """One ``es_stream``: the program, its two state sets, its step count. Closed when collected."""
 
     def __init__(self, path: Path, threads: int = 1):
-        from edgeseq.runtimes.et import import_runtime, native_stderr_quiet, set_threads
-
-        lib = library()
-        with native_stderr_quiet():
-            import_runtime()  # the bindings share the thread pool: its size is set through them, as the executorch
-            set_threads(threads)  # runtime does (resized only when it differs: a resize invalidates open programs)
-            handle = ctypes.c_void_p()
-            rc = lib.es_open(str(path).encode(), ctypes.byref(handle))
-        if rc != ES_OK:
-            raise ArtifactError(f"{path}: the native runtime cannot open it ({last_error(lib)})")
+        lib, handle = open_handle(path, "es_open", threads=threads)
         self.lib, self.handle, self.path = lib, handle, path
         self._finalizer = weakref.finalize(self, lib.es_close, handle)
         self.d_in, self.d_out = lib.es_d_in(handle), lib.es_d_out(handle)
@@ -174,37 +182,26 @@ class NativeSession(StreamSession):
                 "push: this session is already running a step in another thread; a session is one stream (two "
                 "threads feeding it interleave two streams): open one session per thread")
         try:
+            as_torch = False
             if type(x) is np.ndarray and x.dtype is _F32 and not self.vocab_size:
                 single = self._fast_shapes.get(x.shape)
                 if single is None:
-                    return self._push_checked(x)
-                self._frame[...] = x
+                    x, single, as_torch = self._checked_frame(x)
             elif type(x) is int and self._token_fast and 0 <= x < self.vocab_size:
-                self._frame[0, 0] = x
-                single = True
-            else:
-                return self._push_checked(x)
+                single = True  # written by the broadcast below
+            else:  # checked one check at a time (each refusal its own message), then stepped the same way
+                x, single, as_torch = self._checked_frame(x)
+            self._frame[...] = x
             rc = self._es_push(*self._args)
             if rc:
                 self._refuse(rc)
             steps = self.steps = self.steps + 1
             if steps >= self._warn_at:
                 self._length_warning(stacklevel=3)
-            return self._y1.copy() if single else self._y.copy()
+            y = self._y1.copy() if single else self._y.copy()
+            return torch.from_numpy(y) if as_torch else y
         finally:
             self._release()
-
-    def _push_checked(self, x):
-        arr, single, as_torch = self._checked_frame(x)
-        self._frame[...] = arr
-        rc = self._es_push(*self._args)
-        if rc:
-            self._refuse(rc)
-        self.steps += 1
-        if self.train_length and self.steps > self.train_length and not self._warned_length:
-            self._length_warning()
-        y = self._y1.copy() if single else self._y.copy()
-        return torch.from_numpy(y) if as_torch else y
 
     def run(self, xs):
         """As :meth:`StreamSession.run`; a float32 numpy array of frames (or an int64 array of token ids) runs in C,
@@ -292,7 +289,6 @@ class NativePool(StreamPool):
 
     def __init__(self, path: str | Path, slots: int, runtime: str | None = None):
         from edgeseq import manifest as man
-        from edgeseq.runtimes.et import import_runtime, native_stderr_quiet, set_threads
 
         if slots < 1:
             raise ShapeError(f"a pool needs at least 1 slot, got {slots}")
@@ -304,14 +300,7 @@ class NativePool(StreamPool):
         if data.get("vocab_size"):
             raise ShapeError("a pool of language models (token-id inputs) is not supported yet; use one session per stream")
         NativeRuntime().verify(model_file, data)
-        lib = library()
-        with native_stderr_quiet():
-            import_runtime()
-            set_threads(1)
-            handle = ctypes.c_void_p()
-            rc = lib.es_pool_open(str(model_file).encode(), slots, ctypes.byref(handle))
-        if rc != ES_OK:
-            raise ArtifactError(f"{model_file}: the native runtime cannot open a pool of it ({last_error(lib)})")
+        lib, handle = open_handle(model_file, "es_pool_open", slots, what="open a pool of it")
         self._lib, self._h, self._path = lib, handle, model_file
         self._finalizer = weakref.finalize(self, lib.es_pool_close, handle)
         self.slots, self.rows = slots, int(data["batch"])
@@ -335,10 +324,7 @@ class NativePool(StreamPool):
             raise ShapeError(f"all {self.slots} slots are taken; a stream must leave first")
         data = None
         if state is not None:
-            if state.fingerprint != self.fingerprint:
-                raise StateMismatchError(f"state belongs to another model (fingerprint {state.fingerprint[:12]})")
-            if len(state.tensors) != len(self.spec.names) or any(np.asarray(t).shape[0] != 1 for t in state.tensors):
-                raise StateMismatchError("join: expected a batch-1 state of this model (from leave or a batch-1 session)")
+            self._check_joining(state)
             data = state.to_bytes()
         slot = ctypes.c_int()
         rc = self._lib.es_pool_join(self._h, data, len(data) if data else 0, ctypes.byref(slot))

@@ -83,15 +83,19 @@ class StreamPool:
             raise ShapeError(f"all {self.slots} slots are taken; a stream must leave first")
         i = int(free[0])
         if state is not None:
-            if state.fingerprint != self.fingerprint:
-                raise StateMismatchError(f"state belongs to another model (fingerprint {state.fingerprint[:12]})")
-            if len(state.tensors) != len(self._state) or any(np.asarray(t).shape[0] != 1 for t in state.tensors):
-                raise StateMismatchError("join: expected a batch-1 state of this model (from leave or a batch-1 session)")
+            self._check_joining(state)
         for k, t in enumerate(self._state):
             t[i] = (self._init[k][i] if state is None else np.asarray(state.tensors[k])[0])
         self._active[i] = True
         self._steps[i] = 0 if state is None else state.steps
         return i
+
+    def _check_joining(self, state: StreamState) -> None:
+        """Refuse a state that is not a batch-1 state of this model."""
+        if state.fingerprint != self.fingerprint:
+            raise StateMismatchError(f"state belongs to another model (fingerprint {state.fingerprint[:12]})")
+        if len(state.tensors) != len(self.spec.names) or any(np.asarray(t).shape[0] != 1 for t in state.tensors):
+            raise StateMismatchError("join: expected a batch-1 state of this model (from leave or a batch-1 session)")
 
     def leave(self, slot: int) -> StreamState:
         """Free ``slot``; returns its state (batch 1), which :meth:`join` or a batch-1 session can resume."""

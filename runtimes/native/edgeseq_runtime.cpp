@@ -412,23 +412,11 @@ static int run_step(es_stream* s, float* out, int* ready) {
   // kept (the state the stream has stays as it was), in the order the Python session names them (state, output)
   const float* y = nullptr;
   if (s->zero_copy) {
-    const auto& next = s->bufs[1 - s->cur];
+    // the next state is in the other set already; passed-through state copied there from this call's inputs
+    auto& next = s->bufs[1 - s->cur];
     for (int i : s->computed)
       if (!rows_finite(s, next[i].data(), s->tensors[i].numel(), s->tensors[i].dtype)) return nonfinite(s, "state tensor '" + s->tensors[i].name + "'");
     if (!rows_finite(s, s->y.data(), ny, kFloat32)) return nonfinite(s, "the output");
-  } else {
-    const auto& outs = *result;
-    for (size_t k = 0; k < s->computed.size(); ++k) {
-      const auto& t = outs[1 + k].toTensor();
-      const auto& st = s->tensors[s->computed[k]];
-      if (static_cast<size_t>(t.nbytes()) == st.numel() * st.dtype.size && !rows_finite(s, t.const_data_ptr(), st.numel(), st.dtype))
-        return nonfinite(s, "state tensor '" + st.name + "'");
-    }
-    if (!rows_finite(s, outs[0].toTensor().const_data_ptr(), ny, kFloat32)) return nonfinite(s, "the output");
-  }
-  if (s->zero_copy) {
-    // the next state is in the other set already; passed-through state copied there from this call's inputs
-    auto& next = s->bufs[1 - s->cur];
     for (const auto& p : s->passed) std::memcpy(next[p.first].data(), s->state()[p.second].data(), next[p.first].size);
     s->cur = 1 - s->cur;
     int rc = point_outputs(s);
@@ -436,24 +424,42 @@ static int run_step(es_stream* s, float* out, int* ready) {
     y = reinterpret_cast<const float*>(s->y.data());
   } else {
     const auto& outs = *result;
+    auto& st = s->bufs[0];
+    for (size_t k = 0; k < s->computed.size(); ++k) {
+      const auto& t = outs[1 + k].toTensor();
+      const auto& tensor = s->tensors[s->computed[k]];
+      if (static_cast<size_t>(t.nbytes()) != st[s->computed[k]].size) return fail(ES_ERR_RUNTIME, "program output " + std::to_string(1 + k) + " has an unexpected size");
+      if (!rows_finite(s, t.const_data_ptr(), tensor.numel(), tensor.dtype)) return nonfinite(s, "state tensor '" + tensor.name + "'");
+    }
+    y = outs[0].toTensor().const_data_ptr<float>();
+    if (!rows_finite(s, y, ny, kFloat32)) return nonfinite(s, "the output");
     // the outputs live in the program's planned memory: copied into the one set of state buffers, the
     // passed-through state first (its sources are this call's inputs, through a scratch copy)
-    auto& st = s->bufs[0];
     for (size_t k = 0; k < s->passed.size(); ++k)
       std::memcpy(s->scratch[k].data(), st[s->passed[k].second].data(), s->scratch[k].size);
     for (size_t k = 0; k < s->passed.size(); ++k)
       std::memcpy(st[s->passed[k].first].data(), s->scratch[k].data(), s->scratch[k].size);
-    for (size_t k = 0; k < s->computed.size(); ++k) {
-      const auto& t = outs[1 + k].toTensor();
-      auto& dst = st[s->computed[k]];
-      if (static_cast<size_t>(t.nbytes()) != dst.size) return fail(ES_ERR_RUNTIME, "program output " + std::to_string(1 + k) + " has an unexpected size");
-      std::memcpy(dst.data(), t.const_data_ptr(), dst.size);  // copied in the layout the program gave it
-    }
-    y = outs[0].toTensor().const_data_ptr<float>();
+    for (size_t k = 0; k < s->computed.size(); ++k)  // copied in the layout the program gave it
+      std::memcpy(st[s->computed[k]].data(), outs[1 + k].toTensor().const_data_ptr(), st[s->computed[k]].size);
   }
   std::memcpy(out, y, sizeof(float) * ny);
   if (ready) *ready = s->steps >= s->delay && (s->steps - s->delay) % s->stride == 0;
   s->steps += 1;
+  return ES_OK;
+}
+
+// N steps of PUSH (es_push or es_push_tokens) over N inputs of PER values each (es_run, es_run_tokens)
+template <typename T>
+static int run_steps(es_stream* s, int64_t n, const T* in, size_t per, float* out, int64_t* done,
+                     int (*push)(es_stream*, const T*, float*, int*), const char* what) {
+  if (done) *done = 0;
+  if (!s || (n > 0 && (!in || !out)) || n < 0) return fail(ES_ERR_ARG, std::string(what) + ": null argument or negative n");
+  const size_t o = static_cast<size_t>(s->batch) * s->d_out;
+  for (int64_t t = 0; t < n; ++t) {
+    int rc = push(s, in + per * static_cast<size_t>(t), out + o * static_cast<size_t>(t), nullptr);
+    if (rc) return rc;
+    if (done) *done = t + 1;
+  }
   return ES_OK;
 }
 
@@ -481,27 +487,11 @@ int es_push_tokens(es_stream* s, const int64_t* ids, float* out, int* ready) {
 }
 
 int es_run(es_stream* s, int64_t n, const float* frames, float* out, int64_t* done) {
-  if (done) *done = 0;
-  if (!s || (n > 0 && (!frames || !out)) || n < 0) return fail(ES_ERR_ARG, "es_run: null argument or negative n");
-  const size_t in = static_cast<size_t>(s->batch) * s->d_in, o = static_cast<size_t>(s->batch) * s->d_out;
-  for (int64_t t = 0; t < n; ++t) {
-    int rc = es_push(s, frames + in * static_cast<size_t>(t), out + o * static_cast<size_t>(t), nullptr);
-    if (rc) return rc;
-    if (done) *done = t + 1;
-  }
-  return ES_OK;
+  return run_steps(s, n, frames, s ? static_cast<size_t>(s->batch) * s->d_in : 0, out, done, es_push, "es_run");
 }
 
 int es_run_tokens(es_stream* s, int64_t n, const int64_t* ids, float* out, int64_t* done) {
-  if (done) *done = 0;
-  if (!s || (n > 0 && (!ids || !out)) || n < 0) return fail(ES_ERR_ARG, "es_run_tokens: null argument or negative n");
-  const size_t o = static_cast<size_t>(s->batch) * s->d_out;
-  for (int64_t t = 0; t < n; ++t) {
-    int rc = es_push_tokens(s, ids + static_cast<size_t>(s->batch) * static_cast<size_t>(t), out + o * static_cast<size_t>(t), nullptr);
-    if (rc) return rc;
-    if (done) *done = t + 1;
-  }
-  return ES_OK;
+  return run_steps(s, n, ids, s ? static_cast<size_t>(s->batch) : 0, out, done, es_push_tokens, "es_run_tokens");
 }
 
 int es_reset(es_stream* s) {
