@@ -128,7 +128,7 @@ def edgeseq_rows(step, model, frame, out: Path, name: str, native_build, n: int,
                                  **(export_kwargs or {}))
         sess = edgeseq.open(art.path)
         x = int(frame[0, 0]) if frame.dtype == np.int64 else frame  # a token id as an app pushes it: an int
-        fns[f"{target}_push"] = (lambda s=sess, x=x: s.push(x))
+        fns[f"{target}_push"] = functools.partial(sess.push, x)  # as an app calls it: no wrapper frame
         fns[f"{target}_bare"] = bound_call(sess, frame)
         info[f"{target}_parity"] = (art.manifest.get("model_parity") or art.manifest["parity"])["max_scaled_error"]
         if "stepwise" in art.manifest["parity"]:  # the free run parted at a rounding: each step proven instead
@@ -141,7 +141,7 @@ def edgeseq_rows(step, model, frame, out: Path, name: str, native_build, n: int,
             info["partitions"] = art.manifest["graph"].get("partitions")
             if native_build is not None:  # the same program from Python through the C runtime (runtime "native")
                 ns = edgeseq.open(art.path, runtime="native")
-                fns["native_push"] = (lambda s=ns, x=x: s.push(x))
+                fns["native_push"] = functools.partial(ns.push, x)
                 fns["native_bare"] = functools.partial(ns._es_push, *ns._args)  # the one C call under push
                 info["native_bound"] = True
     native = native_us(native_build, info["pte"], max(200, n * 2), 3) if native_build is not None else None

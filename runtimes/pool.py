@@ -144,7 +144,7 @@ class StreamPool:
         sess = self._sess
         if sess._arena is None:
             return self._step_arrays(frames)
-        call, xn, yn, _, total, ones, n, new = sess._bound[sess._cur]
+        call, xn, yn, _, total, ones, n, new, _ = sess._bound[sess._cur]
         partial = len(frames) != self.rows
         if partial:
             xn[...] = 0.0

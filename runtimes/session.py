@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from edgeseq.errors import ArtifactError, ConcurrentUseError, InputError, NumericalError, ShapeError, StateMismatchError
+from edgeseq.runtimes import fastpush
 from edgeseq.runtimes.arena import StepArena
 from edgeseq.step import StateSpec, check_token_ids
 
@@ -194,12 +195,14 @@ class StreamSession:
                 # per side c, what push needs, looked up once. The finite check is the side's sum, as a dot with
                 # ones (0.33 us here, np.vdot 0.48, np.add.reduce 0.6): NaN and Inf carry through it, and a sum
                 # (unlike a sum of squares) overflows only where the values themselves are near float32's limit;
-                # x[...] = frame is the copy (0.4 us after a runtime call, np.copyto 0.6)
+                # x[...] = frame is the copy (0.4 us after a runtime call, np.copyto 0.6). Where the C extension is
+                # built (runtimes/fastpush.py), the copy, the call and a check of the side's bits are one C call.
                 ones = np.ones_like(arena.sides[0])
                 self._sides = tuple(list(arena.state[c]) for c in (0, 1))
                 self._bound = tuple(
                     (bound[c], arena.x[1 - c], arena.y[1 - c], arena.y[1 - c][0], arena.sides[1 - c].dot, ones,
-                     1 - c, self._sides[1 - c]) for c in (0, 1))
+                     1 - c, self._sides[1 - c], fastpush.side_step(arena.x[1 - c], bound[c], arena.sides[1 - c]))
+                    for c in (0, 1))
                 self._arena = arena
                 self._cur = 0
         self._accept(state)
@@ -253,8 +256,9 @@ class StreamSession:
         plain ``int`` token id within the vocabulary, for a language model at batch 1), on a backend bound to the
         session's arena (runtimes/arena.py). Its checks are the slow path's
         (:meth:`_push_checked`), prepared at open: the frame is copied into the arena's free side (any strides),
-        the runtime writes the output and the next state beside it, and one sum over that side (NaN and Inf
-        propagate through it) is the finite check of all three. Only when that sum is not finite are the arrays
+        the runtime writes the output and the next state beside it, and one pass over that side is the finite check
+        of all three: one C call for the three (runtimes/fastpush.py; numpy's where it is not built). Only when the
+        side is not all finite are the arrays
         looked at one by one, to refuse the input (InputError) or name the state tensor that overflowed
         (NumericalError); the current side, the state before the step, is untouched until the step is accepted.
         Any other input (a torch tensor, token ids as an array, a frame of another dtype or shape) is checked one
@@ -277,11 +281,15 @@ class StreamSession:
                 single = self._fast_shapes.get(x.shape)
                 if single is None:
                     x, single, as_torch = self._checked_frame(x)
-            # the step from side c: its call, then the other side's frame, output (whole, one row), check, state
-            call, xn, yn, y1, total, ones, n, new = bound[self._cur]
-            xn[...] = x
-            call()
-            if not _isfinite(total(ones)):  # NaN or Inf somewhere (or a sum past float32's range)
+            # the step from side c (frame in, call, check: one C call), then the other side's frame, output, state
+            call, xn, yn, y1, total, ones, n, new, step = bound[self._cur]
+            if step is not None:
+                finite = step(x)
+            else:
+                xn[...] = x
+                call()
+                finite = _isfinite(total(ones))
+            if not finite:  # NaN or Inf somewhere in the frame, the output or the next state
                 self._refuse_nonfinite(xn, yn, new)
             self._cur, self._state = n, new
             steps = self.steps = self.steps + 1

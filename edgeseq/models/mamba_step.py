@@ -8,11 +8,12 @@ the delegate costs a round trip through portable kernels:
   1/D row (``mean.dim`` is delegated only for 4-D inputs).
 * in_proj and x_proj are split into one linear per output (z, x, dt, B, C): no ``split``/``select`` copies.
 * softplus is ``relu(v) + log(1 + exp(-|v|))`` (``softplus`` lowers to ``gt``/``log1p``/``where``, none delegated).
-* reductions (the convolution window, y = h C) are matrix products (``sum.dim_IntList`` is not delegated).
+* reductions are matrix products (y = h C) or row adds (the convolution window, kept time-major):
+  ``sum.dim_IntList`` is not delegated.
 * A = -exp(A_log) and the per-channel D of Mamba-2 are precomputed.
 
-The state per layer: ``conv{l}`` (conv channels, d_conv - 1), the last inputs of the causal convolution, oldest
-first; ``ssm{l}`` (E, N) for mamba1, (H, P, N) for mamba2.
+The state per layer: ``conv{l}`` (d_conv - 1, conv channels), the last inputs of the causal convolution, oldest
+first, one frame per row; ``ssm{l}`` (E, N) for mamba1, (H, P, N) for mamba2.
 """
 
 from __future__ import annotations
@@ -63,22 +64,28 @@ class Normalize(nn.Module):
 
 
 class CausalConvStep(nn.Module):
-    """One step of a depthwise causal convolution with its window kept as state (C, K-1), oldest first."""
+    """One step of a depthwise causal convolution with its window kept as state (K-1, C), oldest first.
+
+    The window is time-major (a frame's C channels contiguous): the shift is a concatenation and a slice along the
+    frame axis, whole rows, and the taps are K row products summed. Kept channel-major (C, K-1), the same step
+    concatenated and sliced along the innermost axis, which XNNPACK copies element run by element run: 21 us a step
+    at 512 channels and K = 4 here, against 2 us time-major (ExecuTorch 1.5.1, x86_64, one thread)."""
 
     def __init__(self, conv: nn.Conv1d):
         super().__init__()
         w = conv.weight.detach()[:, 0]  # (C, K)
-        K = w.shape[1]
-        self.register_buffer("w_old", w[:, : K - 1].clone())  # (C, K-1)
-        self.register_buffer("w_new", w[:, K - 1].clone())  # (C,)
+        self.K = w.shape[1]
+        self.register_buffer("taps", w.t().contiguous()[None].clone())  # (1, K, C): tap k of every channel
         self.register_buffer("bias", conv.bias.detach().clone() if conv.bias is not None else torch.zeros(w.shape[0]))
-        self.register_buffer("ones", torch.ones(K - 1, 1))
 
     def forward(self, x: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        C = x.shape[1]
-        past = torch.matmul(window * self.w_old, self.ones).view(-1, C)  # sum over the window as a product
-        out = nn.functional.silu(past + self.w_new * x + self.bias)
-        return out, torch.cat([window[:, :, 1:], x.unsqueeze(-1)], dim=-1)
+        B, C = x.shape
+        full = torch.cat([window, x.view(B, 1, C)], dim=1)  # (B, K, C), oldest first
+        p = full * self.taps
+        acc = p[:, 0:1] + self.bias
+        for k in range(1, self.K):  # contiguous row slices: one delegated add each (no reduction op)
+            acc = acc + p[:, k : k + 1]
+        return nn.functional.silu(acc.view(B, C)), full[:, 1:]
 
 
 class Mamba1LayerStep(nn.Module):
@@ -160,7 +167,7 @@ class MambaStep(StepModule):
         ssm_shape = (c.d_inner, c.d_state) if c.variant == "mamba1" else (c.n_heads, c.head_dim, c.d_state)
         tensors = []
         for i in range(c.n_layers):
-            tensors += [StateTensor(f"conv{i}", (c.conv_dim, c.d_conv - 1)), StateTensor(f"ssm{i}", ssm_shape)]
+            tensors += [StateTensor(f"conv{i}", (c.d_conv - 1, c.conv_dim)), StateTensor(f"ssm{i}", ssm_shape)]
         self.state_spec = StateSpec(tuple(tensors))
         self.info = StepInfo(family="mamba", config=config_to_dict(c), task=c.task,
                              train_length=getattr(model, "train_length", None))

@@ -108,7 +108,7 @@ def test_variants_step_matches_parallel_form_over_long_streams(kw):
 def test_mamba2_state_is_per_head():
     step = edgeseq.convert(edgeseq.build("mamba", d_in=2, d_out=2, d_model=16, n_layers=1, d_state=4, head_dim=8, variant="mamba2", n_groups=2))
     spec = {t.name: t.shape for t in step.state_spec.tensors}
-    assert spec == {"conv0": (32 + 2 * 2 * 4, 3), "ssm0": (4, 8, 4)}  # conv over (x, B, C); (heads, head_dim, d_state)
+    assert spec == {"conv0": (3, 32 + 2 * 2 * 4), "ssm0": (4, 8, 4)}  # 3 frames of (x, B, C), time-major; (heads, head_dim, d_state)
 
 
 def test_token_ids_are_checked():
