@@ -85,3 +85,20 @@ def overflowing_rnn(gain: float):
             elif "bias" in name:
                 p.fill_(1.0)
     return model
+
+
+def export_models(models: dict, out, targets=("executorch",), steps: int = 100) -> dict:
+    """Each model converted and exported to each target under ``out`` (warnings quiet): ``{(name, target): (step,
+    artifact)}``."""
+    import warnings
+
+    import edgeseq
+
+    done = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, model in models.items():
+            step = edgeseq.convert(model)
+            for target in targets:
+                done[name, target] = (step, edgeseq.export(step, out / f"{name}_{target}", target=target, steps=steps))
+    return done

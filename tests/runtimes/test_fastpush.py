@@ -49,23 +49,16 @@ def test_all_finite_reads_every_bit_pattern_as_numpy_does(ext):
 
 @pytest.fixture(scope="module")
 def arts(tmp_path_factory):
-    from extras import need  # tests/extras.py
+    from extras import export_models, need  # tests/extras.py
 
     need("executorch", "executorch")
     need("onnxruntime", "onnx")
-    d = tmp_path_factory.mktemp("fastpush")
     models = {
         "gru": edgeseq.build("rnn", d_in=6, d_out=4, d_hidden=16, cell="gru"),
         "lm": edgeseq.build("mamba", d_model=16, vocab_size=40, d_in=1, d_out=40, n_layers=1),
     }
-    out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, model in models.items():
-            step = edgeseq.convert(model)
-            for target in ("onnx", "executorch"):
-                out[name, target] = edgeseq.export(step, d / f"{name}_{target}", target=target, steps=50).path
-    return out
+    done = export_models(models, tmp_path_factory.mktemp("fastpush"), ("onnx", "executorch"), steps=50)
+    return {key: art.path for key, (_, art) in done.items()}
 
 
 def _stream(path, frames, strided: bool = False) -> np.ndarray:

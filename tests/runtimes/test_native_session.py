@@ -21,25 +21,18 @@ T = 2000
 
 @pytest.fixture(scope="module")
 def arts(tmp_path_factory):
-    from extras import need, need_tool  # tests/extras.py
+    from extras import export_models, need, need_tool  # tests/extras.py
 
     need("executorch", "executorch")
     need_tool("g++", "g++")
     torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("inproc")
     models = {
         "lstm": edgeseq.build("rnn", d_in=6, d_out=4, d_hidden=16, num_layers=2),
         "continual": edgeseq.build("continual", d_in=6, d_out=4, channels=(8, 8), kernel_size=3),
         "lm": edgeseq.build("mamba", d_model=16, vocab_size=40, d_in=1, d_out=40, n_layers=1),
     }
-    out = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, model in models.items():
-            step = edgeseq.convert(model)
-            art = edgeseq.export(step, d / name, target="executorch", steps=100)
-            out[name] = (step, art.path, art.manifest["parity"]["tolerance"])
-    return out
+    done = export_models(models, tmp_path_factory.mktemp("inproc"))
+    return {name: (step, art.path, art.manifest["parity"]["tolerance"]) for (name, _), (step, art) in done.items()}
 
 
 def _frames(name: str, n: int = T, seed: int = 0) -> np.ndarray:
