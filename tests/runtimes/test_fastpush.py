@@ -123,6 +123,17 @@ def test_refusals_at_the_same_steps_as_the_numpy_step(tmp_path, target, ext, mon
         np.testing.assert_array_equal(a, b)
 
 
+def test_built_from_an_empty_cache(tmp_path):
+    """A fresh cache: the first load compiles the extension (with this machine's compiler) and loads it."""
+    env = {**os.environ, "EDGESEQ_CACHE": str(tmp_path / "cache")}
+    env.pop("EDGESEQ_PURE_PYTHON", None)
+    code = "from edgeseq.runtimes import fastpush; print(fastpush.status())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("C extension: built (edgeseq_fastpush-"), done.stdout
+    assert len(list((tmp_path / "cache" / "fastpush").glob("edgeseq_fastpush-*"))) == 1
+
+
 def test_without_a_compiler_push_steps_through_numpy(tmp_path, arts):
     """A fresh cache and a compiler that does not exist: the extension is not built, status says why, and push
     gives what the C step gives."""
