@@ -57,8 +57,12 @@ def bound_call(sess, frame):
     arguments running one step from the session's current buffers; the per-call ``run`` on ``frame`` where it is
     not bound (a token input, say)."""
     if sess.bound:
+        _KEEP.append(sess)  # the call runs on the session's buffers: they must outlive it (the caller may drop sess)
         return sess._bound[sess._cur][0]
     return _per_call(sess, np.ascontiguousarray(frame))
+
+
+_KEEP: list = []  # the sessions whose bound calls bound_call handed out
 
 
 def gemv_floor(mats: list[np.ndarray]):

@@ -71,12 +71,11 @@ class PlainMambaStep(MambaStep):
 
 
 def session_call(art, x):
-    """The runtime call a ``push`` of ``x`` makes (the session bound to its buffers), alone: the session is opened,
-    pushed ``x`` once (so its frame is in place) and kept alive with the returned function."""
+    """The runtime call a ``push`` of ``x`` makes (the session bound to its buffers), alone: the session is opened
+    and pushed ``x`` once, so its frame is in place (``bound_call`` keeps it alive)."""
     sess = edgeseq.open(art.path)
     sess.push(x)
-    call = bound_call(sess, x)
-    return lambda call=call, keep=sess: call()
+    return bound_call(sess, x)
 
 
 def gemv_floor(step):
