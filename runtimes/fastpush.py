@@ -58,7 +58,9 @@ def _build(target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        cmd = [*_compiler(), *FLAGS, f"-I{include}", str(SOURCE), "-o", tmp]
+        # macOS links an extension against the interpreter at load time (its symbols are left undefined here)
+        link = ["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else []
+        cmd = [*_compiler(), *FLAGS, *link, f"-I{include}", str(SOURCE), "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise OSError(f"{' '.join(cmd[:1])} failed: {(done.stderr.strip().splitlines() or ['?'])[-1][:200]}")
@@ -103,3 +105,17 @@ def side_step(frame: np.ndarray, call: Callable[[], None], side: np.ndarray) -> 
     C-contiguous and stay alive and in place (the arena's views)."""
     module = load()
     return None if module is None else module.Side(frame, call, side)
+
+
+def relay(ins, call: Callable[[], None], outs, keep=None) -> Callable[[], None] | None:
+    """``relay()``: each ``(dst, src)`` array pair of ``ins`` copied, ``call()`` run, each pair of ``outs`` copied, in
+    one C call (ExecuTorch's bound step: its fixed inputs in, its outputs out); None where the extension is not
+    built. Every array C-contiguous, each pair of one length, in place; ``keep`` is held with them (what they belong
+    to: tensors a program reads)."""
+    module = load()
+    if module is None:
+        return None
+    try:
+        return module.Relay(tuple(ins), call, tuple(outs), keep)
+    except (BufferError, ValueError, TypeError):  # a strided array or pairs of two lengths: numpy copies those
+        return None

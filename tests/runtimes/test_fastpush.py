@@ -1,6 +1,7 @@
 """The bound push step in C (runtimes/fastpush.py, runtimes/native/fastpush.c) against the same step in numpy.
 
-Its finite check against ``np.isfinite`` on every kind of float32 bit pattern; a session stepping through it
+ExecuTorch's copies around its call (``Relay``) in their order; its finite check against ``np.isfinite`` on every
+kind of float32 bit pattern; a session stepping through it
 against one stepping through numpy (the extension unloaded), on onnxruntime and ExecuTorch: bit-identical outputs
 over 2,000 steps, strided frames and token ids, and the same refusals at the same steps (a NaN frame, an overflow
 that keeps the state from before it). Where no compiler is found the extension is not built and push still works."""
@@ -47,6 +48,35 @@ def test_all_finite_reads_every_bit_pattern_as_numpy_does(ext):
             assert ext.all_finite(a) == bool(np.isfinite(a).all())
 
 
+def test_relay_copies_in_then_calls_then_copies_out(ext):
+    rng = np.random.default_rng(2)
+    a_src, b_src = rng.standard_normal(7).astype(np.float32), np.arange(3, dtype=np.int64)
+    a_dst, b_dst = np.zeros(7, np.float32), np.zeros(3, np.int64)
+    o_src, o_dst = np.zeros(5, np.float32), np.ones(5, np.float32)
+    seen = []
+
+    def call():  # runs between the two sets of copies: sees the ins done, makes what the outs copy
+        seen.append((a_dst.copy(), b_dst.copy(), o_dst.copy()))
+        o_src[:] = a_dst[:5] * 2
+
+    relay = fastpush.relay(((a_dst, a_src), (b_dst, b_src)), call, ((o_dst, o_src),))
+    assert relay() is None
+    np.testing.assert_array_equal(seen[0][0], a_src)
+    np.testing.assert_array_equal(seen[0][1], b_src)
+    np.testing.assert_array_equal(seen[0][2], np.ones(5, np.float32))  # the outs not yet copied
+    np.testing.assert_array_equal(o_dst, a_src[:5] * 2)
+
+    def boom():
+        raise RuntimeError("from the runtime")
+
+    with pytest.raises(RuntimeError, match="from the runtime"):  # the call's own exception, the outs left alone
+        fastpush.relay((), boom, ((o_dst, np.zeros(5, np.float32)),))()
+    np.testing.assert_array_equal(o_dst, a_src[:5] * 2)
+    with pytest.raises(ValueError, match="differ in length"):
+        ext.Relay(((a_dst, a_src[:6].copy()),), call, ())
+    assert fastpush.relay(((a_dst[::2], a_src[::2]),), call, ()) is None  # strided: numpy copies those instead
+
+
 @pytest.fixture(scope="module")
 def arts(tmp_path_factory):
     from extras import export_models, need  # tests/extras.py
@@ -83,7 +113,10 @@ def test_streams_bit_identical_to_the_numpy_step(arts, name, target, ext, monkey
         frames = list(rng.standard_normal((T, 6)).astype(np.float32))
         also = None
     fast = _stream(arts[name, target], frames)
-    fast_strided = _stream(arts[name, target], frames, strided=True) if also is None else _stream(arts[name, target], also)
+    if also is None:
+        fast_strided = _stream(arts[name, target], frames, strided=True)
+    else:
+        fast_strided = _stream(arts[name, target], also)
     _numpy_only(monkeypatch)
     assert fastpush.side_step(np.zeros(1, np.float32), lambda: None, np.zeros(1, np.float32)) is None
     slow = _stream(arts[name, target], frames)
