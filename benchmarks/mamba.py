@@ -187,7 +187,8 @@ def render(results: list[dict], quick: bool) -> str:
         "",
         "µs per token, median of interleaved rounds. HF = `MambaForCausalLM` (vocab 1024) cached step, token in, logits out; "
         "mambapy = `Mamba.step`, hidden state in and out. Our rows run the same models imported with `from_huggingface` / "
-        "`from_mambapy` and exported (the bare runtime call under `push`, bound to the session's buffers); speed-up = the source's own step / ours.",
+        "`from_mambapy` and exported (the bare runtime call under `push`, bound to the session's buffers); "
+        "speed-up = the source's own step / ours.",
         "",
         "| width x layers | params (M) | HF cached step | ours ET (HF model) | ours ORT (HF model) | speed-up ET / ORT vs HF "
         "| mambapy step | ours ET (mambapy model) | ours ORT (mambapy model) | speed-up ET / ORT vs mambapy | our eager step "

@@ -258,11 +258,11 @@ class StreamSession:
         (:meth:`_push_checked`), prepared at open: the frame is copied into the arena's free side (any strides),
         the runtime writes the output and the next state beside it, and one pass over that side is the finite check
         of all three: one C call for the three (runtimes/fastpush.py; numpy's where it is not built). Only when the
-        side is not all finite are the arrays
-        looked at one by one, to refuse the input (InputError) or name the state tensor that overflowed
-        (NumericalError); the current side, the state before the step, is untouched until the step is accepted.
-        Any other input (a torch tensor, token ids as an array, a frame of another dtype or shape) is checked one
-        check at a time first (:meth:`_checked_frame`, each refusal its own message), then stepped the same way."""
+        side is not all finite are the arrays looked at one by one, to refuse the input (InputError) or name the
+        state tensor that overflowed (NumericalError); the current side, the state before the step, is untouched
+        until the step is accepted. Any other input (a torch tensor, token ids as an array, a frame of another dtype
+        or shape) is checked one check at a time first (:meth:`_checked_frame`, each refusal its own message), then
+        stepped the same way."""
         if not self._acquire(False):
             raise ConcurrentUseError(
                 "push: this session is already running a step in another thread; a session is one stream (two "

@@ -110,14 +110,6 @@ static int side_init(Side *self, PyObject *args, PyObject *kwds) {
     return 0;
 }
 
-static PyObject *side_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (PyTuple_GET_SIZE(args) != 1 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "Side(x): one positional argument");
-        return NULL;
-    }
-    return side_step((Side *)self, PyTuple_GET_ITEM(args, 0));
-}
-
 static int side_traverse(Side *self, visitproc visit, void *arg) {
     Py_VISIT(self->frame);
     Py_VISIT(self->call);
@@ -147,7 +139,7 @@ static PyTypeObject SideType = {
               "all finite.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)side_init,
-    .tp_call = side_call,
+    .tp_call = PyVectorcall_Call,  /* a call with a tuple goes through the vectorcall too */
     .tp_vectorcall_offset = offsetof(Side, vectorcall),
     .tp_traverse = (traverseproc)side_traverse,
     .tp_clear = (inquiry)side_clear,
@@ -174,18 +166,20 @@ typedef struct {
     vectorcallfunc vectorcall;
 } Relay;
 
-static PyObject *relay_run(Relay *self) {
-    for (Py_ssize_t i = 0; i < self->n_in; i++) {
-        memcpy(self->copies[i].dst, self->copies[i].src, self->copies[i].bytes);
+static void copy_all(const Copy *copies, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(copies[i].dst, copies[i].src, copies[i].bytes);
     }
+}
+
+static PyObject *relay_run(Relay *self) {
+    copy_all(self->copies, self->n_in);
     PyObject *r = PyObject_CallNoArgs(self->call);
     if (r == NULL) {
         return NULL;
     }
     Py_DECREF(r);
-    for (Py_ssize_t i = self->n_in; i < self->n_in + self->n_out; i++) {
-        memcpy(self->copies[i].dst, self->copies[i].src, self->copies[i].bytes);
-    }
+    copy_all(self->copies + self->n_in, self->n_out);
     Py_RETURN_NONE;
 }
 
@@ -196,14 +190,6 @@ static PyObject *relay_vectorcall(PyObject *callable, PyObject *const *args, siz
         return NULL;
     }
     return relay_run((Relay *)callable);
-}
-
-static PyObject *relay_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "Relay(): no arguments");
-        return NULL;
-    }
-    return relay_run((Relay *)self);
 }
 
 /* one (dst, src) pair of a sequence into *out; -1 with an exception set on a bad pair */
@@ -304,7 +290,7 @@ static PyTypeObject RelayType = {
               "copies those of outs.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)relay_init,
-    .tp_call = relay_call,
+    .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Relay, vectorcall),
     .tp_traverse = (traverseproc)relay_traverse,
     .tp_clear = (inquiry)relay_clear,
@@ -332,22 +318,11 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit_edgeseq_fastpush(void) {
-    if (PyType_Ready(&SideType) < 0 || PyType_Ready(&RelayType) < 0) {
-        return NULL;
-    }
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) {
         return NULL;
     }
-    Py_INCREF(&SideType);
-    if (PyModule_AddObject(m, "Side", (PyObject *)&SideType) < 0) {
-        Py_DECREF(&SideType);
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(&RelayType);
-    if (PyModule_AddObject(m, "Relay", (PyObject *)&RelayType) < 0) {
-        Py_DECREF(&RelayType);
+    if (PyModule_AddType(m, &SideType) < 0 || PyModule_AddType(m, &RelayType) < 0) {  /* readies each type */
         Py_DECREF(m);
         return NULL;
     }
