@@ -12,7 +12,8 @@ each round, so a noisy neighbour slows all alike), medians. Rows:
   ``Mamba.step``, each against the same model imported into edgeseq; the HF model also with int8-dynamic weights on
   ExecuTorch, at the scheme's own tolerance: its free-running stream parts from the eager quantized step at int8
   roundings (the parity column), and export proves it step by step instead (docs/compression.md; the column says
-  how many steps one rounding taken the other way explains);
+  how many steps one rounding taken the other way explains); and both exported with ``custom_ops=True`` (each
+  layer's scan update as edgeseq's own ExecuTorch kernel, docs/custom-ops.md);
 - a ``continual-inference`` network (4 x ``co.Conv1d`` 64 channels, kernel 3): its ``forward_step`` against the same
   network converted;
 - Silero VAD (the ``silero-vad`` package; examples/vad_stream.py): the authors' own stateful ONNX on onnxruntime,
@@ -38,6 +39,7 @@ import importlib
 import importlib.util
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import warnings
@@ -49,8 +51,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import edgeseq  # noqa: E402
-from _common import (bound_call, gemv_floor, interleaved, linear_mats, native_us, single_thread_quiet,  # noqa: E402
-                     standard_args, write_section)
+from _common import (bound_call, gemv_floor, interleaved, linear_mats, native_bench, native_us,  # noqa: E402
+                     single_thread_quiet, standard_args, write_section)
 
 ROOT = Path(__file__).resolve().parent.parent
 RNNS = [("lstm", 64, 256, 2), ("gru", 64, 256, 2), ("lstm", 16, 64, 1), ("gru", 16, 64, 1), ("gru", 8, 8, 1)]
@@ -213,6 +215,14 @@ def mamba_row(tmp: Path, b, n, rounds) -> list[dict]:
     ours, info, native = edgeseq_rows(step_hf, None, np.array([[7]], np.int64), tmp, "mamba_hf", b, n, rounds)
     rows.append(_row(f"Mamba {width}x{layers} LM (HF `MambaForCausalLM`, vocab 1024)", {"HF cached step": hf_step},
                      ours, info, native, linear_mats(step_hf), n, rounds))
+    # the same program with edgeseq's own scan-update kernel (export custom_ops=True; docs/custom-ops.md)
+    ours, info, native = edgeseq_rows(step_hf, None, np.array([[7]], np.int64), tmp, "mamba_hf_ops", b, n, rounds,
+                                      export_kwargs={"custom_ops": True}, targets=("executorch",))
+    rows.append(_row(f"Mamba {width}x{layers} LM, `custom_ops=True` (ExecuTorch only)", {"HF cached step": hf_step},
+                     ours, info, native, linear_mats(step_hf), n, rounds))
+    standard_pte = rows[-2]["info"]["pte"]
+    if b is not None:
+        rows[-1]["ab"] = custom_ops_ab(b, standard_pte, info["pte"])
     # int8-dynamic weights (ExecuTorch's scheme), at its own tolerance (each step proven where the free run parts)
     from edgeseq.quant import Int8DynamicConfig, quantize_
 
@@ -221,11 +231,28 @@ def mamba_row(tmp: Path, b, n, rounds) -> list[dict]:
                                       targets=("executorch",))
     rows.append(_row(f"Mamba {width}x{layers} LM, int8-dynamic weights (ExecuTorch only)", {"HF cached step": hf_step},
                      ours, info, native, linear_mats(step_hf), n, rounds))
+    ours, info, native = edgeseq_rows(step_q, None, np.array([[7]], np.int64), tmp, "mamba_hf_int8_ops", b, n, rounds,
+                                      export_kwargs={"custom_ops": True}, targets=("executorch",))
+    rows.append(_row(f"Mamba {width}x{layers} LM, int8-dynamic weights, `custom_ops=True` (ExecuTorch only)",
+                     {"HF cached step": hf_step}, ours, info, native, linear_mats(step_hf), n, rounds))
+    if b is not None:
+        rows[-1]["ab"] = custom_ops_ab(b, rows[-2]["info"]["pte"], info["pte"])
     step_mp = edgeseq.convert(edgeseq.from_mambapy(mp))
     ours, info, native = edgeseq_rows(step_mp, None, xh.numpy(), tmp, "mamba_mp", b, n, rounds)
     rows.append(_row(f"Mamba {width}x{layers} (`mambapy` `Mamba`)", {"`mambapy` `step`": mp_step}, ours, info, native,
                      linear_mats(step_mp), n, rounds))
     return rows
+
+
+def custom_ops_ab(b, standard: Path, custom: Path, rounds: int = 9, steps: int = 2000) -> dict:
+    """The C runner's bare ``Module::execute`` of the two programs of one model (standard operators, and
+    ``custom_ops=True``), taking turns over ``rounds`` rounds of ``steps`` steps each: the medians (µs), with the
+    GEMV floor timed between rounds."""
+    times: dict[str, list[float]] = {"standard": [], "custom_ops": []}
+    for _ in range(rounds):
+        for name, path in (("standard", standard), ("custom_ops", custom)):
+            times[name].append(native_bench(b, path, steps, 1)["execute_us"])
+    return {k: statistics.median(v) for k, v in times.items()} | {"rounds": rounds, "steps": steps}
 
 
 def _installed(name: str):
@@ -306,7 +333,7 @@ def render(rows: list[dict], n: int, rounds: int, quick: bool) -> str:
         "## Against what you would use instead (`benchmarks/peers.py`)",
         "",
         f"One run on {platform.machine()} ({os.cpu_count()} cores), single thread, batch 1, fp32 (but the int8-dynamic "
-        f"row); µs per step, medians of {rounds} interleaved rounds of {n} calls ({max(20, n // 20)} for the Mamba rows; the native runner: its "
+        f"rows); µs per step, medians of {rounds} interleaved rounds of {n} calls ({max(20, n // 20)} for the Mamba rows; the native runner: its "
         f"own `--bench`, median of 3 runs); each turn opens with 3 untimed calls, so that no function pays for the "
         f"cache the one before it left cold. "
         f"onnxruntime {onnxruntime.__version__}, ExecuTorch {getattr(executorch, '__version__', '1.5.x')}, torch "
@@ -342,6 +369,13 @@ def render(rows: list[dict], n: int, rounds: int, quick: bool) -> str:
             f"| {r['model']} | {peer_txt} | {pair(u, 'onnx')} | {pair(u, 'executorch')} | {pair(u, 'native')} | {nat} "
             f"| {u['floor']:.1f} | {u['executorch_bare'] / u['floor']:.2f}x{c_floor} | **{ratio:.2f}x** ({against}) | "
             f"{verdict(ratio)} |")
+    for r in rows:
+        if r.get("ab"):
+            a = r["ab"]
+            lines += ["", f"{r['model']}: the C runner's bare `Module::execute`, the standard program and this one "
+                          f"taking turns ({a['rounds']} rounds of {a['steps']} steps, medians): {a['standard']:.1f} µs "
+                          f"-> {a['custom_ops']:.1f} µs ({a['custom_ops'] / a['standard'] - 1:+.1%}; over the row's "
+                          f"floor: {a['standard'] / r['us']['floor']:.2f}x -> {a['custom_ops'] / r['us']['floor']:.2f}x)."]
     lines += ["", "What push adds to the bare bound call (µs; the same run), and how the onnx artifact writes its "
                   "recurrent cells (decided by timing at export, `runtime.rnn_ops` in its manifest):", "",
               "| model | onnx push - bare | ET push - bare | native push - bare | onnx recurrent cells (fused / gates µs "

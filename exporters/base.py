@@ -119,6 +119,7 @@ def export(
     more_batches: Sequence[int] = (),
     model: nn.Module | None = None,
     rnn_ops: str = "timed",
+    custom_ops: bool = False,
 ) -> Artifact:
     """Export a step module (or a convertible model) to ``target`` and validate it.
 
@@ -148,6 +149,12 @@ def export(
     both ONNX's fused LSTM/GRU/RNN ops and the cells' gates, runs both on onnxruntime and keeps the faster
     (``runtime.rnn_ops`` in the manifest records both times); ``"fused"`` or ``"gates"`` asks for one. The kept
     file is validated like any other.
+
+    ``custom_ops`` (executorch target): the step calls edgeseq's own operators where it has one (a Mamba-1 layer's
+    selective-scan update, :mod:`edgeseq.ops`) and the program calls their kernels, ``edgeseq::*.out``
+    (``runtime.custom_ops`` in the manifest). Faster, but the program then runs only where those kernels are
+    registered: edgeseq's runtimes (``executorch`` compiles and loads them, ``native`` links them) or an app that
+    links ``libedgeseq_kernels`` (docs/custom-ops.md). Validated against the step's own arithmetic, as any export.
     """
     from edgeseq.convert import convert
 
@@ -171,6 +178,9 @@ def export(
         raise ConfigError(f"steps must be >= 1, got {steps}")
     if rnn_ops not in RNN_OPS:
         raise ConfigError(f"rnn_ops must be {', '.join(RNN_OPS[:-1])} or {RNN_OPS[-1]}, got {rnn_ops!r}")
+    if custom_ops and target != "executorch":
+        raise ConfigError(f"custom_ops is an executorch option (edgeseq's ExecuTorch kernels); {target} artifacts "
+                          "use their runtime's standard operators only")
     more = sorted({int(b) for b in more_batches} - {batch})
     if more and exporter.dynamic_batch:
         raise ConfigError(f"{target} artifacts take any batch: more batch sizes ({', '.join(map(str, more))}) are for "
@@ -182,7 +192,7 @@ def export(
     path = resolve_out(out, exporter.suffix)
     man_path = manifest_path_for(path)
     with staging_dir(path.parent) as tmp:
-        options = {"rnn_ops": rnn_ops}
+        options = {"rnn_ops": rnn_ops, "custom_ops": custom_ops}
         manifest = _write_validated(step, exporter, tmp / path.name, batch, x, tolerance, note, inputs, seed, model,
                                     options)
         moves = [(tmp / path.name, path)]

@@ -27,7 +27,7 @@ class ExecuTorchExporter(Exporter):
     dynamic_batch = False
     extra = "executorch"
 
-    def write(self, step: StepModule, path: Path, batch: int, **_options: Any) -> dict[str, Any]:
+    def write(self, step: StepModule, path: Path, batch: int, custom_ops: bool = False, **_options: Any) -> dict[str, Any]:
         et = require("executorch", "executorch")
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
@@ -35,6 +35,10 @@ class ExecuTorchExporter(Exporter):
 
         names = list(step.state_spec.names)
         passed = passthrough_states(step, batch)
+        if custom_ops:  # edgeseq's own operators where the step has them (edgeseq/ops.py), in a copy of the step
+            from edgeseq.ops import enable
+
+            step, _ = enable(step)
         flat = FlatStep(step, drop=frozenset(passed)).eval()
         cl = channels_last_states(step)
         state = [s.contiguous(memory_format=torch.channels_last) if i in cl else s for i, s in enumerate(step.init_state(batch))]
@@ -70,7 +74,7 @@ class ExecuTorchExporter(Exporter):
         return {
             "runtime": {"name": "executorch", "version": getattr(et, "__version__", _et_version()), "backend": "xnnpack",
                         "channels_last_state": [names[i] for i in cl], "planned_inputs": planned,
-                        "planned_outputs": planned_out,
+                        "planned_outputs": planned_out, "custom_ops": custom_op_names(lowered),
                         "passthrough_state": {names[i]: names[j] for i, j in sorted(passed.items())}},
             "graph": graph,
             **info,
@@ -138,6 +142,16 @@ def delegation_stats(ep) -> dict[str, Any]:
         "delegated": dict(sorted(delegated.items())),
         "non_delegated": dict(sorted(left.items())),
     }
+
+
+def custom_op_names(ep) -> list[str]:
+    """edgeseq's own operators the program calls, as its kernels register them (``edgeseq::ssm_update.out``):
+    the operators of namespace ``edgeseq`` outside the delegate, which ``to_executorch`` turns into out forms."""
+    found = set()
+    for node in ep.graph_module.graph.nodes:
+        if node.op == "call_function" and getattr(node.target, "namespace", None) == "edgeseq":
+            found.add(f"edgeseq::{node.target.__name__.split('.')[0]}.out")
+    return sorted(found)
 
 
 def _op_name(target) -> str:

@@ -26,7 +26,7 @@ class OnnxExporter(Exporter):
     lowering = "lower_onnx"  # the scheme's ONNX lowering this target uses
     timed_rnn_ops = True  # recurrent cells: ONNX's LSTM/GRU/RNN ops or their gates, whichever onnxruntime runs faster
 
-    def write(self, step: StepModule, path: Path, batch: int, rnn_ops: str = "timed") -> dict[str, Any]:
+    def write(self, step: StepModule, path: Path, batch: int, rnn_ops: str = "timed", **_options: Any) -> dict[str, Any]:
         onnx = require("onnx", "onnx")
         require("onnxscript", "onnx")
         quant = getattr(step, "quantization", None)

@@ -216,8 +216,12 @@ def import_runtime():
 
 
 class ExecuTorchBackend:
-    def __init__(self, path: Path, io: ProgramIO, threads: int | None = 1):
+    def __init__(self, path: Path, io: ProgramIO, threads: int | None = 1, custom_ops=()):
         EtRuntime = import_runtime().Runtime
+        if custom_ops:  # edgeseq's own operators (exported with custom_ops=True): their kernels registered first
+            from edgeseq.runtimes.kernels import require as require_kernels
+
+            require_kernels(custom_ops, path)
 
         self.io = io
         self._fixed = None  # (set_inputs, the fixed side's tensors) once bound
@@ -439,7 +443,8 @@ class ExecuTorchRuntime(Runtime):
         probe(path, manifest)
 
     def open_file(self, path: Path, manifest: dict, batch: int | None = None, threads: int | None = 1):
-        return self.session(ExecuTorchBackend(path, ProgramIO(manifest), threads), manifest, path, batch)
+        custom_ops = manifest.get("runtime", {}).get("custom_ops") or ()
+        return self.session(ExecuTorchBackend(path, ProgramIO(manifest), threads, custom_ops), manifest, path, batch)
 
 
 def channels_last_indices(manifest: dict) -> frozenset[int]:

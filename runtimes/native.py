@@ -96,23 +96,71 @@ class Build:
         return {**os.environ, "LD_LIBRARY_PATH": paths + (":" + os.environ["LD_LIBRARY_PATH"] if os.environ.get("LD_LIBRARY_PATH") else "")}
 
 
-def build(arch: str = "x86_64", out: Path | None = None, verbose: bool = False) -> Build:
-    """Compile the library, the runner and the C example for ``arch`` into ``out`` (default: the cache);
-    skipped when the outputs are newer than every source."""
-    if arch not in ARCHES:
-        raise EdgeseqError(f"--arch {arch}: expected one of {', '.join(ARCHES)}")
-    cc = compiler(arch)
-    root = runtime_root(arch)
-    out = Path(out) if out is not None else cache_dir() / f"build-{arch}-{executorch_version()}"
-    out.mkdir(parents=True, exist_ok=True)
-    b = Build(arch, out, out / "libedgeseq_runtime.so", out / "edgeseq-run", out / "edgeseq-example", root)
-    newest = max(p.stat().st_mtime for p in SOURCES.iterdir() if p.is_file())
-    if all(p.is_file() and p.stat().st_mtime > newest for p in (b.library, b.runner, b.example)):
-        return b
+def _flags(arch: str, root: Path) -> tuple[list[str], list[str]]:
     inc = [f"-I{root / 'include'}", f"-I{root / 'include/executorch/runtime/core/portable_type/c10'}",
            f"-I{torch_include()}", f"-I{SOURCES}"]
     link = [f"-L{root / 'lib'}", "-Wl,--no-as-needed", "-lexecutorch", "-lexecutorch_backend_xnnpack",
             "-lexecutorch_kernels_optimized", "-lexecutorch_threadpool", "-Wl,--as-needed"]
+    return inc, link
+
+
+def _compile(cmd: list[str], what: str, verbose: bool) -> None:
+    if verbose:
+        print(" ".join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        first = next((line for line in r.stderr.splitlines() if "error" in line), r.stderr.strip()[-300:])
+        raise EdgeseqError(f"building {what} failed: {first}")
+
+
+def _fresh(outputs, sources) -> bool:
+    newest = max(p.stat().st_mtime for p in sources)
+    return all(p.is_file() and p.stat().st_mtime > newest for p in outputs)
+
+
+def _prepare(arch: str, out: Path | None) -> tuple[str, Path, Path]:
+    """The compiler, the ExecuTorch runtime folder and the (created) output folder (default: the cache) for ``arch``."""
+    if arch not in ARCHES:
+        raise EdgeseqError(f"--arch {arch}: expected one of {', '.join(ARCHES)}")
+    cc, root = compiler(arch), runtime_root(arch)
+    out = Path(out) if out is not None else cache_dir() / f"build-{arch}-{executorch_version()}"
+    out.mkdir(parents=True, exist_ok=True)
+    return cc, root, out
+
+
+def build_kernels(arch: str = "x86_64", out: Path | None = None, verbose: bool = False) -> Path:
+    """``libedgeseq_kernels.so`` for ``arch`` (edgeseq's own ExecuTorch operators, ``edgeseq_kernels.cpp``) in
+    ``out`` (default: the cache); skipped when it is newer than its source. Its soname is fixed, so that a process
+    holding it (the Python executorch runtime, runtimes/kernels.py) and ``libedgeseq_runtime.so``, which links it,
+    share one copy and one registration."""
+    cc, root, out = _prepare(arch, out)
+    lib = out / "libedgeseq_kernels.so"
+    src = SOURCES / "edgeseq_kernels.cpp"
+    if _fresh([lib], [src]):
+        return lib
+    inc, _ = _flags(arch, root)
+    rpath = [f"-Wl,-rpath,{root / 'lib'}"] if arch == "x86_64" else []
+    tmp = out / f".libedgeseq_kernels.{os.getpid()}.so"  # written whole, then renamed: a loaded copy stays intact
+    try:
+        _compile([cc, "-std=c++17", "-O2", "-fPIC", "-shared", "-Wl,-soname,libedgeseq_kernels.so", "-o", str(tmp),
+                  str(src), *inc, f"-L{root / 'lib'}", "-Wl,--no-as-needed", "-lexecutorch", "-Wl,--as-needed",
+                  *rpath], f"the {arch} kernels (edgeseq_kernels.cpp)", verbose)
+        os.replace(tmp, lib)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return lib
+
+
+def build(arch: str = "x86_64", out: Path | None = None, verbose: bool = False) -> Build:
+    """Compile edgeseq's kernels, the library, the runner and the C example for ``arch`` into ``out`` (default: the
+    cache); skipped when the outputs are newer than every source."""
+    cc, root, out = _prepare(arch, out)
+    b = Build(arch, out, out / "libedgeseq_runtime.so", out / "edgeseq-run", out / "edgeseq-example", root)
+    build_kernels(arch, out, verbose)
+    if _fresh((b.library, b.runner, b.example), [p for p in SOURCES.iterdir() if p.is_file()]):
+        return b
+    inc, link = _flags(arch, root)
+    link = [f"-L{out}", "-Wl,--no-as-needed", "-ledgeseq_kernels", *link]  # registers edgeseq's operators
     rpath = [f"-Wl,-rpath,{out}", f"-Wl,-rpath,{root / 'lib'}"] if arch == "x86_64" else []
     steps = [
         [cc, "-std=c++17", "-O2", "-fPIC", "-shared", "-o", str(b.library), str(SOURCES / "edgeseq_runtime.cpp"),
@@ -123,12 +171,7 @@ def build(arch: str = "x86_64", out: Path | None = None, verbose: bool = False) 
          f"-L{out}", "-ledgeseq_runtime", *link, *rpath, "-lstdc++"],
     ]
     for cmd in steps:
-        if verbose:
-            print(" ".join(cmd))
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode:
-            first = next((line for line in r.stderr.splitlines() if "error" in line), r.stderr.strip()[-300:])
-            raise EdgeseqError(f"building the {arch} runner failed: {first}")
+        _compile(cmd, f"the {arch} runner", verbose)
     return b
 
 

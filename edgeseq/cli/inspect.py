@@ -87,6 +87,9 @@ def inspect(
                       + (f"; {len(passed)} of {len(ss['tensors'])} state tensors passed along by the runtime (a ring "
                          "buffer's shift), not program outputs" if passed else "")
                       + (f"; {len(cl)} taken channels-last" if cl else ""))
+        if rt.get("custom_ops"):
+            out.print(f"  edgeseq's own operators: {', '.join(map(str, rt['custom_ops']))} (exported with --custom-ops; "
+                      "a runtime without edgeseq's kernels refuses the program: docs/custom-ops.md)")
     if rt.get("tensorrt_qdq") is not None:
         q = rt["tensorrt_qdq"]
         out.print(f"tensorrt: {q['quantize']} QuantizeLinear / {q['dequantize']} DequantizeLinear ({q['weight_dequantize']} on "

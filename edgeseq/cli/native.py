@@ -19,7 +19,7 @@ native_app = typer.Typer(help="The native (C++) runner: build it for this machin
 @handle_errors
 def build(
     arch: Annotated[str, typer.Option(help="x86_64 (this machine) or aarch64 (a Raspberry Pi, a Jetson, a phone's Linux; cross-compiled with g++-aarch64-linux-gnu).")] = "x86_64",
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for libedgeseq_runtime.so, edgeseq-run and edgeseq-example (default: edgeseq's cache).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for libedgeseq_runtime.so, libedgeseq_kernels.so (edgeseq's own ExecuTorch operators), edgeseq-run and edgeseq-example (default: edgeseq's cache).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Print the compiler commands.")] = False,
 ) -> None:
     """Compile the native runtime (C ABI, runtimes/native/edgeseq.h), the runner edgeseq-run and a C example
@@ -32,7 +32,8 @@ def build(
         check_writable(out_dir, "--out")
     with status(f"building the {arch} runner"):
         b = do_build(arch, out_dir, verbose=verbose)
-    out.print(f"built {b.runner} (and {b.library.name}, {b.example.name}) for {arch}; runtime libraries: {b.runtime / 'lib'}")
+    out.print(f"built {b.runner} (and {b.library.name}, libedgeseq_kernels.so, {b.example.name}) for {arch}; runtime "
+              f"libraries: {b.runtime / 'lib'}")
 
 
 @handle_errors

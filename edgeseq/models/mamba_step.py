@@ -12,6 +12,9 @@ the delegate costs a round trip through portable kernels:
   ``sum.dim_IntList`` is not delegated.
 * A = -exp(A_log) and the per-channel D of Mamba-2 are precomputed.
 
+Exported with ``custom_ops=True`` (executorch), a Mamba-1 layer's scan update is edgeseq's own operator instead
+(:mod:`edgeseq.ops`): one kernel call in place of seven delegated operators, at the cost of a partition boundary.
+
 The state per layer: ``conv{l}`` (d_conv - 1, conv channels), the last inputs of the causal convolution, oldest
 first, one frame per row; ``ssm{l}`` (E, N) for mamba1, (H, P, N) for mamba2.
 """
@@ -26,6 +29,7 @@ from torch import nn
 from edgeseq.config import config_to_dict
 from edgeseq.convert import register_converter
 from edgeseq.models.mamba import MambaConfig, MambaModel, ResidualBlock
+from edgeseq.ops import ssm_update
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
 
@@ -89,8 +93,11 @@ class CausalConvStep(nn.Module):
 
 
 class Mamba1LayerStep(nn.Module):
+    CUSTOM_OPS = ("ssm_update",)  # edgeseq.ops: the scan update as one operator, where custom_ops is set
+
     def __init__(self, block: ResidualBlock, c: MambaConfig):
         super().__init__()
+        self.custom_ops = False
         m, g = block.mixer, block.norm.weight.detach()
         E, N, R = c.d_inner, c.d_state, c.rank
         self.E, self.N = E, N
@@ -109,8 +116,11 @@ class Mamba1LayerStep(nn.Module):
         x, window = self.conv(self.in_x(hn), window)  # (B, E)
         dt = softplus(self.dt_proj(self.x_dt(x)))  # (B, E)
         B, C = self.x_B(x), self.x_C(x)  # (B, N)
-        s = torch.exp(dt.unsqueeze(-1) * self.A) * s + (dt * x).unsqueeze(-1) * B.view(-1, 1, N)  # (B, E, N)
-        y = torch.bmm(s, C.view(-1, N, 1)).view(-1, E) + self.D * x  # (B, E)
+        if self.custom_ops:  # the same arithmetic as one operator (edgeseq.ops, an ExecuTorch kernel of edgeseq's)
+            s, y = ssm_update(s, dt, x, self.A, B, C, self.D)
+        else:
+            s = torch.exp(dt.unsqueeze(-1) * self.A) * s + (dt * x).unsqueeze(-1) * B.view(-1, 1, N)  # (B, E, N)
+            y = torch.bmm(s, C.view(-1, N, 1)).view(-1, E) + self.D * x  # (B, E)
         z = self.in_z(hn)
         return h + self.out_proj(y * nn.functional.silu(z)), window, s
 
