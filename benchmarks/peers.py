@@ -13,7 +13,8 @@ each round, so a noisy neighbour slows all alike), medians. Rows:
   ExecuTorch, at the scheme's own tolerance: its free-running stream parts from the eager quantized step at int8
   roundings (the parity column), and export proves it step by step instead (docs/compression.md; the column says
   how many steps one rounding taken the other way explains); and both exported with ``custom_ops=True`` (each
-  layer's scan update as edgeseq's own ExecuTorch kernel, docs/custom-ops.md);
+  layer's scan update as edgeseq's own ExecuTorch kernel, docs/custom-ops.md); a Mamba-2 256 x 4 (HF
+  ``Mamba2ForCausalLM``, state 64, 8 heads of 64) the same way, standard and with ``custom_ops=True``;
 - a ``continual-inference`` network (4 x ``co.Conv1d`` 64 channels, kernel 3): its ``forward_step`` against the same
   network converted;
 - Silero VAD (the ``silero-vad`` package; examples/vad_stream.py): the authors' own stateful ONNX on onnxruntime,
@@ -235,6 +236,29 @@ def mamba_row(tmp: Path, b, n, rounds) -> list[dict]:
                                       export_kwargs={"custom_ops": True}, targets=("executorch",))
     rows.append(_row(f"Mamba {width}x{layers} LM, int8-dynamic weights, `custom_ops=True` (ExecuTorch only)",
                      {"HF cached step": hf_step}, ours, info, native, linear_mats(step_hf), n, rounds))
+    if b is not None:
+        rows[-1]["ab"] = custom_ops_ab(b, rows[-2]["info"]["pte"], info["pte"])
+    # Mamba-2 (SSD), HF's implementation: its cached step against the imported model, standard and custom_ops
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    torch.manual_seed(0)
+    hf2 = Mamba2ForCausalLM(Mamba2Config(vocab_size=1024, hidden_size=width, state_size=64, num_hidden_layers=layers,
+                                         head_dim=64, num_heads=2 * width // 64, n_groups=1, expand=2)).eval()
+    with torch.no_grad():
+        box2 = {"cache": hf2(tok, use_cache=True).cache}
+
+    def hf2_step():
+        with torch.no_grad():
+            box2["cache"] = hf2(tok, cache=box2["cache"], use_cache=True).cache
+
+    step_hf2 = edgeseq.convert(edgeseq.from_huggingface(hf2))
+    name2 = f"Mamba-2 {width}x{layers} LM (HF `Mamba2ForCausalLM`, state 64, {2 * width // 64} heads of 64)"
+    ours, info, native = edgeseq_rows(step_hf2, None, np.array([[7]], np.int64), tmp, "mamba2_hf", b, n, rounds)
+    rows.append(_row(name2, {"HF cached step": hf2_step}, ours, info, native, linear_mats(step_hf2), n, rounds))
+    ours, info, native = edgeseq_rows(step_hf2, None, np.array([[7]], np.int64), tmp, "mamba2_hf_ops", b, n, rounds,
+                                      export_kwargs={"custom_ops": True}, targets=("executorch",))
+    rows.append(_row(f"Mamba-2 {width}x{layers} LM, `custom_ops=True` (ExecuTorch only)", {"HF cached step": hf2_step},
+                     ours, info, native, linear_mats(step_hf2), n, rounds))
     if b is not None:
         rows[-1]["ab"] = custom_ops_ab(b, rows[-2]["info"]["pte"], info["pte"])
     step_mp = edgeseq.convert(edgeseq.from_mambapy(mp))

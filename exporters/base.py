@@ -150,8 +150,8 @@ def export(
     (``runtime.rnn_ops`` in the manifest records both times); ``"fused"`` or ``"gates"`` asks for one. The kept
     file is validated like any other.
 
-    ``custom_ops`` (executorch target): the step calls edgeseq's own operators where it has one (a Mamba-1 layer's
-    selective-scan update, :mod:`edgeseq.ops`) and the program calls their kernels, ``edgeseq::*.out``
+    ``custom_ops`` (executorch target): the step calls edgeseq's own operators where it has one (a Mamba-1 or
+    Mamba-2 layer's scan update, :mod:`edgeseq.ops`) and the program calls their kernels, ``edgeseq::*.out``
     (``runtime.custom_ops`` in the manifest). Faster, but the program then runs only where those kernels are
     registered: edgeseq's runtimes (``executorch`` compiles and loads them, ``native`` links them) or an app that
     links ``libedgeseq_kernels`` (docs/custom-ops.md). Validated against the step's own arithmetic, as any export.

@@ -12,8 +12,9 @@ the delegate costs a round trip through portable kernels:
   ``sum.dim_IntList`` is not delegated.
 * A = -exp(A_log) and the per-channel D of Mamba-2 are precomputed.
 
-Exported with ``custom_ops=True`` (executorch), a Mamba-1 layer's scan update is edgeseq's own operator instead
-(:mod:`edgeseq.ops`): one kernel call in place of seven delegated operators, at the cost of a partition boundary.
+Exported with ``custom_ops=True`` (executorch), a layer's scan update is edgeseq's own operator instead
+(:mod:`edgeseq.ops`; Mamba-1 and Mamba-2): one kernel call in place of seven (four) delegated operators, at the cost
+of a partition boundary.
 
 The state per layer: ``conv{l}`` (d_conv - 1, conv channels), the last inputs of the causal convolution, oldest
 first, one frame per row; ``ssm{l}`` (E, N) for mamba1, (H, P, N) for mamba2.
@@ -29,7 +30,7 @@ from torch import nn
 from edgeseq.config import config_to_dict
 from edgeseq.convert import register_converter
 from edgeseq.models.mamba import MambaConfig, MambaModel, ResidualBlock
-from edgeseq.ops import ssm_update
+from edgeseq.ops import ssm2_update, ssm_update
 from edgeseq.step import State, StateSpec, StateTensor, StepInfo, StepModule
 
 
@@ -126,8 +127,11 @@ class Mamba1LayerStep(nn.Module):
 
 
 class Mamba2LayerStep(nn.Module):
+    CUSTOM_OPS = ("ssm2_update",)  # edgeseq.ops: the SSD update as one operator, where custom_ops is set
+
     def __init__(self, block: ResidualBlock, c: MambaConfig):
         super().__init__()
+        self.custom_ops = False
         m, g = block.mixer, block.norm.weight.detach()
         E, N, H, G, P = c.d_inner, c.d_state, c.n_heads, c.n_groups, c.head_dim
         self.E, self.N, self.H, self.G, self.P = E, N, H, G, P
@@ -148,12 +152,16 @@ class Mamba2LayerStep(nn.Module):
         xbc, window = self.conv(self.in_xbc(hn), window)  # (B, E + 2GN)
         x, B, C = xbc[:, :E], xbc[:, E : E + G * N], xbc[:, E + G * N :]
         dt = softplus(self.in_dt(hn) + self.dt_bias)  # (B, H)
-        decay = torch.exp(dt * self.A).view(-1, G, H // G, 1, 1)
-        u = (dt.view(-1, H, 1) * x.view(-1, H, P)).view(-1, G, H // G, P, 1)
-        s = decay * s.view(-1, G, H // G, P, N) + u * B.view(-1, G, 1, 1, N)  # (B, G, H/G, P, N)
-        y = torch.bmm(s.view(-1, (H // G) * P, N), C.reshape(-1, N, 1)).view(-1, E) + self.D * x  # (B, E)
+        if self.custom_ops:  # the same arithmetic as one operator (edgeseq.ops, an ExecuTorch kernel of edgeseq's)
+            s, y = ssm2_update(s, dt, x, self.A, B, C, self.D)
+        else:
+            decay = torch.exp(dt * self.A).view(-1, G, H // G, 1, 1)
+            u = (dt.view(-1, H, 1) * x.view(-1, H, P)).view(-1, G, H // G, P, 1)
+            s = decay * s.view(-1, G, H // G, P, N) + u * B.view(-1, G, 1, 1, N)  # (B, G, H/G, P, N)
+            y = torch.bmm(s.view(-1, (H // G) * P, N), C.reshape(-1, N, 1)).view(-1, E) + self.D * x  # (B, E)
+            s = s.view(-1, H, P, N)
         gated = (y * nn.functional.silu(self.in_z(hn))).view(-1, G, E // G)
-        return h + self.out_proj(self.gnorm(gated).view(-1, E)), window, s.view(-1, H, P, N)
+        return h + self.out_proj(self.gnorm(gated).view(-1, E)), window, s
 
 
 LAYER_STEPS = {"mamba1": Mamba1LayerStep, "mamba2": Mamba2LayerStep}

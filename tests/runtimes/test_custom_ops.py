@@ -29,18 +29,22 @@ def et():
 
 
 class _Op(torch.nn.Module):
+    def __init__(self, name="ssm_update"):
+        super().__init__()
+        self.name = name
+
     def forward(self, s, dt, x, A, B, C, D):
-        return torch.ops.edgeseq.ssm_update(s, dt, x, A, B, C, D)
+        return getattr(torch.ops.edgeseq, self.name)(s, dt, x, A, B, C, D)
 
 
-def _kernel(et, tmp_path, args):
+def _kernel(et, tmp_path, args, name="ssm_update"):
     """The op alone in a .pte (no delegate: the program calls the kernel), run on the bindings."""
     from executorch.exir import to_edge
 
     import edgeseq.ops  # noqa: F401  (defines the op)
 
     args = [torch.from_numpy(np.array(a, np.float32)) for a in args]  # a copy: v[None] has a 0 stride
-    ep = torch.export.export(_Op(), tuple(args), strict=False)
+    ep = torch.export.export(_Op(name), tuple(args), strict=False)
     path = tmp_path / "op.pte"
     path.write_bytes(to_edge(ep).to_executorch().buffer)
     out = et.load_program(str(path)).load_method("forward").execute(args)
@@ -51,6 +55,40 @@ def _reference64(s, dt, x, A, B, C, D):
     s, dt, x, A, B, C, D = (np.asarray(a, np.float64) for a in (s, dt, x, A, B, C, D))
     s_new = np.exp(dt[:, :, None] * A[None]) * s + (dt * x)[:, :, None] * B[:, None, :]
     return s_new, (s_new * C[:, None, :]).sum(-1) + D * x
+
+
+def _reference64_ssd(s, dt, x, A, B, C, D):
+    """Mamba-2's update, head by head, in float64: head h reads group h // (H / G) of B and C."""
+    s, dt, x, A, B, C, D = (np.asarray(a, np.float64) for a in (s, dt, x, A, B, C, D))
+    b, H, P, N = s.shape
+    G = B.shape[1] // N
+    s_new, y = np.empty_like(s), np.empty((b, H * P))
+    for h in range(H):
+        g = h // (H // G)
+        Bg, Cg = B[:, g * N:(g + 1) * N], C[:, g * N:(g + 1) * N]
+        xh = x[:, h * P:(h + 1) * P]
+        s_new[:, h] = np.exp(dt[:, h] * A[h])[:, None, None] * s[:, h] + (dt[:, h, None] * xh)[:, :, None] * Bg[:, None, :]
+        y[:, h * P:(h + 1) * P] = (s_new[:, h] * Cg[:, None, :]).sum(-1) + D[h * P:(h + 1) * P] * xh
+    return s_new, y
+
+
+@pytest.mark.parametrize("N", [16, 19, 3])
+@pytest.mark.parametrize("G", [1, 2])
+def test_ssd_kernel_matches_float64_formula(et, tmp_path, N, G):
+    rng = np.random.default_rng(N + G)
+    b, H, P = 2, 4, 3
+    args = [rng.standard_normal((b, H, P, N)), rng.uniform(0, 3, (b, H)), rng.standard_normal((b, H * P)),
+            -np.exp(rng.uniform(-2, 3.5, H)), rng.standard_normal((b, G * N)), rng.standard_normal((b, G * N)),
+            rng.standard_normal(H * P)]
+    s_new, y = _kernel(et, tmp_path, args, "ssm2_update")
+    args32 = [np.asarray(a, np.float32) for a in args]
+    ref_s, ref_y = _reference64_ssd(*args32)
+    assert s_new.shape == (b, H, P, N) and y.shape == (b, H * P)
+    np.testing.assert_allclose(s_new, ref_s, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(y, ref_y, rtol=1e-5, atol=1e-5)
+    t_s, t_y = torch.ops.edgeseq.ssm2_update(*[torch.from_numpy(a) for a in args32])
+    np.testing.assert_allclose(t_s.numpy(), ref_s, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(t_y.numpy(), ref_y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("N", [16, 19, 3])  # whole vectors; vectors and a tail; the tail alone
@@ -108,9 +146,14 @@ def test_kernel_refuses_a_program_passing_wrong_tensors(et, tmp_path, monkeypatc
     args = [torch.from_numpy(np.array(a, np.float32)) for a in args]
     if bad.startswith("x"):
         args[2] = args[2].double()
+    _refused(et, tmp_path, args, "ssm_update")
+
+
+def _refused(et, tmp_path, args, name):
+    """The op alone in a program with ``args`` (the export-time check off): executing it raises."""
     from executorch.exir import to_edge
 
-    ep = torch.export.export(_Op(), tuple(args), strict=False)
+    ep = torch.export.export(_Op(name), tuple(args), strict=False)
     path = tmp_path / "bad.pte"
     path.write_bytes(to_edge(ep).to_executorch().buffer)
     method = et.load_program(str(path)).load_method("forward")
@@ -118,18 +161,33 @@ def test_kernel_refuses_a_program_passing_wrong_tensors(et, tmp_path, monkeypatc
         method.execute(args)
 
 
-@pytest.fixture(scope="module")
-def mamba(tmp_path_factory, et):
+def test_ssd_kernel_refuses_groups_that_do_not_divide_the_heads(et, tmp_path, monkeypatch):
+    import edgeseq.ops as ops
+
+    monkeypatch.setattr(ops, "_check", lambda *a: None)
+    b, H, P, N, G = 1, 3, 2, 4, 2  # 2 groups of B and C for 3 heads
+    args = [np.ones((b, H, P, N)), np.ones((b, H)), np.ones((b, H * P)), -np.ones(H), np.ones((b, G * N)),
+            np.ones((b, G * N)), np.ones(H * P)]
+    _refused(et, tmp_path, [torch.from_numpy(np.array(a, np.float32)) for a in args], "ssm2_update")
+
+
+def _exported(tmp_path_factory, seed: int, **config):
+    """A tiny mamba model exported with custom_ops=True, a 3,000-step stream and the model's own forward over it."""
     torch.manual_seed(0)
-    model = edgeseq.build("mamba", d_in=3, d_out=2, d_model=16, n_layers=2, d_state=10).eval()
-    out = tmp_path_factory.mktemp("custom_ops")
+    model = edgeseq.build("mamba", d_in=3, d_out=2, d_model=16, n_layers=2, **config).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        art = edgeseq.export(model, out / "m", target="executorch", steps=2000, custom_ops=True)
-    x = np.random.default_rng(1).standard_normal((3000, 3)).astype(np.float32)
+        art = edgeseq.export(model, tmp_path_factory.mktemp("custom_ops") / "m", target="executorch", steps=2000,
+                             custom_ops=True)
+    x = np.random.default_rng(seed).standard_normal((3000, 3)).astype(np.float32)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)[None])[0].numpy()
     return model, art, x, ref
+
+
+@pytest.fixture(scope="module")
+def mamba(tmp_path_factory, et):
+    return _exported(tmp_path_factory, 1, d_state=10)
 
 
 def test_mamba_export_calls_the_kernel_and_matches_the_model(mamba):
@@ -145,6 +203,22 @@ def test_mamba_export_calls_the_kernel_and_matches_the_model(mamba):
     assert not any(getattr(l, "custom_ops", False) for l in step.layers)
 
 
+@pytest.fixture(scope="module")
+def mamba2(tmp_path_factory, et):
+    """Mamba-2 with 2 groups of 2 heads, head channels 8, state 12 (the AVX2 loop and a tail of 4)."""
+    return _exported(tmp_path_factory, 2, d_state=12, variant="mamba2", head_dim=8, n_groups=2)
+
+
+def test_mamba2_export_calls_its_kernel_and_matches_the_model(mamba2):
+    """Over 3,000 steps against the model's own (chunked SSD) forward, on the Python runtime and the native runner."""
+    _, art, x, ref = mamba2
+    assert art.manifest["runtime"]["custom_ops"] == ["edgeseq::ssm2_update.out"]
+    assert art.manifest["graph"]["non_delegated"] == {"ssm2_update": 2}
+    got = edgeseq.open(art.path).run(x).reshape(ref.shape)
+    assert np.abs(got - ref).max() / max(1.0, np.abs(ref).max()) <= 1e-5
+    np.testing.assert_array_equal(edgeseq.open(art.path, runtime="native").run(x).reshape(ref.shape), got)
+
+
 def test_native_runner_runs_it_identically(mamba, et):
     from extras import need_tool  # tests/extras.py
 
@@ -155,17 +229,19 @@ def test_native_runner_runs_it_identically(mamba, et):
     np.testing.assert_array_equal(a, b)
 
 
-def test_aarch64_neon_kernel_under_qemu(mamba):
-    """d_state 10: two NEON vectors and a tail of 2 per channel, on ARM's arithmetic, against the x86 run."""
+def test_aarch64_neon_kernels_under_qemu(mamba, mamba2):
+    """Both kernels' NEON forms on ARM's arithmetic (cortex-a76 under qemu), against the model: d_state 10 (Mamba-1)
+    and 12 (Mamba-2), whole vectors of 4 and, for Mamba-1, a tail of 2."""
     from extras import need_tool  # tests/extras.py
 
     need_tool("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu", "the aarch64 cross compiler")
     need_tool("qemu-aarch64", "qemu-user", "runs the aarch64 runner here")
     from edgeseq.runtimes import native
 
-    _, art, x, ref = mamba
-    got = native.run(native.build("aarch64"), art.path, x[:1000], "cortex-a76").reshape(ref[:1000].shape)
-    assert np.abs(got - ref[:1000]).max() <= 1e-5
+    b = native.build("aarch64")
+    for _, art, x, ref in (mamba, mamba2):
+        got = native.run(b, art.path, x[:1000], "cortex-a76").reshape(ref[:1000].shape)
+        assert np.abs(got - ref[:1000]).max() / max(1.0, np.abs(ref[:1000]).max()) <= 1e-5
 
 
 def test_refusals(mamba, tmp_path):
