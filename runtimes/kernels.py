@@ -24,10 +24,15 @@ def load_library() -> frozenset[str]:
         if "ops" not in _LOADED:
             from edgeseq.runtimes import native
 
-            arch = {"x86_64": "x86_64", "AMD64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}.get(platform.machine())
-            if arch is None:
-                raise EdgeseqError(f"edgeseq's kernels are built for x86_64 and aarch64 hosts, not {platform.machine()}")
-            lib = ctypes.CDLL(str(native.build_kernels(arch)), mode=ctypes.RTLD_GLOBAL)
+            if platform.machine() not in ("x86_64", "AMD64"):  # as runtime "native" from Python (runtimes/inproc.py)
+                raise EdgeseqError(f"edgeseq's kernels are compiled in this process on x86_64 hosts (this is "
+                                   f"{platform.machine()}); on an aarch64 board, link libedgeseq_kernels.so from "
+                                   "`edgeseq native build --arch aarch64` (docs/custom-ops.md)")
+            path = native.build_kernels("x86_64")
+            try:
+                lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            except OSError as exc:  # a library another toolchain left in the cache, or a missing libexecutorch.so
+                raise EdgeseqError(f"cannot load {path} ({' '.join(str(exc).split())}); delete it to rebuild") from None
             lib.edgeseq_kernels_ops.restype = ctypes.c_char_p
             _LOADED["lib"] = lib
             _LOADED["ops"] = frozenset(lib.edgeseq_kernels_ops().decode().split())

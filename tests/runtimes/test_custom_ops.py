@@ -303,3 +303,15 @@ def test_mutated_programs_end_in_ok_or_one_line(mamba, tmp_path):
     lines = [line[len(fuzz_cases.MARK):] for line in r.stdout.splitlines() if line.startswith(fuzz_cases.MARK)]
     assert len(lines) == len(cases) and all(line == "ok" or line.startswith("error: ") for line in lines), lines
     assert sum(line.startswith("error: ") for line in lines) >= len(cases) // 3, lines
+
+
+def test_other_hosts_are_told_how_to_get_the_kernels(monkeypatch):
+    import platform
+
+    from edgeseq.errors import EdgeseqError
+    from edgeseq.runtimes import kernels
+
+    monkeypatch.setattr(kernels, "_LOADED", {})
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with pytest.raises(EdgeseqError, match=r"on an aarch64 board, link libedgeseq_kernels.so from `edgeseq native build --arch aarch64`"):
+        kernels.require(["edgeseq::ssm_update.out"], "m.pte")
