@@ -163,6 +163,13 @@ ES_AVX2 inline __m256 exp_neg8(__m256 v) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
+ES_AVX2 inline float hsum8(__m256 acc) {  // the sum of the 8 lanes
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
 ES_AVX2 void rows_avx2(const Rows& o) {
   const int64_t N8 = o.N - o.N % 8;
   for (int64_t e = 0; e < o.E; ++e) {
@@ -176,10 +183,7 @@ ES_AVX2 void rows_avx2(const Rows& o) {
       _mm256_storeu_ps(so + n, v);
       acc = _mm256_fmadd_ps(v, _mm256_loadu_ps(o.C + n), acc);
     }
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    o.y[e] = (_mm_cvtss_f32(h) + row_tail(o, e, N8)) + o.D[e] * o.x[e];
+    o.y[e] = (hsum8(acc) + row_tail(o, e, N8)) + o.D[e] * o.x[e];
   }
 }
 
@@ -194,10 +198,7 @@ ES_AVX2 void heads_avx2(const Heads& o) {
       _mm256_storeu_ps(so + n, v);
       acc = _mm256_fmadd_ps(v, _mm256_loadu_ps(Cg + n), acc);
     }
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h) + row2_tail(si, so, Bg, Cg, decay, u, N8, o.N);
+    return hsum8(acc) + row2_tail(si, so, Bg, Cg, decay, u, N8, o.N);
   });
 }
 
